@@ -1,0 +1,14 @@
+//! The audit log: append-only, hash-chained per tenant.
+//!
+//! [`append`] writes an event inside the caller's transaction, so an event
+//! exists if and only if the change it describes was committed. [`verify`]
+//! walks a chain and names the first sequence number that does not hold.
+
+mod model;
+mod store;
+
+pub use model::{
+    Actor, AuditError, GENESIS_HASH, NewEvent, Outcome, RequestContext, StoredEvent, Target,
+    VerifyReport,
+};
+pub use store::{append, verify_all, verify_tenant};

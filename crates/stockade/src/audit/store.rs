@@ -1,0 +1,181 @@
+//! Audit storage: append inside the caller's transaction; verify a chain.
+
+use super::model::{AuditError, GENESIS_HASH, NewEvent, StoredEvent, VerifyReport};
+use crate::clock::Clock;
+use crate::db::{Db, DbError, TenantTx};
+use crate::ids::{EventId, TenantId};
+
+/// Events read per round trip while verifying (keeps memory constant).
+const VERIFY_PAGE: i64 = 1000;
+
+/// Appends `event` to the tenant's chain inside `tx`. The event commits or
+/// rolls back with the change it describes. The head row is updated first, so
+/// on PostgreSQL its row lock serialises appends of one tenant and the
+/// sequence stays gapless; SQLite has a single writer anyway.
+pub async fn append(
+    tx: &mut TenantTx,
+    clock: &dyn Clock,
+    event: NewEvent,
+) -> Result<StoredEvent, AuditError> {
+    let now = clock.now();
+    tx.execute(
+        "INSERT INTO audit_heads (tenant_id, seq, hash, updated_at) VALUES ($1, 0, $2, $3) \
+         ON CONFLICT (tenant_id) DO NOTHING",
+        vec![GENESIS_HASH.into(), now.into()],
+    )
+    .await?;
+    let (seq, prev_hash): (i64, String) = tx
+        .fetch_one(
+            "UPDATE audit_heads SET seq = seq + 1, updated_at = $2 WHERE tenant_id = $1 \
+             RETURNING seq, hash",
+            vec![now.into()],
+        )
+        .await?;
+    let e = event.seal(tx.tenant(), seq, EventId::new(), now, prev_hash)?;
+    tx.execute(
+        "UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1",
+        vec![e.hash.clone().into()],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO audit_events (tenant_id, seq, id, occurred_at, actor_type, actor_id, \
+         impersonator_id, ip, user_agent, request_id, action, target_type, target_id, outcome, \
+         details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        vec![
+            e.seq.into(),
+            e.id.into(),
+            e.occurred_at.into(),
+            e.actor_type.clone().into(),
+            e.actor_id.clone().into(),
+            e.impersonator_id.clone().into(),
+            e.ip.clone().into(),
+            e.user_agent.clone().into(),
+            e.request_id.clone().into(),
+            e.action.clone().into(),
+            e.target_type.clone().into(),
+            e.target_id.clone().into(),
+            e.outcome.clone().into(),
+            e.details.clone().into(),
+            e.prev_hash.clone().into(),
+            e.hash.clone().into(),
+        ],
+    )
+    .await?;
+    Ok(e)
+}
+
+/// Walks one tenant's chain from the start and compares its end with the head.
+pub async fn verify_tenant(db: &Db, tenant: TenantId) -> Result<VerifyReport, DbError> {
+    let mut tx = db.tenant_read(tenant).await?;
+    let head: Option<(i64, String)> = tx
+        .fetch_optional(
+            "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1",
+            vec![],
+        )
+        .await?;
+    let mut expected = 1i64;
+    let mut prev = GENESIS_HASH.to_owned();
+    let mut checked = 0u64;
+    let bad = |seq: i64, reason: String, checked: u64, prev: &str| VerifyReport {
+        tenant_id: tenant,
+        ok: false,
+        events_checked: checked,
+        head_seq: seq - 1,
+        head_hash: prev.to_owned(),
+        first_bad_seq: Some(seq),
+        reason: Some(reason),
+    };
+    loop {
+        let page: Vec<StoredEvent> = tx
+            .fetch_all(
+                "SELECT * FROM audit_events WHERE tenant_id = $1 AND seq >= $2 \
+                 ORDER BY seq LIMIT $3",
+                vec![expected.into(), VERIFY_PAGE.into()],
+            )
+            .await?;
+        let full = page.len() as i64 == VERIFY_PAGE;
+        for e in page {
+            if e.seq != expected {
+                return Ok(bad(
+                    expected,
+                    format!("event {expected} is missing"),
+                    checked,
+                    &prev,
+                ));
+            }
+            if e.prev_hash != prev {
+                return Ok(bad(
+                    e.seq,
+                    "its previous hash does not match the event before it".into(),
+                    checked,
+                    &prev,
+                ));
+            }
+            if e.compute_hash() != e.hash {
+                return Ok(bad(
+                    e.seq,
+                    "its content does not match its hash".into(),
+                    checked,
+                    &prev,
+                ));
+            }
+            prev = e.hash;
+            expected += 1;
+            checked += 1;
+        }
+        if !full {
+            break;
+        }
+    }
+    let last = expected - 1;
+    let problem = match &head {
+        None if last == 0 => None,
+        None => Some((1, "the chain head record is missing".to_owned())),
+        Some((seq, _)) if *seq > last => Some((
+            last + 1,
+            format!("events {} to {seq} are missing from the end", last + 1),
+        )),
+        Some((seq, _)) if *seq < last => Some((
+            seq + 1,
+            format!("events after {seq} are not covered by the chain head"),
+        )),
+        Some((_, hash)) if *hash != prev => Some((last, "the chain head hash does not match".to_owned())),
+        Some(_) => None,
+    };
+    Ok(match problem {
+        Some((seq, reason)) => VerifyReport {
+            first_bad_seq: Some(seq),
+            reason: Some(reason),
+            ok: false,
+            tenant_id: tenant,
+            events_checked: checked,
+            head_seq: last,
+            head_hash: prev,
+        },
+        None => VerifyReport {
+            tenant_id: tenant,
+            ok: true,
+            events_checked: checked,
+            head_seq: last,
+            head_hash: prev,
+            first_bad_seq: None,
+            reason: None,
+        },
+    })
+}
+
+/// Verifies every tenant's chain and the platform's own.
+pub async fn verify_all(db: &Db) -> Result<Vec<VerifyReport>, DbError> {
+    let mut tx = db.global_read().await?;
+    let tenants: Vec<(TenantId,)> = tx
+        .fetch_all("SELECT id FROM tenants ORDER BY id", vec![])
+        .await?;
+    drop(tx);
+    let mut reports = Vec::with_capacity(tenants.len() + 1);
+    reports.push(verify_tenant(db, TenantId::PLATFORM).await?);
+    for (tenant,) in tenants {
+        reports.push(verify_tenant(db, tenant).await?);
+    }
+    Ok(reports)
+}

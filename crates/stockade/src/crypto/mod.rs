@@ -1,0 +1,5 @@
+//! Thin wrappers over vetted cryptography crates (RustCrypto, dalek). Nothing
+//! here invents a primitive: it generates, loads and names keys.
+
+pub mod keys;
+pub mod random;

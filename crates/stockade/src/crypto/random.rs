@@ -1,0 +1,11 @@
+//! Randomness from the operating system's CSPRNG.
+
+use zeroize::Zeroizing;
+
+/// `N` random bytes from the OS, wiped from memory on drop.
+pub fn secret_bytes<const N: usize>() -> anyhow::Result<Zeroizing<[u8; N]>> {
+    let mut buf = Zeroizing::new([0u8; N]);
+    getrandom::fill(buf.as_mut_slice())
+        .map_err(|e| anyhow::anyhow!("the OS random number generator failed: {e}"))?;
+    Ok(buf)
+}

@@ -1,0 +1,260 @@
+//! Storage: one interface over embedded SQLite and PostgreSQL.
+//!
+//! Isolation by construction: code reaches tenant-owned tables only through a
+//! [`TenantTx`], created from a [`TenantId`]; it binds the tenant as `$1` of every
+//! query it runs. [`GlobalTx`] (for tenants and users) refuses SQL that names a
+//! tenant-owned table. On PostgreSQL the database repeats the rule: the server
+//! connects as `stockade_app`, which owns no table, every tenant table has
+//! row-level security ENABLEd and FORCEd, and each tenant transaction sets
+//! `stockade.tenant_id` for that transaction only (`set_config(…, true)`, the
+//! function form of `SET LOCAL`), so even a query that forgets its filter sees
+//! only the current tenant's rows, and a transaction without a tenant sees none.
+
+mod migrate;
+mod tx;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Executor, PgPool, SqlitePool};
+
+pub use migrate::MigrationStatus;
+pub use tx::{FromAnyRow, GlobalTx, TenantTx, Value};
+
+use crate::config::Config;
+use crate::ids::TenantId;
+
+/// Tables whose rows belong to one tenant (`tenant_id` first in the primary
+/// key, RLS on PostgreSQL). [`GlobalTx`] refuses SQL naming any of them.
+pub const TENANT_TABLES: &[&str] = &["memberships", "audit_events", "audit_heads"];
+
+/// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.
+pub const APP_ROLE: &str = "stockade_app";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unique constraint violated: {0}")]
+    Unique(String),
+    #[error("query refused by the tenancy guard: {0}")]
+    Guard(String),
+    #[error("database error: {0}")]
+    Sqlx(sqlx::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        if let Some(db) = e.as_database_error()
+            && db.is_unique_violation()
+        {
+            // PostgreSQL names the constraint; SQLite names the columns or index.
+            let name = db
+                .constraint()
+                .map(str::to_owned)
+                .unwrap_or_else(|| db.message().trim_start_matches("UNIQUE constraint failed: ").to_owned());
+            return Self::Unique(name);
+        }
+        Self::Sqlx(e)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite {
+        /// One connection: SQLite has one writer, and serialising writers in
+        /// the pool avoids SQLITE_BUSY on lock upgrades.
+        writer: SqlitePool,
+        /// Read-only connections for reads that need no transaction order.
+        reader: SqlitePool,
+    },
+    Postgres {
+        /// Connections that `SET ROLE stockade_app` on connect.
+        app: PgPool,
+        /// The owner connection, for migrations and owner-level maintenance.
+        owner: PgPool,
+    },
+}
+
+impl Db {
+    /// Opens the database the configuration names (embedded SQLite in
+    /// `<data_dir>/stockade.db` by default). Does not migrate.
+    pub async fn open(cfg: &Config) -> anyhow::Result<Self> {
+        match &cfg.database_url {
+            Some(url) if cfg.is_postgres() => Self::open_postgres(url.value.expose_secret()).await,
+            Some(url) => {
+                let opts = SqliteConnectOptions::from_str(url.value.expose_secret())
+                    .map_err(|e| anyhow::anyhow!("invalid STOCKADE_DATABASE_URL: {e}"))?;
+                Self::open_sqlite(opts).await
+            }
+            None => {
+                let dir = crate::crypto::keys::create_private_dir(&cfg.data_dir)?;
+                Self::open_sqlite_file(&dir.join("stockade.db")).await
+            }
+        }
+    }
+
+    pub async fn open_sqlite_file(path: &Path) -> anyhow::Result<Self> {
+        // Created 0600 before SQLite opens it; its -wal and -shm files inherit
+        // the mode. Tenant data is no business of other local users.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+        }
+        Self::open_sqlite(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    async fn open_sqlite(opts: SqliteConnectOptions) -> anyhow::Result<Self> {
+        let opts = opts
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the SQLite database: {e}"))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the SQLite database: {e}"))?;
+        Ok(Self {
+            backend: Backend::Sqlite { writer, reader },
+        })
+    }
+
+    pub async fn open_postgres(url: &str) -> anyhow::Result<Self> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|_| anyhow::anyhow!("invalid STOCKADE_DATABASE_URL (not a postgres:// URL)"))?;
+        let owner = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(opts.clone());
+        let app = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute(format!("SET ROLE {APP_ROLE}").as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(opts);
+        Ok(Self {
+            backend: Backend::Postgres { app, owner },
+        })
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Sqlite { .. } => BackendKind::Sqlite,
+            Backend::Postgres { .. } => BackendKind::Postgres,
+        }
+    }
+
+    /// Runs pending migrations (as the table owner on PostgreSQL).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => migrate::run_sqlite(writer).await,
+            Backend::Postgres { owner, .. } => migrate::run_postgres(owner).await,
+        }
+    }
+
+    /// A read-write transaction scoped to one tenant.
+    pub async fn tenant_tx(&self, tenant: TenantId) -> Result<TenantTx, DbError> {
+        self.global_tx().await?.scoped(tenant).await
+    }
+
+    /// A read-only transaction scoped to one tenant (SQLite: a reader
+    /// connection, so reads do not queue behind the single writer).
+    pub async fn tenant_read(&self, tenant: TenantId) -> Result<TenantTx, DbError> {
+        self.global_read().await?.scoped(tenant).await
+    }
+
+    /// A read-write transaction on global tables (tenants, users), with no
+    /// tenant set: tenant-owned rows are unreachable from it.
+    pub async fn global_tx(&self) -> Result<GlobalTx, DbError> {
+        Ok(GlobalTx::new(match &self.backend {
+            Backend::Sqlite { writer, .. } => tx::Conn::Sqlite(writer.begin().await?),
+            Backend::Postgres { app, .. } => tx::Conn::Pg(app.begin().await?),
+        }))
+    }
+
+    pub async fn global_read(&self) -> Result<GlobalTx, DbError> {
+        Ok(GlobalTx::new(match &self.backend {
+            Backend::Sqlite { reader, .. } => tx::Conn::Sqlite(reader.begin().await?),
+            Backend::Postgres { app, .. } => tx::Conn::Pg(app.begin().await?),
+        }))
+    }
+
+    /// Database reachable and every migration applied.
+    pub async fn readiness(&self) -> MigrationStatus {
+        match &self.backend {
+            Backend::Sqlite { reader, .. } => migrate::sqlite_status(reader).await,
+            Backend::Postgres { app, .. } => migrate::postgres_status(app).await,
+        }
+    }
+
+    /// The pool of server-role connections on PostgreSQL. Exposed for the
+    /// isolation tests, which run deliberately unscoped SQL through it to show
+    /// that row-level security holds without the application's help.
+    #[doc(hidden)]
+    pub fn postgres_app_pool(&self) -> Option<&PgPool> {
+        match &self.backend {
+            Backend::Postgres { app, .. } => Some(app),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// The owner connection (tests use it to tamper with rows as an attacker
+    /// with database access would).
+    #[doc(hidden)]
+    pub fn postgres_owner_pool(&self) -> Option<&PgPool> {
+        match &self.backend {
+            Backend::Postgres { owner, .. } => Some(owner),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    #[doc(hidden)]
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => Some(writer),
+            Backend::Postgres { .. } => None,
+        }
+    }
+
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Backend::Postgres { app, owner } => {
+                app.close().await;
+                owner.close().await;
+            }
+        }
+    }
+}

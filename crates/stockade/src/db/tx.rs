@@ -1,0 +1,284 @@
+//! Transactions: one query definition runs on either backend. SQL is written
+//! once in the portable subset both understand (`$n` placeholders,
+//! `RETURNING`, `ON CONFLICT`), arguments are [`Value`]s, rows decode into any
+//! type that implements `FromRow` for both backends.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{FromRow, Postgres, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{DbError, TENANT_TABLES};
+use crate::ids::{EventId, TenantId, UserId};
+
+pub(crate) enum Conn {
+    Sqlite(Transaction<'static, Sqlite>),
+    Pg(Transaction<'static, Postgres>),
+}
+
+/// A bound argument. Typed nulls, because PostgreSQL wants to know the type
+/// of a NULL. Deliberately not `Debug`: arguments may be secret hashes.
+#[derive(Clone)]
+pub enum Value {
+    Uuid(Option<Uuid>),
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bool(Option<bool>),
+    Bytes(Option<Vec<u8>>),
+    Time(Option<DateTime<Utc>>),
+}
+
+macro_rules! value_from {
+    ($variant:ident, $t:ty, $conv:expr) => {
+        impl From<$t> for Value {
+            fn from(v: $t) -> Self {
+                Value::$variant(Some($conv(v)))
+            }
+        }
+        impl From<Option<$t>> for Value {
+            fn from(v: Option<$t>) -> Self {
+                Value::$variant(v.map($conv))
+            }
+        }
+    };
+}
+
+value_from!(Uuid, Uuid, |v| v);
+value_from!(Uuid, TenantId, |v: TenantId| v.0);
+value_from!(Uuid, UserId, |v: UserId| v.0);
+value_from!(Uuid, EventId, |v: EventId| v.0);
+value_from!(Text, String, |v| v);
+value_from!(Text, &str, |v: &str| v.to_owned());
+value_from!(Text, &String, |v: &String| v.clone());
+value_from!(Int, i64, |v| v);
+value_from!(Int, i32, i64::from);
+value_from!(Bool, bool, |v| v);
+value_from!(Bytes, Vec<u8>, |v| v);
+value_from!(Bytes, &[u8], |v: &[u8]| v.to_vec());
+value_from!(Time, DateTime<Utc>, |v| v);
+
+/// Rows that decode on both backends (derive `sqlx::FromRow`, or tuples).
+pub trait FromAnyRow:
+    for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+impl<T> FromAnyRow for T where
+    T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for v in $args {
+            q = match v {
+                Value::Uuid(x) => q.bind(x),
+                Value::Text(x) => q.bind(x),
+                Value::Int(x) => q.bind(x),
+                Value::Bool(x) => q.bind(x),
+                Value::Bytes(x) => q.bind(x),
+                Value::Time(x) => q.bind(x),
+            };
+        }
+        q
+    }};
+}
+
+impl Conn {
+    async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
+        Ok(match self {
+            Conn::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+            Conn::Pg(tx) => bind_all!(sqlx::query(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    async fn fetch_all<T: FromAnyRow>(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<T>, DbError> {
+        Ok(match self {
+            Conn::Sqlite(tx) => bind_all!(sqlx::query_as::<Sqlite, T>(sql), args)
+                .fetch_all(&mut **tx)
+                .await?,
+            Conn::Pg(tx) => bind_all!(sqlx::query_as::<Postgres, T>(sql), args)
+                .fetch_all(&mut **tx)
+                .await?,
+        })
+    }
+
+    async fn fetch_optional<T: FromAnyRow>(
+        &mut self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<Option<T>, DbError> {
+        Ok(match self {
+            Conn::Sqlite(tx) => bind_all!(sqlx::query_as::<Sqlite, T>(sql), args)
+                .fetch_optional(&mut **tx)
+                .await?,
+            Conn::Pg(tx) => bind_all!(sqlx::query_as::<Postgres, T>(sql), args)
+                .fetch_optional(&mut **tx)
+                .await?,
+        })
+    }
+
+    async fn commit(self) -> Result<(), DbError> {
+        match self {
+            Conn::Sqlite(tx) => tx.commit().await?,
+            Conn::Pg(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// A transaction on global tables (tenants, users). It has no tenant: on
+/// PostgreSQL row-level security shows it no tenant-owned row, and here it
+/// refuses SQL that names a tenant-owned table at all.
+pub struct GlobalTx {
+    conn: Conn,
+}
+
+impl GlobalTx {
+    pub(crate) fn new(conn: Conn) -> Self {
+        Self { conn }
+    }
+
+    /// Turns this transaction into one scoped to `tenant`, keeping what it
+    /// has done so far (e.g. create a tenant row, then its first audit event,
+    /// atomically).
+    pub async fn scoped(mut self, tenant: TenantId) -> Result<TenantTx, DbError> {
+        if let Conn::Pg(tx) = &mut self.conn {
+            sqlx::query("SELECT set_config('stockade.tenant_id', $1, true)")
+                .bind(tenant.0.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(TenantTx {
+            conn: self.conn,
+            tenant,
+        })
+    }
+
+    pub async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
+        guard_global(sql)?;
+        self.conn.execute(sql, args).await
+    }
+
+    pub async fn fetch_all<T: FromAnyRow>(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<T>, DbError> {
+        guard_global(sql)?;
+        self.conn.fetch_all(sql, args).await
+    }
+
+    pub async fn fetch_optional<T: FromAnyRow>(
+        &mut self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<Option<T>, DbError> {
+        guard_global(sql)?;
+        self.conn.fetch_optional(sql, args).await
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.conn.commit().await
+    }
+}
+
+/// A transaction scoped to one tenant. Every query gets the tenant id bound
+/// as `$1` and must use it; callers' arguments follow as `$2`, `$3`, …
+pub struct TenantTx {
+    conn: Conn,
+    tenant: TenantId,
+}
+
+impl TenantTx {
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    pub async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
+        let args = self.with_tenant(sql, args)?;
+        self.conn.execute(sql, args).await
+    }
+
+    pub async fn fetch_all<T: FromAnyRow>(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<T>, DbError> {
+        let args = self.with_tenant(sql, args)?;
+        self.conn.fetch_all(sql, args).await
+    }
+
+    pub async fn fetch_optional<T: FromAnyRow>(
+        &mut self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<Option<T>, DbError> {
+        let args = self.with_tenant(sql, args)?;
+        self.conn.fetch_optional(sql, args).await
+    }
+
+    pub async fn fetch_one<T: FromAnyRow>(&mut self, sql: &str, args: Vec<Value>) -> Result<T, DbError> {
+        self.fetch_optional(sql, args)
+            .await?
+            .ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.conn.commit().await
+    }
+
+    fn with_tenant(&self, sql: &str, args: Vec<Value>) -> Result<Vec<Value>, DbError> {
+        if !uses_param_one(sql) {
+            return Err(DbError::Guard(format!(
+                "a tenant query must filter by its tenant ($1): {sql}"
+            )));
+        }
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(Value::from(self.tenant));
+        all.extend(args);
+        Ok(all)
+    }
+}
+
+/// Whether `$1` (and not just `$10`…) appears in the SQL.
+fn uses_param_one(sql: &str) -> bool {
+    sql.match_indices("$1").any(|(i, m)| {
+        !sql.get(i + m.len()..)
+            .and_then(|rest| rest.chars().next())
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+fn guard_global(sql: &str) -> Result<(), DbError> {
+    let named = sql
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|word| TENANT_TABLES.iter().any(|t| t.eq_ignore_ascii_case(word)));
+    match named {
+        Some(table) => Err(DbError::Guard(format!(
+            "`{table}` is tenant-owned: use a tenant-scoped transaction"
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_one_detection_ignores_higher_numbers() {
+        assert!(uses_param_one("SELECT 1 FROM t WHERE tenant_id = $1"));
+        assert!(uses_param_one("INSERT INTO t VALUES ($1, $2)"));
+        assert!(!uses_param_one("SELECT * FROM t WHERE id = $10"));
+        assert!(!uses_param_one("SELECT * FROM memberships"));
+    }
+
+    #[test]
+    fn global_guard_refuses_tenant_tables() {
+        assert!(guard_global("SELECT * FROM tenants WHERE id = $1").is_ok());
+        assert!(guard_global("SELECT * FROM users").is_ok());
+        assert!(guard_global("SELECT * FROM memberships").is_err());
+        assert!(guard_global("select * from AUDIT_EVENTS").is_err());
+        assert!(guard_global("DELETE FROM audit_heads").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! One error type for every handler, rendered as `application/problem+json`
+//! (RFC 9457) with a stable `code`. Internal causes are logged once, inside the
+//! request span, and never sent to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:stockade:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable, machine-readable: `area.reason` (e.g. `request.malformed_json`).
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    detail: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code).with_detail(detail)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "http.not_found")
+    }
+
+    /// A failure that is ours, not the client's: logged with its cause, sent
+    /// as a bare 500.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal.error")
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn problem(&self) -> Problem {
+        Problem {
+            kind: format!("urn:stockade:problem:{}", self.code),
+            title: self
+                .status
+                .canonical_reason()
+                .unwrap_or("Error")
+                .to_owned(),
+            status: self.status.as_u16(),
+            code: self.code.to_owned(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut res = (self.status, body).into_response();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        res
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// The stable code for an error status produced outside our handlers
+/// (routing, timeouts, body limits), used by the problem fallback layer.
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "request.bad_request",
+        StatusCode::UNAUTHORIZED => "auth.unauthenticated",
+        StatusCode::FORBIDDEN => "http.forbidden",
+        StatusCode::NOT_FOUND => "http.not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "http.method_not_allowed",
+        StatusCode::NOT_ACCEPTABLE => "http.not_acceptable",
+        StatusCode::REQUEST_TIMEOUT => "http.timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "request.too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "request.unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "request.invalid_body",
+        StatusCode::TOO_MANY_REQUESTS => "http.rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "http.unavailable",
+        s if s.is_client_error() => "http.client_error",
+        _ => "internal.error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn renders_problem_json_with_stable_code() {
+        let res = ApiError::bad_request("request.malformed_json", "expected `}`").into_response();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body = axum::body::to_bytes(res.into_body(), 4096).await.unwrap();
+        let p: Problem = serde_json::from_slice(&body).unwrap();
+        assert_eq!(p.code, "request.malformed_json");
+        assert_eq!(p.status, 400);
+        assert_eq!(p.kind, "urn:stockade:problem:request.malformed_json");
+        assert_eq!(p.detail.as_deref(), Some("expected `}`"));
+    }
+
+    #[tokio::test]
+    async fn internal_errors_never_leak_their_cause() {
+        let res = ApiError::internal("SELECT secret FROM keys failed").into_response();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(res.into_body(), 4096).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!text.contains("SELECT"), "{text}");
+        assert!(text.contains("internal.error"));
+    }
+
+    #[test]
+    fn status_mapping() {
+        assert_eq!(code_for_status(StatusCode::PAYLOAD_TOO_LARGE), "request.too_large");
+        assert_eq!(code_for_status(StatusCode::METHOD_NOT_ALLOWED), "http.method_not_allowed");
+        assert_eq!(code_for_status(StatusCode::IM_A_TEAPOT), "http.client_error");
+        assert_eq!(code_for_status(StatusCode::BAD_GATEWAY), "internal.error");
+    }
+}

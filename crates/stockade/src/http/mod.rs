@@ -1,0 +1,10 @@
+//! The HTTP edge: errors as problem+json, the JSON extractor, security
+//! headers and the layer stack every route sits behind.
+
+pub mod error;
+pub mod headers;
+pub mod json;
+pub mod layers;
+
+pub use error::{ApiError, Problem};
+pub use json::ApiJson;

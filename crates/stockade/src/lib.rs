@@ -1,0 +1,18 @@
+//! Stockade: the secure core of a multi-tenant B2B SaaS.
+//!
+//! One folder per capability (see `docs/architecture.md`). Pure rules live in
+//! each capability's `model.rs`, queries in `store.rs`, HTTP in `routes.rs`.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod http;
+pub mod identity;
+pub mod ids;
+pub mod ops;
+pub mod tenancy;

@@ -1,0 +1,91 @@
+//! Operations endpoints: liveness, readiness, the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::OpenApi;
+
+use crate::app::AppState;
+use crate::db::MigrationStatus;
+use crate::http::{ApiError, Problem};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Stockade",
+        description = "The secure core of a multi-tenant B2B SaaS. Errors are application/problem+json (RFC 9457) with a stable `code`."
+    ),
+    paths(healthz, readyz, openapi_json),
+    components(schemas(Problem, Health, Ready))
+)]
+pub struct ApiDoc;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    pub status: &'static str,
+    pub backend: &'static str,
+    pub migration: i64,
+}
+
+/// Liveness: the process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the database answers and every migration is applied.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, body = Ready),
+        (status = 503, body = Problem, content_type = "application/problem+json")
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    let backend = match state.db.kind() {
+        crate::db::BackendKind::Sqlite => "sqlite",
+        crate::db::BackendKind::Postgres => "postgres",
+    };
+    match state.db.readiness().await {
+        MigrationStatus::Current { version } => Ok(Json(Ready {
+            status: "ready",
+            backend,
+            migration: version,
+        })),
+        MigrationStatus::Behind { applied, expected } => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ops.migrations_pending")
+                .with_detail(format!(
+                    "database schema is at {}, this binary needs {expected}",
+                    applied.map_or("none".to_owned(), |v| v.to_string())
+                )))
+        }
+        MigrationStatus::Unreachable(cause) => {
+            tracing::warn!(error = %cause, "readiness: database unreachable");
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ops.database_unreachable"))
+        }
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
+async fn openapi_json() -> impl IntoResponse {
+    let body = ApiDoc::openapi().to_json().unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body)
+}
