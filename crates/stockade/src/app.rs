@@ -13,8 +13,8 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::crypto::keys::Keys;
 use crate::db::Db;
-use crate::http::layers::{self, Limits};
 use crate::http::ApiError;
+use crate::http::layers::{self, Limits};
 use crate::ops;
 
 /// Everything a request may need, shared by all handlers.

@@ -113,7 +113,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return report(Failure::one(format!("cannot start the runtime: {e}"))),
     };
@@ -207,8 +210,16 @@ fn config_check(config: &Config) -> Result<(), Failure> {
     }
     println!(
         "configuration OK: profile={}, database={}, listen={}, url={}",
-        if config.is_production() { "production" } else { "development" },
-        if config.is_postgres() { "postgres" } else { "sqlite" },
+        if config.is_production() {
+            "production"
+        } else {
+            "development"
+        },
+        if config.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
         config.listen,
         config.base_url()
     );
@@ -242,17 +253,30 @@ async fn serve(config: Config) -> Result<(), Failure> {
         Some(_) => config.base_url(),
         None => format!("http://{local}"),
     };
-    println!(
+    say(&format!(
         "Stockade listening on {url} ({mode}, {} profile)",
-        if config.is_production() { "production" } else { "development" }
-    );
+        if config.is_production() {
+            "production"
+        } else {
+            "development"
+        }
+    ));
     let state = AppState::new(config, db.clone(), Arc::new(SystemClock), keys);
     app::serve(listener, app::app(state), app::shutdown_signal())
         .await
         .map_err(|e| Failure::one(format!("server error: {e}")))?;
     db.close().await;
-    println!("Stockade stopped");
+    say("Stockade stopped");
     Ok(())
+}
+
+/// Prints a line to stdout; a closed stdout (e.g. a supervisor that stopped
+/// reading) must not bring the server down, so write errors are ignored.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 fn init_logging(config: &Config, serving: bool) {

@@ -285,11 +285,12 @@ impl Raw {
         if SECRET_KEYS.contains(&name) {
             let var = format!("STOCKADE_{}", name.to_uppercase());
             let secret = if is_file {
-                let text = std::fs::read_to_string(&value).map_err(|e| ConfigError::SecretFile {
-                    name: var.clone(),
-                    path: value.clone(),
-                    reason: e.to_string(),
-                })?;
+                let text =
+                    std::fs::read_to_string(&value).map_err(|e| ConfigError::SecretFile {
+                        name: var.clone(),
+                        path: value.clone(),
+                        reason: e.to_string(),
+                    })?;
                 Secret {
                     value: SecretString::from(text.trim_end_matches(['\n', '\r']).to_owned()),
                     origin: format!("{var}_FILE ({value})"),

@@ -347,10 +347,21 @@ mod tests {
 
     #[test]
     fn action_names_are_validated() {
-        for ok in ["auth.login.failed", "tenancy.tenant.created", "audit.purged"] {
+        for ok in [
+            "auth.login.failed",
+            "tenancy.tenant.created",
+            "audit.purged",
+        ] {
             assert!(validate_action(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "login", "Auth.login.failed", "a..b", "a.b c", "a.b.c.d.e"] {
+        for bad in [
+            "",
+            "login",
+            "Auth.login.failed",
+            "a..b",
+            "a.b c",
+            "a.b.c.d.e",
+        ] {
             assert!(validate_action(bad).is_err(), "{bad}");
         }
     }

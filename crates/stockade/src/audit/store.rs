@@ -140,7 +140,9 @@ pub async fn verify_tenant(db: &Db, tenant: TenantId) -> Result<VerifyReport, Db
             seq + 1,
             format!("events after {seq} are not covered by the chain head"),
         )),
-        Some((_, hash)) if *hash != prev => Some((last, "the chain head hash does not match".to_owned())),
+        Some((_, hash)) if *hash != prev => {
+            Some((last, "the chain head hash does not match".to_owned()))
+        }
         Some(_) => None,
     };
     Ok(match problem {

@@ -40,8 +40,14 @@ impl std::fmt::Debug for MasterKey {
 }
 
 pub enum SigningMaterial {
-    Ed25519 { key: SigningKey, kid: String },
-    Hs256 { secret: Zeroizing<Vec<u8>>, kid: String },
+    Ed25519 {
+        key: SigningKey,
+        kid: String,
+    },
+    Hs256 {
+        secret: Zeroizing<Vec<u8>>,
+        kid: String,
+    },
 }
 
 impl std::fmt::Debug for SigningMaterial {

@@ -37,12 +37,16 @@ const APPLIED_SQL: &str =
     "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version DESC LIMIT 1";
 
 pub(crate) async fn sqlite_status(pool: &sqlx::SqlitePool) -> MigrationStatus {
-    let applied = sqlx::query_scalar::<_, i64>(APPLIED_SQL).fetch_optional(pool).await;
+    let applied = sqlx::query_scalar::<_, i64>(APPLIED_SQL)
+        .fetch_optional(pool)
+        .await;
     status(&SQLITE, applied)
 }
 
 pub(crate) async fn postgres_status(pool: &sqlx::PgPool) -> MigrationStatus {
-    let applied = sqlx::query_scalar::<_, i64>(APPLIED_SQL).fetch_optional(pool).await;
+    let applied = sqlx::query_scalar::<_, i64>(APPLIED_SQL)
+        .fetch_optional(pool)
+        .await;
     status(&POSTGRES, applied)
 }
 

@@ -51,10 +51,11 @@ impl From<sqlx::Error> for DbError {
             && db.is_unique_violation()
         {
             // PostgreSQL names the constraint; SQLite names the columns or index.
-            let name = db
-                .constraint()
-                .map(str::to_owned)
-                .unwrap_or_else(|| db.message().trim_start_matches("UNIQUE constraint failed: ").to_owned());
+            let name = db.constraint().map(str::to_owned).unwrap_or_else(|| {
+                db.message()
+                    .trim_start_matches("UNIQUE constraint failed: ")
+                    .to_owned()
+            });
             return Self::Unique(name);
         }
         Self::Sqlx(e)
@@ -145,8 +146,9 @@ impl Db {
     }
 
     pub async fn open_postgres(url: &str) -> anyhow::Result<Self> {
-        let opts = PgConnectOptions::from_str(url)
-            .map_err(|_| anyhow::anyhow!("invalid STOCKADE_DATABASE_URL (not a postgres:// URL)"))?;
+        let opts = PgConnectOptions::from_str(url).map_err(|_| {
+            anyhow::anyhow!("invalid STOCKADE_DATABASE_URL (not a postgres:// URL)")
+        })?;
         let owner = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))
@@ -156,7 +158,8 @@ impl Db {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    conn.execute(format!("SET ROLE {APP_ROLE}").as_str()).await?;
+                    conn.execute(format!("SET ROLE {APP_ROLE}").as_str())
+                        .await?;
                     Ok(())
                 })
             })

@@ -99,14 +99,22 @@ impl Conn {
         })
     }
 
-    async fn fetch_all<T: FromAnyRow>(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<T>, DbError> {
+    async fn fetch_all<T: FromAnyRow>(
+        &mut self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<Vec<T>, DbError> {
         Ok(match self {
-            Conn::Sqlite(tx) => bind_all!(sqlx::query_as::<Sqlite, T>(sql), args)
-                .fetch_all(&mut **tx)
-                .await?,
-            Conn::Pg(tx) => bind_all!(sqlx::query_as::<Postgres, T>(sql), args)
-                .fetch_all(&mut **tx)
-                .await?,
+            Conn::Sqlite(tx) => {
+                bind_all!(sqlx::query_as::<Sqlite, T>(sql), args)
+                    .fetch_all(&mut **tx)
+                    .await?
+            }
+            Conn::Pg(tx) => {
+                bind_all!(sqlx::query_as::<Postgres, T>(sql), args)
+                    .fetch_all(&mut **tx)
+                    .await?
+            }
         })
     }
 
@@ -116,12 +124,16 @@ impl Conn {
         args: Vec<Value>,
     ) -> Result<Option<T>, DbError> {
         Ok(match self {
-            Conn::Sqlite(tx) => bind_all!(sqlx::query_as::<Sqlite, T>(sql), args)
-                .fetch_optional(&mut **tx)
-                .await?,
-            Conn::Pg(tx) => bind_all!(sqlx::query_as::<Postgres, T>(sql), args)
-                .fetch_optional(&mut **tx)
-                .await?,
+            Conn::Sqlite(tx) => {
+                bind_all!(sqlx::query_as::<Sqlite, T>(sql), args)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
+            Conn::Pg(tx) => {
+                bind_all!(sqlx::query_as::<Postgres, T>(sql), args)
+                    .fetch_optional(&mut **tx)
+                    .await?
+            }
         })
     }
 
@@ -167,7 +179,11 @@ impl GlobalTx {
         self.conn.execute(sql, args).await
     }
 
-    pub async fn fetch_all<T: FromAnyRow>(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<T>, DbError> {
+    pub async fn fetch_all<T: FromAnyRow>(
+        &mut self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<Vec<T>, DbError> {
         guard_global(sql)?;
         self.conn.fetch_all(sql, args).await
     }
@@ -203,7 +219,11 @@ impl TenantTx {
         self.conn.execute(sql, args).await
     }
 
-    pub async fn fetch_all<T: FromAnyRow>(&mut self, sql: &str, args: Vec<Value>) -> Result<Vec<T>, DbError> {
+    pub async fn fetch_all<T: FromAnyRow>(
+        &mut self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<Vec<T>, DbError> {
         let args = self.with_tenant(sql, args)?;
         self.conn.fetch_all(sql, args).await
     }
@@ -217,7 +237,11 @@ impl TenantTx {
         self.conn.fetch_optional(sql, args).await
     }
 
-    pub async fn fetch_one<T: FromAnyRow>(&mut self, sql: &str, args: Vec<Value>) -> Result<T, DbError> {
+    pub async fn fetch_one<T: FromAnyRow>(
+        &mut self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<T, DbError> {
         self.fetch_optional(sql, args)
             .await?
             .ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))

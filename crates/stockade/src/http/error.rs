@@ -69,11 +69,7 @@ impl ApiError {
     pub fn problem(&self) -> Problem {
         Problem {
             kind: format!("urn:stockade:problem:{}", self.code),
-            title: self
-                .status
-                .canonical_reason()
-                .unwrap_or("Error")
-                .to_owned(),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             code: self.code.to_owned(),
             detail: self.detail.clone(),
@@ -147,9 +143,18 @@ mod tests {
 
     #[test]
     fn status_mapping() {
-        assert_eq!(code_for_status(StatusCode::PAYLOAD_TOO_LARGE), "request.too_large");
-        assert_eq!(code_for_status(StatusCode::METHOD_NOT_ALLOWED), "http.method_not_allowed");
-        assert_eq!(code_for_status(StatusCode::IM_A_TEAPOT), "http.client_error");
+        assert_eq!(
+            code_for_status(StatusCode::PAYLOAD_TOO_LARGE),
+            "request.too_large"
+        );
+        assert_eq!(
+            code_for_status(StatusCode::METHOD_NOT_ALLOWED),
+            "http.method_not_allowed"
+        );
+        assert_eq!(
+            code_for_status(StatusCode::IM_A_TEAPOT),
+            "http.client_error"
+        );
         assert_eq!(code_for_status(StatusCode::BAD_GATEWAY), "internal.error");
     }
 }

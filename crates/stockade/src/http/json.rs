@@ -50,9 +50,6 @@ fn map_rejection(rejection: JsonRejection) -> ApiError {
 
 /// serde's message without axum's prefix, bounded in length.
 fn serde_detail(text: &str) -> String {
-    let text = text
-        .split_once(": ")
-        .map_or(text, |(_, rest)| rest)
-        .trim();
+    let text = text.split_once(": ").map_or(text, |(_, rest)| rest).trim();
     text.chars().take(300).collect()
 }

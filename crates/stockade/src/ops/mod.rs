@@ -69,16 +69,20 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> 
             backend,
             migration: version,
         })),
-        MigrationStatus::Behind { applied, expected } => {
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ops.migrations_pending")
-                .with_detail(format!(
-                    "database schema is at {}, this binary needs {expected}",
-                    applied.map_or("none".to_owned(), |v| v.to_string())
-                )))
-        }
+        MigrationStatus::Behind { applied, expected } => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ops.migrations_pending",
+        )
+        .with_detail(format!(
+            "database schema is at {}, this binary needs {expected}",
+            applied.map_or("none".to_owned(), |v| v.to_string())
+        ))),
         MigrationStatus::Unreachable(cause) => {
             tracing::warn!(error = %cause, "readiness: database unreachable");
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ops.database_unreachable"))
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ops.database_unreachable",
+            ))
         }
     }
 }

@@ -26,8 +26,8 @@ pub enum TenancyError {
 /// Slugs that would collide with routes, subdomains or support
 /// impersonation tricks.
 const RESERVED: &[&str] = &[
-    "admin", "api", "app", "auth", "console", "platform", "root", "stockade", "support",
-    "system", "trust", "www", "mail", "status", "static", "assets", "login", "signup",
+    "admin", "api", "app", "auth", "console", "platform", "root", "stockade", "support", "system",
+    "trust", "www", "mail", "status", "static", "assets", "login", "signup",
 ];
 
 /// A tenant's URL-safe handle: 3–63 of `a-z`, `0-9`, `-`, starting and ending
@@ -159,7 +159,11 @@ pub(crate) fn validate_role(role: &str) -> Result<(), TenancyError> {
         && role
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok { Ok(()) } else { Err(TenancyError::InvalidRole) }
+    if ok {
+        Ok(())
+    } else {
+        Err(TenancyError::InvalidRole)
+    }
 }
 
 #[cfg(test)]
@@ -172,8 +176,17 @@ mod tests {
             assert!(Slug::parse(ok).is_ok(), "{ok}");
         }
         for bad in [
-            "", "ab", "Acme", "acme_corp", "-acme", "acme-", "ac--me", "admin", "acme.com",
-            "x".repeat(64).as_str(), "acmé",
+            "",
+            "ab",
+            "Acme",
+            "acme_corp",
+            "-acme",
+            "acme-",
+            "ac--me",
+            "admin",
+            "acme.com",
+            "x".repeat(64).as_str(),
+            "acmé",
         ] {
             assert!(Slug::parse(bad).is_err(), "{bad}");
         }
@@ -181,7 +194,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(TenantName::parse("  Acme Ltd ").unwrap().as_str(), "Acme Ltd");
+        assert_eq!(
+            TenantName::parse("  Acme Ltd ").unwrap().as_str(),
+            "Acme Ltd"
+        );
         assert!(TenantName::parse("   ").is_err());
         assert!(TenantName::parse("a\u{0}b").is_err());
         assert!(TenantName::parse(&"n".repeat(201)).is_err());

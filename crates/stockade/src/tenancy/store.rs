@@ -1,6 +1,6 @@
 //! Tenant and membership queries.
 
-use super::model::{Membership, NewTenant, Tenant, TenancyError, validate_role};
+use super::model::{Membership, NewTenant, TenancyError, Tenant, validate_role};
 use crate::audit::{self, Actor, NewEvent, RequestContext, Target};
 use crate::clock::Clock;
 use crate::db::{Db, DbError, GlobalTx, TenantTx};

@@ -1,0 +1,16 @@
+#![allow(unreachable_pub)] // reason: a test binary; `pub` only shares fixtures between its modules
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // reason: test code; a failed unwrap is a failed test
+
+//! One integration-test binary (link time on 2 cores): a real server on
+//! 127.0.0.1:0, real SQLite files, real PostgreSQL databases.
+
+mod cli;
+mod http;
+mod postgres_rls;
+mod storage;
+mod testkit;
