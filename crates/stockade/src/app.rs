@@ -2,20 +2,34 @@
 //! whole router apart from `serve()`, so tests can run it on port 0.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::crypto::jwt::Keyring;
 use crate::crypto::keys::Keys;
 use crate::db::Db;
 use crate::http::ApiError;
 use crate::http::layers::{self, Limits};
-use crate::ops;
+use crate::identity::password::Hasher;
+use crate::ratelimit::{Quota, RateLimiter};
+use crate::sessions::SessionPolicy;
+use crate::{identity, ops, sessions};
+
+/// The `aud` of every access token.
+pub const AUDIENCE: &str = "stockade";
+
+/// Sign-in attempts per client IP: 10 per 15 minutes (SPEC §2.3).
+pub const LOGIN_QUOTA: Quota = Quota {
+    burst: 10,
+    period: chrono::Duration::minutes(15),
+};
 
 /// Everything a request may need, shared by all handlers.
 #[derive(Clone)]
@@ -26,16 +40,51 @@ pub struct Inner {
     pub db: Db,
     pub clock: SharedClock,
     pub keys: Keys,
+    /// `iss` of every access token: the public URL.
+    pub issuer: String,
+    pub hasher: Hasher,
+    pub session_policy: SessionPolicy,
+    /// Sign-in and other password-hashing endpoints, per client IP.
+    pub login_limiter: RateLimiter<IpAddr>,
+    keyring: RwLock<Arc<Keyring>>,
 }
 
 impl AppState {
-    pub fn new(config: Config, db: Db, clock: SharedClock, keys: Keys) -> Self {
-        Self(Arc::new(Inner {
+    pub fn new(
+        config: Config,
+        db: Db,
+        clock: SharedClock,
+        keys: Keys,
+        keyring: Keyring,
+    ) -> anyhow::Result<Self> {
+        let session_policy = SessionPolicy {
+            reuse_grace: chrono::Duration::from_std(config.refresh_reuse_grace)?,
+            ..SessionPolicy::default()
+        };
+        Ok(Self(Arc::new(Inner {
+            issuer: config.base_url(),
+            hasher: Hasher::new()?,
+            session_policy,
+            login_limiter: RateLimiter::new(LOGIN_QUOTA),
+            keyring: RwLock::new(Arc::new(keyring)),
             config,
             db,
             clock,
             keys,
-        }))
+        })))
+    }
+
+    /// The signing keys in force (cheap: an `Arc` clone).
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a reloaded keyring (after `stockade keys rotate`).
+    pub fn set_keyring(&self, keyring: Keyring) {
+        *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keyring);
     }
 }
 
@@ -55,6 +104,8 @@ pub fn app(state: AppState) -> Router {
     };
     let router = Router::new()
         .merge(ops::routes())
+        .merge(identity::routes())
+        .merge(sessions::routes())
         .fallback(|| async { ApiError::not_found() })
         .with_state(state);
     layers::apply(router, limits)

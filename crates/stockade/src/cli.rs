@@ -261,7 +261,10 @@ async fn serve(config: Config) -> Result<(), Failure> {
             "development"
         }
     ));
-    let state = AppState::new(config, db.clone(), Arc::new(SystemClock), keys);
+    let keyring = crate::crypto::keyring::load(&db, &keys, &SystemClock)
+        .await
+        .map_err(Failure::one)?;
+    let state = AppState::new(config, db.clone(), Arc::new(SystemClock), keys, keyring)?;
     app::serve(listener, app::app(state), app::shutdown_signal())
         .await
         .map_err(|e| Failure::one(format!("server error: {e}")))?;

@@ -65,6 +65,11 @@ pub struct Config {
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub log_json: bool,
+    /// How long a rotated refresh token may be presented again and get a
+    /// sibling token instead of revoking the session (0 = strict).
+    pub refresh_reuse_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -100,6 +105,8 @@ const KEYS: &[&str] = &[
     "body_limit",
     "request_timeout_secs",
     "log_format",
+    "refresh_reuse_grace",
+    "trusted_proxies",
 ];
 const SECRET_KEYS: &[&str] = &["database_url", "master_key", "jwt_secret"];
 
@@ -381,6 +388,28 @@ impl Raw {
             Some("pretty") => false,
             Some(other) => return Err(invalid("log_format", other, "json or pretty")),
         };
+        let refresh_reuse_grace = match self.get("refresh_reuse_grace") {
+            None => Duration::ZERO,
+            Some(s) => s
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 30)
+                .map(Duration::from_secs)
+                .ok_or_else(|| invalid("refresh_reuse_grace", s, "seconds from 0 to 30"))?,
+        };
+        let trusted_proxies = match self.get("trusted_proxies") {
+            None => Vec::new(),
+            Some(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| invalid("trusted_proxies", p, "comma-separated CIDRs"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
         let database_url = self.secrets.remove("database_url");
         if let Some(url) = &database_url {
             let u = url.value.expose_secret();
@@ -406,6 +435,8 @@ impl Raw {
             body_limit,
             request_timeout,
             log_json,
+            refresh_reuse_grace,
+            trusted_proxies,
         })
     }
 }
@@ -534,6 +565,23 @@ mod tests {
         assert!(Config::load(None, &env(&[("STOCKADE_PROFILE", "prod")])).is_err());
         assert!(Config::load(None, &env(&[("STOCKADE_BODY_LIMIT", "-1")])).is_err());
         assert!(Config::load(None, &env(&[("STOCKADE_DATABASE_URL", "mysql://x")])).is_err());
+        assert!(Config::load(None, &env(&[("STOCKADE_REFRESH_REUSE_GRACE", "31")])).is_err());
+        assert!(Config::load(None, &env(&[("STOCKADE_TRUSTED_PROXIES", "10.0.0.0/33")])).is_err());
+    }
+
+    #[test]
+    fn grace_and_trusted_proxies() {
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("STOCKADE_REFRESH_REUSE_GRACE", "30"),
+                ("STOCKADE_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1,::1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.refresh_reuse_grace, Duration::from_secs(30));
+        assert_eq!(cfg.trusted_proxies.len(), 3);
+        assert!(cfg.trusted_proxies[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
     }
 
     #[test]

@@ -67,3 +67,7 @@ impl TenantId {
     /// real ids are UUIDv7 and this is the nil UUID.
     pub const PLATFORM: TenantId = TenantId(Uuid::nil());
 }
+typed_id!(
+    /// A server-side session (one sign-in of one user into one tenant).
+    SessionId
+);

@@ -287,7 +287,7 @@ fn ed25519_material(key: SigningKey) -> SigningMaterial {
 
 /// A key id: the first 16 hex digits of SHA-256 of the public (or, for HS256,
 /// a hash of the secret) key, so it names the key without revealing it.
-fn kid_for(public: &[u8]) -> String {
+pub(crate) fn kid_for(public: &[u8]) -> String {
     let digest = Sha256::digest(public);
     hex::encode(digest).chars().take(16).collect()
 }

@@ -1,5 +1,8 @@
 //! Thin wrappers over vetted cryptography crates (RustCrypto, dalek). Nothing
 //! here invents a primitive: it generates, loads and names keys.
 
+pub mod jwt;
+pub mod keyring;
 pub mod keys;
 pub mod random;
+pub mod seal;

@@ -23,14 +23,20 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Executor, PgPool, SqlitePool};
 
 pub use migrate::MigrationStatus;
-pub use tx::{FromAnyRow, GlobalTx, TenantTx, Value};
+pub use tx::{FromAnyRow, GlobalTx, TenantTx, UserTx, Value};
 
 use crate::config::Config;
 use crate::ids::TenantId;
 
 /// Tables whose rows belong to one tenant (`tenant_id` first in the primary
 /// key, RLS on PostgreSQL). [`GlobalTx`] refuses SQL naming any of them.
-pub const TENANT_TABLES: &[&str] = &["memberships", "audit_events", "audit_heads"];
+pub const TENANT_TABLES: &[&str] = &[
+    "memberships",
+    "audit_events",
+    "audit_heads",
+    "sessions",
+    "refresh_tokens",
+];
 
 /// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.
 pub const APP_ROLE: &str = "stockade_app";
@@ -202,6 +208,13 @@ impl Db {
             Backend::Sqlite { writer, .. } => tx::Conn::Sqlite(writer.begin().await?),
             Backend::Postgres { app, .. } => tx::Conn::Pg(app.begin().await?),
         }))
+    }
+
+    /// A transaction scoped to one user's own rows across tenants (their
+    /// memberships, to choose a tenant at sign-in; their sessions, to sign out
+    /// everywhere). Binds the user as `$1` of every statement.
+    pub async fn user_tx(&self, user: crate::ids::UserId) -> Result<UserTx, DbError> {
+        self.global_tx().await?.for_user(user).await
     }
 
     pub async fn global_read(&self) -> Result<GlobalTx, DbError> {

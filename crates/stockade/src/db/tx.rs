@@ -10,7 +10,7 @@ use sqlx::{FromRow, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{DbError, TENANT_TABLES};
-use crate::ids::{EventId, TenantId, UserId};
+use crate::ids::{EventId, SessionId, TenantId, UserId};
 
 pub(crate) enum Conn {
     Sqlite(Transaction<'static, Sqlite>),
@@ -48,6 +48,7 @@ value_from!(Uuid, Uuid, |v| v);
 value_from!(Uuid, TenantId, |v: TenantId| v.0);
 value_from!(Uuid, UserId, |v: UserId| v.0);
 value_from!(Uuid, EventId, |v: EventId| v.0);
+value_from!(Uuid, SessionId, |v: SessionId| v.0);
 value_from!(Text, String, |v| v);
 value_from!(Text, &str, |v: &str| v.to_owned());
 value_from!(Text, &String, |v: &String| v.clone());
@@ -56,6 +57,7 @@ value_from!(Int, i32, i64::from);
 value_from!(Bool, bool, |v| v);
 value_from!(Bytes, Vec<u8>, |v| v);
 value_from!(Bytes, &[u8], |v: &[u8]| v.to_vec());
+value_from!(Bytes, [u8; 32], |v: [u8; 32]| v.to_vec());
 value_from!(Time, DateTime<Utc>, |v| v);
 
 /// Rows that decode on both backends (derive `sqlx::FromRow`, or tuples).
@@ -174,6 +176,20 @@ impl GlobalTx {
         })
     }
 
+    /// Turns this transaction into one scoped to `user`'s own rows.
+    pub async fn for_user(mut self, user: UserId) -> Result<UserTx, DbError> {
+        if let Conn::Pg(tx) = &mut self.conn {
+            sqlx::query("SELECT set_config('stockade.user_id', $1, true)")
+                .bind(user.0.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(UserTx {
+            conn: self.conn,
+            user,
+        })
+    }
+
     pub async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
         guard_global(sql)?;
         self.conn.execute(sql, args).await
@@ -252,16 +268,52 @@ impl TenantTx {
     }
 
     fn with_tenant(&self, sql: &str, args: Vec<Value>) -> Result<Vec<Value>, DbError> {
-        if !uses_param_one(sql) {
-            return Err(DbError::Guard(format!(
-                "a tenant query must filter by its tenant ($1): {sql}"
-            )));
-        }
-        let mut all = Vec::with_capacity(args.len() + 1);
-        all.push(Value::from(self.tenant));
-        all.extend(args);
-        Ok(all)
+        with_first(sql, self.tenant.into(), args)
     }
+}
+
+/// A transaction scoped to one user's own rows in every tenant. Every
+/// statement gets the user id bound as `$1` and must use it.
+pub struct UserTx {
+    conn: Conn,
+    user: UserId,
+}
+
+impl UserTx {
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
+    pub async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
+        let args = with_first(sql, self.user.into(), args)?;
+        self.conn.execute(sql, args).await
+    }
+
+    pub async fn fetch_all<T: FromAnyRow>(
+        &mut self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<Vec<T>, DbError> {
+        let args = with_first(sql, self.user.into(), args)?;
+        self.conn.fetch_all(sql, args).await
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.conn.commit().await
+    }
+}
+
+/// Prepends the scope's id as `$1`, refusing SQL that does not use it.
+fn with_first(sql: &str, first: Value, args: Vec<Value>) -> Result<Vec<Value>, DbError> {
+    if !uses_param_one(sql) {
+        return Err(DbError::Guard(format!(
+            "a scoped query must filter by its scope ($1): {sql}"
+        )));
+    }
+    let mut all = Vec::with_capacity(args.len() + 1);
+    all.push(first);
+    all.extend(args);
+    Ok(all)
 }
 
 /// Whether `$1` (and not just `$10`…) appears in the SQL.

@@ -20,6 +20,9 @@ pub struct Problem {
     pub code: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Itemised problems (e.g. every unmet password rule), when there are several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -27,6 +30,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     detail: Option<String>,
+    errors: Option<serde_json::Value>,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -35,7 +40,25 @@ impl ApiError {
             status,
             code,
             detail: None,
+            errors: None,
+            retry_after: None,
         }
+    }
+
+    pub fn with_errors(mut self, errors: serde_json::Value) -> Self {
+        self.errors = Some(errors);
+        self
+    }
+
+    /// Adds `Retry-After: secs` (429, 503).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// 401 with `WWW-Authenticate: Bearer`; deliberately says nothing about why.
+    pub fn unauthenticated() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "auth.unauthenticated")
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
@@ -73,6 +96,7 @@ impl ApiError {
             status: self.status.as_u16(),
             code: self.code.to_owned(),
             detail: self.detail.clone(),
+            errors: self.errors.clone(),
         }
     }
 }
@@ -81,8 +105,17 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut res = (self.status, body).into_response();
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let headers = res.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"stockade\""),
+            );
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         res
     }
 }

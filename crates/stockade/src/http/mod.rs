@@ -1,10 +1,13 @@
 //! The HTTP edge: errors as problem+json, the JSON extractor, security
 //! headers and the layer stack every route sits behind.
 
+pub mod client_ip;
 pub mod error;
 pub mod headers;
 pub mod json;
 pub mod layers;
+pub mod principal;
 
 pub use error::{ApiError, Problem};
 pub use json::ApiJson;
+pub use principal::{AuditContext, Principal};

@@ -1,7 +1,17 @@
-//! Users: global identities that belong to tenants through memberships.
+//! Users: global identities that belong to tenants through memberships;
+//! passwords, sign-up, sign-in, login protection, password reset.
 
+pub mod import;
 mod model;
+pub mod password;
+pub mod reset;
+pub mod routes;
 mod store;
+pub mod throttle;
 
 pub use model::{Email, IdentityError, User};
-pub use store::{create_user, find_user_by_email};
+pub use routes::routes;
+pub use store::{
+    AuthUser, UserMembership, create_user, create_user_with_password, find_auth_user,
+    find_auth_user_by_id, find_user, find_user_by_email, memberships_of, set_password_hash,
+};

@@ -11,16 +11,31 @@ pub async fn create_user(
     email: &Email,
     name: &str,
 ) -> Result<User, IdentityError> {
+    create_user_with_password(tx, clock, email, name, None).await
+}
+
+/// Creates a user with a password hash (argon2id PHC, or an imported bcrypt
+/// hash that is upgraded at the first sign-in).
+pub async fn create_user_with_password(
+    tx: &mut GlobalTx,
+    clock: &dyn Clock,
+    email: &Email,
+    name: &str,
+    password_hash: Option<&str>,
+) -> Result<User, IdentityError> {
     let name = validate_name(name)?;
     let now = clock.now();
     tx.fetch_optional(
-        "INSERT INTO users (id, email, email_key, name, status, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'active', $5, $5) RETURNING *",
+        "INSERT INTO users (id, email, email_key, name, status, password_hash, \
+         password_changed_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'active', $5, $6, $6, $6) \
+         RETURNING id, email, email_key, name, status, created_at, updated_at",
         vec![
             UserId::new().into(),
             email.as_str().into(),
             email.key().into(),
             name.into(),
+            password_hash.into(),
             now.into(),
         ],
     )
@@ -36,8 +51,88 @@ pub async fn find_user_by_email(db: &Db, email: &Email) -> Result<Option<User>, 
     db.global_read()
         .await?
         .fetch_optional(
-            "SELECT * FROM users WHERE email_key = $1",
+            "SELECT id, email, email_key, name, status, created_at, updated_at FROM users \
+             WHERE email_key = $1",
             vec![email.key().into()],
         )
         .await
+}
+
+/// What sign-in needs to know about a user. Not `Debug`: holds the hash.
+#[derive(sqlx::FromRow)]
+pub struct AuthUser {
+    pub id: UserId,
+    pub email: String,
+    pub name: String,
+    pub status: String,
+    pub password_hash: Option<String>,
+}
+
+pub async fn find_auth_user(db: &Db, email_key: &str) -> Result<Option<AuthUser>, DbError> {
+    db.global_read()
+        .await?
+        .fetch_optional(
+            "SELECT id, email, name, status, password_hash FROM users WHERE email_key = $1",
+            vec![email_key.into()],
+        )
+        .await
+}
+
+pub async fn find_auth_user_by_id(db: &Db, id: UserId) -> Result<Option<AuthUser>, DbError> {
+    db.global_read()
+        .await?
+        .fetch_optional(
+            "SELECT id, email, name, status, password_hash FROM users WHERE id = $1",
+            vec![id.into()],
+        )
+        .await
+}
+
+pub async fn find_user(db: &Db, id: UserId) -> Result<Option<User>, DbError> {
+    db.global_read()
+        .await?
+        .fetch_optional(
+            "SELECT id, email, email_key, name, status, created_at, updated_at FROM users \
+             WHERE id = $1",
+            vec![id.into()],
+        )
+        .await
+}
+
+pub async fn set_password_hash(
+    tx: &mut GlobalTx,
+    user: UserId,
+    hash: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE users SET password_hash = $2, password_changed_at = $3, updated_at = $3 \
+         WHERE id = $1",
+        vec![user.into(), hash.into(), now.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One of a user's memberships, with its tenant.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserMembership {
+    pub tenant_id: crate::ids::TenantId,
+    pub slug: String,
+    pub tenant_name: String,
+    pub tenant_status: String,
+    pub role: String,
+    pub status: String,
+}
+
+/// Every membership of `user`, in every tenant (a user-scoped read).
+pub async fn memberships_of(db: &Db, user: UserId) -> Result<Vec<UserMembership>, DbError> {
+    let mut tx = db.user_tx(user).await?;
+    tx.fetch_all(
+        "SELECT m.tenant_id, t.slug, t.name AS tenant_name, t.status AS tenant_status, m.role, \
+         m.status FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
+         WHERE m.user_id = $1 ORDER BY t.slug",
+        vec![],
+    )
+    .await
 }

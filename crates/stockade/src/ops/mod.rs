@@ -26,9 +26,37 @@ pub fn routes() -> Router<AppState> {
         description = "The secure core of a multi-tenant B2B SaaS. Errors are application/problem+json (RFC 9457) with a stable `code`."
     ),
     paths(healthz, readyz, openapi_json),
-    components(schemas(Problem, Health, Ready))
+    components(schemas(Problem, Health, Ready)),
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
+
+/// The whole API: every capability's description merged.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::identity::routes::IdentityApi::openapi());
+    doc.merge(crate::sessions::SessionsApi::openapi());
+    doc
+}
+
+/// Declares the bearer scheme the secured operations name.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -90,6 +118,6 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 document")))]
 async fn openapi_json() -> impl IntoResponse {
-    let body = ApiDoc::openapi().to_json().unwrap_or_default();
+    let body = document().to_json().unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body)
 }

@@ -4,4 +4,6 @@ mod model;
 mod store;
 
 pub use model::{Membership, NewTenant, Slug, TenancyError, Tenant, TenantName, TenantStatus};
-pub use store::{add_member, create_tenant, find_by_slug, list_members, list_tenants};
+pub use store::{
+    add_member, create_tenant, find_by_id, find_by_slug, insert_tenant, list_members, list_tenants,
+};

@@ -30,7 +30,7 @@ pub async fn create_tenant(
     Ok(tenant)
 }
 
-pub(crate) async fn insert_tenant(
+pub async fn insert_tenant(
     tx: &mut GlobalTx,
     clock: &dyn Clock,
     new: &NewTenant,
@@ -60,6 +60,13 @@ pub async fn find_by_slug(db: &Db, slug: &str) -> Result<Option<Tenant>, DbError
     db.global_read()
         .await?
         .fetch_optional("SELECT * FROM tenants WHERE slug = $1", vec![slug.into()])
+        .await
+}
+
+pub async fn find_by_id(db: &Db, id: TenantId) -> Result<Option<Tenant>, DbError> {
+    db.global_read()
+        .await?
+        .fetch_optional("SELECT * FROM tenants WHERE id = $1", vec![id.into()])
         .await
 }
 

@@ -9,8 +9,10 @@
 //! One integration-test binary (link time on 2 cores): a real server on
 //! 127.0.0.1:0, real SQLite files, real PostgreSQL databases.
 
+mod auth;
 mod cli;
 mod http;
+mod keyring;
 mod postgres_rls;
 mod storage;
 mod testkit;

@@ -158,9 +158,26 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db: Db,
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pg_name: Option<String>,
     _dir: tempfile::TempDir,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            drop_pg_database(&name);
+        }
+    }
 }
 
 impl TestServer {
@@ -169,30 +186,59 @@ impl TestServer {
     }
 
     pub async fn start_with(extra: &[(&str, &str)], migrate: bool) -> TestServer {
+        Self::start_on(Backend::Sqlite, extra, migrate)
+            .await
+            .unwrap()
+    }
+
+    /// Starts on `backend`; `None` only for PostgreSQL outside CI with no server.
+    pub async fn start_on(
+        backend: Backend,
+        extra: &[(&str, &str)],
+        migrate: bool,
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().unwrap();
-        let config = test_config(dir.path(), extra);
+        let mut extra: Vec<(&str, &str)> = extra.to_vec();
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(create_pg_database().await?),
+        };
+        if let Some((_, url)) = &pg {
+            extra.push(("STOCKADE_DATABASE_URL", url.as_str()));
+        }
+        let config = test_config(dir.path(), &extra);
         let keys = stockade::crypto::keys::load(&config).unwrap();
         let db = Db::open(&config).await.unwrap();
         if migrate {
+            let _guard = PG_SETUP.lock().await;
             db.migrate().await.unwrap();
         }
         let clock = fixed_clock();
-        let state = AppState::new(config, db.clone(), clock, keys);
-        let router = app::app(state);
+        let keyring = match migrate {
+            true => stockade::crypto::keyring::load(&db, &keys, clock.as_ref())
+                .await
+                .unwrap(),
+            false => stockade::crypto::jwt::Keyring::from_material(&keys.signing).unwrap(),
+        };
+        let state = AppState::new(config, db.clone(), clock.clone(), keys, keyring).unwrap();
+        let router = app::app(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(app::serve(listener, router, async {
             let _ = rx.await;
         }));
-        TestServer {
+        Some(TestServer {
             addr,
             client: reqwest::Client::new(),
             db,
+            state,
+            clock,
             shutdown: Some(tx),
             task: Some(task),
+            pg_name: pg.map(|(name, _)| name),
             _dir: dir,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -228,6 +274,29 @@ macro_rules! both_backends {
                 async fn $name() {
                     let Some(t) = $crate::testkit::TestDb::postgres().await else { return };
                     super::$name(&t).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Runs the same async test body against a server on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! both_servers {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::testkit::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::testkit::Backend::Postgres).await;
                 }
             )*
         }

@@ -1,0 +1,66 @@
+//! The email outbox: messages are queued in the same transaction as the
+//! change that causes them, with the body sealed under the master key (it
+//! holds single-use links). SMTP delivery (STARTTLS, retries, suppression)
+//! drains this table in a later change; until then the development sender
+//! logs each message at debug level — the link only outside production.
+
+use crate::clock::Clock;
+use crate::crypto::keys::MasterKey;
+use crate::crypto::seal;
+use crate::db::{DbError, GlobalTx};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("cannot seal the message: {0}")]
+    Seal(String),
+}
+
+/// One message to send.
+pub struct Message<'a> {
+    pub to: &'a str,
+    /// `password_reset`, `verification`, `invitation`, `lockout_notice`.
+    pub kind: &'a str,
+    pub subject: &'a str,
+    /// Plain text; may contain secrets (links), so it is sealed.
+    pub body: &'a str,
+}
+
+pub fn outbox_aad(id: uuid::Uuid) -> Vec<u8> {
+    format!("stockade:email_outbox:{id}").into_bytes()
+}
+
+/// Queues `message` inside `tx`.
+pub async fn enqueue(
+    tx: &mut GlobalTx,
+    clock: &dyn Clock,
+    master: &MasterKey,
+    message: &Message<'_>,
+    production: bool,
+) -> Result<uuid::Uuid, EmailError> {
+    let id = uuid::Uuid::now_v7();
+    let payload =
+        serde_json::json!({ "subject": message.subject, "body": message.body }).to_string();
+    let sealed = seal::seal(master.expose(), &outbox_aad(id), payload.as_bytes())
+        .map_err(|e| EmailError::Seal(e.to_string()))?;
+    let now = clock.now();
+    tx.execute(
+        "INSERT INTO email_outbox (id, to_address, kind, sealed_body, status, attempts, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5)",
+        vec![
+            id.into(),
+            message.to.into(),
+            message.kind.into(),
+            sealed.into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    if production {
+        tracing::debug!(outbox_id = %id, kind = message.kind, "email queued");
+    } else {
+        tracing::debug!(outbox_id = %id, kind = message.kind, to = message.to, body = message.body, "email queued (development sender)");
+    }
+    Ok(id)
+}

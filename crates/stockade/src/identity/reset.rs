@@ -1,0 +1,203 @@
+//! Password reset: a single-use token (256 bits, stored as SHA-256, valid 30
+//! minutes) sent through the email outbox. The request always answers 202,
+//! whether or not the address has an account.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use chrono::{DateTime, Duration, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::Email;
+use super::routes::{check_policy, limit_ip};
+use super::store as users;
+use crate::app::AppState;
+use crate::audit::{self, Actor, NewEvent, Target};
+use crate::crypto::random;
+use crate::email::{self, Message};
+use crate::http::client_ip::ClientIp;
+use crate::http::{ApiError, ApiJson, AuditContext};
+use crate::ids::UserId;
+use crate::sessions;
+
+pub const RESET_TTL: Duration = Duration::minutes(30);
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    pub email: String,
+}
+
+/// Starts a reset. Always 202: the answer says nothing about the address.
+#[utoipa::path(post, path = "/v1/auth/password-reset/request", tag = "auth",
+    request_body = ResetRequest, responses((status = 202), (status = 429, body = crate::http::Problem)))]
+pub(crate) async fn request(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    AuditContext(context): AuditContext,
+    ApiJson(req): ApiJson<ResetRequest>,
+) -> Result<StatusCode, ApiError> {
+    limit_ip(&state, ip)?;
+    let Ok(email) = Email::parse(&req.email) else {
+        return Ok(StatusCode::ACCEPTED);
+    };
+    let Some(user) = users::find_auth_user(&state.db, email.key()).await? else {
+        return Ok(StatusCode::ACCEPTED);
+    };
+    if user.status != "active" {
+        return Ok(StatusCode::ACCEPTED);
+    }
+    let secret = random::secret_bytes::<32>().map_err(ApiError::internal)?;
+    let token = zeroize::Zeroizing::new(B64URL.encode(secret.as_slice()));
+    let now = state.clock.now();
+    let link = zeroize::Zeroizing::new(format!(
+        "{}/reset-password#token={}",
+        state.issuer,
+        token.as_str()
+    ));
+    let body = zeroize::Zeroizing::new(format!(
+        "Someone asked to reset the password of your account.\n\n\
+         To choose a new password, open this link within 30 minutes:\n{}\n\n\
+         If it was not you, ignore this message: your password is unchanged.",
+        link.as_str()
+    ));
+    let mut tx = state.db.global_tx().await?;
+    tx.execute(
+        "INSERT INTO password_resets (token_hash, user_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4)",
+        vec![
+            token_hash(token.as_bytes()).into(),
+            user.id.into(),
+            now.into(),
+            (now + RESET_TTL).into(),
+        ],
+    )
+    .await?;
+    email::enqueue(
+        &mut tx,
+        state.clock.as_ref(),
+        &state.keys.master,
+        &Message {
+            to: &user.email,
+            kind: "password_reset",
+            subject: "Reset your password",
+            body: &body,
+        },
+        state.config.is_production(),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    audit_in_tenants(&state, user.id, "auth.password.reset_requested", &context).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfirm {
+    #[schema(value_type = String, format = Password)]
+    pub token: SecretString,
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+}
+
+/// Completes a reset: sets the password and signs out every session.
+#[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "auth",
+    request_body = ResetConfirm,
+    responses((status = 204), (status = 400, body = crate::http::Problem)))]
+pub(crate) async fn confirm(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    AuditContext(context): AuditContext,
+    ApiJson(req): ApiJson<ResetConfirm>,
+) -> Result<StatusCode, ApiError> {
+    limit_ip(&state, ip)?;
+    let invalid = || {
+        ApiError::bad_request(
+            "auth.invalid_reset_token",
+            "the reset link is invalid, used or expired",
+        )
+    };
+    let token = req.token.expose_secret();
+    if token.len() != 43 {
+        return Err(invalid());
+    }
+    let hash = token_hash(token.as_bytes());
+    let now = state.clock.now();
+    let row: Option<(UserId, DateTime<Utc>, Option<DateTime<Utc>>)> = state
+        .db
+        .global_read()
+        .await?
+        .fetch_optional(
+            "SELECT user_id, expires_at, used_at FROM password_resets WHERE token_hash = $1",
+            vec![hash.into()],
+        )
+        .await?;
+    let Some((user_id, expires_at, None)) = row else {
+        return Err(invalid());
+    };
+    if expires_at <= now {
+        return Err(invalid());
+    }
+    let user = users::find_auth_user_by_id(&state.db, user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    check_policy(&req.new_password, &[&user.email, &user.name])?;
+    let new_hash = state
+        .hasher
+        .hash(req.new_password)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut tx = state.db.global_tx().await?;
+    // Claim the token: of two concurrent confirmations, one wins.
+    let claimed = tx
+        .execute(
+            "UPDATE password_resets SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL",
+            vec![hash.into(), now.into()],
+        )
+        .await?;
+    if claimed == 0 {
+        return Err(invalid());
+    }
+    users::set_password_hash(&mut tx, user_id, &new_hash, now).await?;
+    tx.commit().await?;
+    sessions::revoke_all_for_user(&state.db, user_id, None, "password_reset", now).await?;
+    audit_in_tenants(&state, user_id, "auth.password.reset_completed", &context).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn token_hash(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+/// Writes `action` into the audit log of every tenant the user belongs to.
+async fn audit_in_tenants(
+    state: &AppState,
+    user: UserId,
+    action: &str,
+    context: &crate::audit::RequestContext,
+) -> Result<(), ApiError> {
+    for m in users::memberships_of(&state.db, user).await? {
+        let mut tx = state.db.tenant_tx(m.tenant_id).await?;
+        audit::append(
+            &mut tx,
+            state.clock.as_ref(),
+            NewEvent::new(
+                Actor::User {
+                    id: user,
+                    impersonator: None,
+                },
+                action,
+            )
+            .target(Target::new("user", user))
+            .context(context.clone()),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        tx.commit().await?;
+    }
+    Ok(())
+}

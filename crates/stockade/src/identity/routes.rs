@@ -1,0 +1,590 @@
+//! `/v1/auth/*` sign-up, sign-in and password endpoints, `/v1/me`, JWKS.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::password::{self, PasswordPolicy, Verification};
+use super::store::{self as users, AuthUser, UserMembership};
+use super::throttle;
+use super::{Email, IdentityError, User};
+use crate::app::AppState;
+use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
+use crate::config::SignupMode;
+use crate::http::client_ip::ClientIp;
+use crate::http::{ApiError, ApiJson, AuditContext, Principal};
+use crate::ids::{TenantId, UserId};
+use crate::ratelimit::Decision;
+use crate::sessions::{self, TokenResponse};
+use crate::tenancy::{self, NewTenant, Slug, TenancyError, Tenant, TenantName};
+
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        signup,
+        login,
+        switch_tenant,
+        change_password,
+        me,
+        jwks,
+        super::reset::request,
+        super::reset::confirm
+    ),
+    components(schemas(
+        SignupRequest,
+        SignupResponse,
+        LoginRequest,
+        SwitchTenantRequest,
+        MeResponse,
+        MeTenant,
+        ChangePasswordRequest,
+        super::reset::ResetRequest,
+        super::reset::ResetConfirm
+    ))
+)]
+pub struct IdentityApi;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/signup", post(signup))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/switch-tenant", post(switch_tenant))
+        .route("/v1/auth/password", post(change_password))
+        .route(
+            "/v1/auth/password-reset/request",
+            post(super::reset::request),
+        )
+        .route(
+            "/v1/auth/password-reset/confirm",
+            post(super::reset::confirm),
+        )
+        .route("/v1/me", get(me))
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+/// 401 for every sign-in failure: unknown email, wrong password, no usable
+/// membership. One body, so the answers cannot be told apart.
+pub(crate) fn invalid_credentials() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "auth.invalid_credentials")
+        .with_detail("email or password is incorrect")
+}
+
+/// Refuses before any hashing when the client IP is over its quota.
+pub(crate) fn limit_ip(state: &AppState, ip: ClientIp) -> Result<(), ApiError> {
+    match state.login_limiter.check(&ip.0, state.clock.now()) {
+        Decision::Allow => Ok(()),
+        Decision::Deny { retry_after_secs } => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "auth.rate_limited",
+        )
+        .with_detail("too many attempts from this address")
+        .retry_after(retry_after_secs)),
+    }
+}
+
+/// Checks a new password against the policy; 400 listing every unmet rule.
+pub(crate) fn check_policy(password: &SecretString, inputs: &[&str]) -> Result<(), ApiError> {
+    password::check(&PasswordPolicy::default(), password, inputs).map_err(|e| {
+        ApiError::bad_request(
+            "auth.weak_password",
+            "the password does not meet the policy",
+        )
+        .with_errors(serde_json::to_value(&e.violations).unwrap_or_default())
+    })
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    pub tenant_name: String,
+    pub tenant_slug: String,
+    pub email: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    pub name: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SignupResponse {
+    #[schema(value_type = Object)]
+    pub tenant: Tenant,
+    #[schema(value_type = Object)]
+    pub user: User,
+    #[serde(flatten)]
+    pub tokens: TokenResponse,
+}
+
+/// Creates a tenant and its owner, signed in (when signup is open).
+#[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = SignupRequest,
+    responses((status = 201, body = SignupResponse), (status = 400, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+async fn signup(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    AuditContext(context): AuditContext,
+    ApiJson(req): ApiJson<SignupRequest>,
+) -> Result<Response, ApiError> {
+    if state.config.signup != SignupMode::Open {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.signup_closed"));
+    }
+    limit_ip(&state, ip)?;
+    let email = Email::parse(&req.email)
+        .map_err(|e| ApiError::bad_request("identity.invalid_email", e.to_string()))?;
+    let new = NewTenant {
+        slug: Slug::parse(&req.tenant_slug)
+            .map_err(|e| ApiError::bad_request("tenancy.invalid_slug", e.to_string()))?,
+        name: TenantName::parse(&req.tenant_name)
+            .map_err(|e| ApiError::bad_request("tenancy.invalid_name", e.to_string()))?,
+        plan: "free".to_owned(),
+        trial_ends_at: None,
+    };
+    check_policy(
+        &req.password,
+        &[email.as_str(), &req.name, new.slug.as_str()],
+    )?;
+    let hash = state
+        .hasher
+        .hash(req.password)
+        .await
+        .map_err(ApiError::internal)?;
+
+    let clock = state.clock.as_ref();
+    let mut tx = state.db.global_tx().await?;
+    let tenant = tenancy::insert_tenant(&mut tx, clock, &new)
+        .await
+        .map_err(tenancy_error)?;
+    let user = users::create_user_with_password(&mut tx, clock, &email, &req.name, Some(&hash))
+        .await
+        .map_err(identity_error)?;
+    let mut tx = tx.scoped(tenant.id).await?;
+    tenancy::add_member(&mut tx, clock, user.id, "owner")
+        .await
+        .map_err(tenancy_error)?;
+    let actor = Actor::User {
+        id: user.id,
+        impersonator: None,
+    };
+    for event in [
+        NewEvent::new(actor.clone(), "tenancy.tenant.created")
+            .target(Target::new("tenant", tenant.id))
+            .details(serde_json::json!({ "slug": tenant.slug, "name": tenant.name, "plan": tenant.plan })),
+        NewEvent::new(actor.clone(), "auth.user.signed_up")
+            .target(Target::new("user", user.id))
+            .details(serde_json::json!({ "role": "owner" })),
+    ] {
+        audit::append(&mut tx, clock, event.context(context.clone()))
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let (session, refresh) =
+        sessions::create(&mut tx, clock, user.id, &state.session_policy, &context)
+            .await
+            .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    let tokens = sessions::access_token(&state, user.id, tenant.id, session.id, None)?;
+    Ok(sessions::with_cookie(
+        StatusCode::CREATED,
+        SignupResponse {
+            tenant,
+            user,
+            tokens,
+        },
+        sessions::refresh_cookie(&refresh, state.session_policy.refresh_ttl),
+    ))
+}
+
+fn tenancy_error(e: TenancyError) -> ApiError {
+    match e {
+        TenancyError::SlugTaken(_) => ApiError::new(StatusCode::CONFLICT, "tenancy.slug_taken")
+            .with_detail("this tenant slug is taken"),
+        other => ApiError::internal(other),
+    }
+}
+
+fn identity_error(e: IdentityError) -> ApiError {
+    match e {
+        IdentityError::EmailTaken => ApiError::new(StatusCode::CONFLICT, "identity.email_taken")
+            .with_detail("an account with this email exists: sign in instead"),
+        IdentityError::InvalidName => ApiError::bad_request("identity.invalid_name", e.to_string()),
+        IdentityError::InvalidEmail => {
+            ApiError::bad_request("identity.invalid_email", e.to_string())
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+    /// Tenant slug; needed only when the user belongs to several tenants.
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// Signs in with email and password.
+#[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem),
+        (status = 429, body = crate::http::Problem)))]
+async fn login(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    AuditContext(context): AuditContext,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    limit_ip(&state, ip)?;
+    let now = state.clock.now();
+    // A malformed address is handled exactly like an unknown one.
+    let email_key = Email::parse(&req.email)
+        .map(|e| e.key().to_owned())
+        .unwrap_or_else(|_| req.email.trim().to_lowercase());
+    if let Some(until) = throttle::locked_until(&state.db, &email_key, now).await? {
+        let secs = u64::try_from((until - now).num_seconds())
+            .unwrap_or(1)
+            .max(1);
+        return Err(
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "auth.account_locked")
+                .with_detail("too many failed sign-ins: try again later")
+                .retry_after(secs),
+        );
+    }
+    let user = users::find_auth_user(&state.db, &email_key).await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let verdict = state
+        .hasher
+        .verify(req.password.clone(), stored)
+        .await
+        .map_err(ApiError::internal)?;
+    let user = match (verdict, user) {
+        (Verification::Match { needs_rehash }, Some(user)) if user.status == "active" => {
+            if needs_rehash {
+                rehash(&state, &user, req.password).await?;
+            }
+            user
+        }
+        (_, user) => {
+            let reason = match (&user, verdict) {
+                (None, _) => "unknown_email",
+                (Some(u), _) if u.status != "active" => "user_deactivated",
+                _ => "wrong_password",
+            };
+            failed_login(&state, &email_key, user.as_ref(), reason, &context).await?;
+            return Err(invalid_credentials());
+        }
+    };
+    let memberships = users::memberships_of(&state.db, user.id).await?;
+    let Some(membership) = choose_tenant(&memberships, req.tenant.as_deref())? else {
+        failed_login(&state, &email_key, Some(&user), "no_membership", &context).await?;
+        return Err(invalid_credentials());
+    };
+    throttle::record_success(&state.db, &email_key).await?;
+    start_session(
+        &state,
+        &user,
+        membership.tenant_id,
+        "auth.login.succeeded",
+        &context,
+    )
+    .await
+}
+
+/// Picks the tenant to sign into: the named one, or the only one.
+fn choose_tenant<'a>(
+    memberships: &'a [UserMembership],
+    requested: Option<&str>,
+) -> Result<Option<&'a UserMembership>, ApiError> {
+    let usable: Vec<&UserMembership> = memberships
+        .iter()
+        .filter(|m| m.status == "active" && m.tenant_status == "active")
+        .collect();
+    Ok(match requested {
+        Some(slug) => usable.into_iter().find(|m| m.slug == slug),
+        None => match usable.as_slice() {
+            [only] => Some(*only),
+            [] => None,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "auth.tenant_required",
+                    "this account belongs to several tenants: name one in `tenant`",
+                )
+                .with_errors(serde_json::json!(
+                    usable.iter().map(|m| m.slug.clone()).collect::<Vec<_>>()
+                )));
+            }
+        },
+    })
+}
+
+/// Creates a session in `tenant`, audits `action`, answers with tokens.
+async fn start_session(
+    state: &AppState,
+    user: &AuthUser,
+    tenant: TenantId,
+    action: &str,
+    context: &RequestContext,
+) -> Result<Response, ApiError> {
+    let clock = state.clock.as_ref();
+    let mut tx = state.db.tenant_tx(tenant).await?;
+    let (session, refresh) =
+        sessions::create(&mut tx, clock, user.id, &state.session_policy, context)
+            .await
+            .map_err(ApiError::internal)?;
+    audit::append(
+        &mut tx,
+        clock,
+        NewEvent::new(
+            Actor::User {
+                id: user.id,
+                impersonator: None,
+            },
+            action,
+        )
+        .target(Target::new("session", session.id))
+        .context(context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    let tokens = sessions::access_token(state, user.id, tenant, session.id, None)?;
+    Ok(sessions::with_cookie(
+        StatusCode::OK,
+        tokens,
+        sessions::refresh_cookie(&refresh, state.session_policy.refresh_ttl),
+    ))
+}
+
+/// Counts the failure and audits it: in each tenant of a known user, in the
+/// platform log for an unknown address. The reason stays in the log.
+async fn failed_login(
+    state: &AppState,
+    email_key: &str,
+    user: Option<&AuthUser>,
+    reason: &str,
+    context: &RequestContext,
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    let locked = throttle::record_failure(&state.db, email_key, now).await?;
+    let (tenants, actor) = match user {
+        Some(u) => (
+            users::memberships_of(&state.db, u.id)
+                .await?
+                .into_iter()
+                .map(|m| m.tenant_id)
+                .collect::<Vec<_>>(),
+            Actor::User {
+                id: u.id,
+                impersonator: None,
+            },
+        ),
+        None => (vec![TenantId::PLATFORM], Actor::System),
+    };
+    for tenant in tenants {
+        let mut tx = state.db.tenant_tx(tenant).await?;
+        let mut events = vec![
+            NewEvent::new(actor.clone(), "auth.login.failed")
+                .outcome(Outcome::Failure)
+                .details(serde_json::json!({ "reason": reason, "email": email_key })),
+        ];
+        if let Some(until) = locked {
+            events.push(
+                NewEvent::new(Actor::System, "auth.account.locked")
+                    .outcome(Outcome::Denied)
+                    .details(serde_json::json!({ "email": email_key, "locked_until": until })),
+            );
+        }
+        for event in events {
+            audit::append(
+                &mut tx,
+                state.clock.as_ref(),
+                event.context(context.clone()),
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// Upgrades an imported bcrypt (or outdated argon2) hash to the current one.
+async fn rehash(state: &AppState, user: &AuthUser, password: SecretString) -> Result<(), ApiError> {
+    let hash = state
+        .hasher
+        .hash(password)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut tx = state.db.global_tx().await?;
+    users::set_password_hash(&mut tx, user.id, &hash, state.clock.now()).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user.id, "password hash upgraded to argon2id");
+    Ok(())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchTenantRequest {
+    /// Slug of the tenant to switch to.
+    pub tenant: String,
+}
+
+/// Issues tokens for another tenant the user belongs to (a new session).
+#[utoipa::path(post, path = "/v1/auth/switch-tenant", tag = "auth", security(("bearer" = [])),
+    request_body = SwitchTenantRequest,
+    responses((status = 200, body = TokenResponse), (status = 404, body = crate::http::Problem)))]
+async fn switch_tenant(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiJson(req): ApiJson<SwitchTenantRequest>,
+) -> Result<Response, ApiError> {
+    let memberships = users::memberships_of(&state.db, p.user_id).await?;
+    let target = memberships
+        .iter()
+        .find(|m| m.slug == req.tenant && m.status == "active" && m.tenant_status == "active")
+        .ok_or_else(ApiError::not_found)?;
+    let user = users::find_auth_user_by_id(&state.db, p.user_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    start_session(
+        &state,
+        &user,
+        target.tenant_id,
+        "auth.tenant.switched",
+        &p.context,
+    )
+    .await
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MeResponse {
+    #[schema(value_type = Object)]
+    pub user: User,
+    pub tenant: MeTenant,
+    pub role: String,
+    pub permissions: Vec<&'static str>,
+    #[schema(value_type = String, format = Uuid)]
+    pub session_id: crate::ids::SessionId,
+    /// The platform owner acting as this user, when impersonated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub impersonated_by: Option<UserId>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MeTenant {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: TenantId,
+    pub slug: String,
+    pub name: String,
+}
+
+/// The caller: user, tenant, role, permissions.
+#[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = MeResponse), (status = 401, body = crate::http::Problem)))]
+async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<MeResponse>, ApiError> {
+    let user = users::find_user(&state.db, p.user_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let tenant = tenancy::find_by_id(&state.db, p.tenant_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    Ok(Json(MeResponse {
+        user,
+        tenant: MeTenant {
+            id: tenant.id,
+            slug: tenant.slug,
+            name: tenant.name,
+        },
+        permissions: crate::rbac::builtin_role(&p.role).unwrap_or_default(),
+        role: p.role,
+        session_id: p.session_id,
+        impersonated_by: p.impersonator,
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    #[schema(value_type = String, format = Password)]
+    pub current_password: SecretString,
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+}
+
+/// Changes the caller's password; every other session is signed out.
+#[utoipa::path(post, path = "/v1/auth/password", tag = "auth", security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses((status = 204), (status = 400, body = crate::http::Problem),
+        (status = 401, body = crate::http::Problem)))]
+async fn change_password(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    p: Principal,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    limit_ip(&state, ip)?;
+    let user = users::find_auth_user_by_id(&state.db, p.user_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let verdict = state
+        .hasher
+        .verify(req.current_password, user.password_hash.clone())
+        .await
+        .map_err(ApiError::internal)?;
+    if verdict == Verification::Mismatch {
+        return Err(ApiError::bad_request(
+            "auth.wrong_password",
+            "the current password is incorrect",
+        ));
+    }
+    check_policy(&req.new_password, &[&user.email, &user.name])?;
+    if req.new_password.expose_secret().is_empty() {
+        return Err(ApiError::bad_request(
+            "auth.weak_password",
+            "empty password",
+        ));
+    }
+    let hash = state
+        .hasher
+        .hash(req.new_password)
+        .await
+        .map_err(ApiError::internal)?;
+    let now = state.clock.now();
+    let mut tx = state.db.global_tx().await?;
+    users::set_password_hash(&mut tx, p.user_id, &hash, now).await?;
+    tx.commit().await?;
+    let revoked = sessions::revoke_all_for_user(
+        &state.db,
+        p.user_id,
+        Some(p.session_id),
+        "password_changed",
+        now,
+    )
+    .await?;
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        NewEvent::new(p.actor(), "auth.password.changed")
+            .target(Target::new("user", p.user_id))
+            .details(serde_json::json!({ "other_sessions_revoked": revoked }))
+            .context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The public keys that verify access tokens (HS256 secrets never appear).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "JSON Web Key Set")))]
+async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+    Json(state.keyring().jwks(state.clock.now()))
+}

@@ -1,0 +1,90 @@
+//! Per-account sign-in throttling: 10 consecutive failures lock the address
+//! for 15 minutes, doubling on each repeat lockout (capped at 2^10 × 15 min).
+//! Keyed by the normalised email, so unknown addresses are counted and locked
+//! exactly like known ones.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::db::{Db, DbError};
+
+pub const MAX_FAILURES: i64 = 10;
+pub const BASE_LOCK: Duration = Duration::minutes(15);
+
+/// The lock length after `previous_lockouts` earlier ones.
+pub fn lock_duration(previous_lockouts: i64) -> Duration {
+    BASE_LOCK * (1i32 << previous_lockouts.clamp(0, 10))
+}
+
+/// Until when `email_key` is locked, if it is.
+pub async fn locked_until(
+    db: &Db,
+    email_key: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, DbError> {
+    let row: Option<(Option<DateTime<Utc>>,)> = db
+        .global_read()
+        .await?
+        .fetch_optional(
+            "SELECT locked_until FROM login_throttle WHERE email_key = $1",
+            vec![email_key.into()],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.0).filter(|until| *until > now))
+}
+
+/// Counts a failure; returns the lock's end when this failure caused one.
+pub async fn record_failure(
+    db: &Db,
+    email_key: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, DbError> {
+    let mut tx = db.global_tx().await?;
+    let (failures, lockouts): (i64, i64) = tx
+        .fetch_optional(
+            "INSERT INTO login_throttle (email_key, failures, lockouts, updated_at) \
+             VALUES ($1, 1, 0, $2) \
+             ON CONFLICT (email_key) DO UPDATE SET failures = login_throttle.failures + 1, \
+             updated_at = $2 RETURNING CAST(failures AS BIGINT), CAST(lockouts AS BIGINT)",
+            vec![email_key.into(), now.into()],
+        )
+        .await?
+        .unwrap_or((1, 0));
+    let mut locked = None;
+    if failures >= MAX_FAILURES {
+        let until = now + lock_duration(lockouts);
+        tx.execute(
+            "UPDATE login_throttle SET failures = 0, lockouts = lockouts + 1, locked_until = $2 \
+             WHERE email_key = $1",
+            vec![email_key.into(), until.into()],
+        )
+        .await?;
+        locked = Some(until);
+    }
+    tx.commit().await?;
+    Ok(locked)
+}
+
+/// A successful sign-in clears the failure count (lockout history stays, so
+/// the next lockout is longer).
+pub async fn record_success(db: &Db, email_key: &str) -> Result<(), DbError> {
+    let mut tx = db.global_tx().await?;
+    tx.execute(
+        "UPDATE login_throttle SET failures = 0, locked_until = NULL WHERE email_key = $1",
+        vec![email_key.into()],
+    )
+    .await?;
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lockouts_double_and_are_capped() {
+        assert_eq!(lock_duration(0), Duration::minutes(15));
+        assert_eq!(lock_duration(1), Duration::minutes(30));
+        assert_eq!(lock_duration(3), Duration::minutes(120));
+        assert_eq!(lock_duration(50), Duration::minutes(15 * 1024));
+    }
+}

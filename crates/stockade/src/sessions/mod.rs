@@ -1,0 +1,18 @@
+//! Server-side sessions and rotating refresh tokens (SPEC §2.2).
+//!
+//! A session is one sign-in of one user into one tenant. Access tokens name
+//! it (`sid`) and every request checks it is still live, so revocation takes
+//! effect on the next request. Refresh tokens are 256-bit random, stored as
+//! SHA-256, rotated on every use; presenting a used one again revokes the
+//! session (reuse detection), unless inside the optional grace window.
+
+mod model;
+mod routes;
+mod store;
+
+pub use model::{REFRESH_COOKIE, RefreshToken, Session, SessionPolicy, SessionStatus};
+pub use routes::{ACCESS_TOKEN_SECONDS, SessionView, SessionsApi, TokenResponse, routes};
+pub(crate) use routes::{access_token, refresh_cookie, with_cookie};
+pub use store::{
+    Live, RefreshError, Rotated, check, create, list_for_user, revoke, revoke_all_for_user, rotate,
+};

@@ -1,0 +1,287 @@
+//! `/v1/auth/refresh`, logout, sessions; and the token response every
+//! sign-in path returns.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use cookie::{Cookie, SameSite};
+use serde::Serialize;
+
+use super::model::{REFRESH_COOKIE, RefreshToken, Session};
+use super::store::{self, RefreshError};
+use crate::app::{AUDIENCE, AppState};
+use crate::audit::{self, NewEvent, Target};
+use crate::crypto::jwt::{ActClaim, Claims};
+use crate::http::{ApiError, AuditContext, Principal};
+use crate::ids::{SessionId, TenantId, UserId};
+
+/// Access tokens live 15 minutes (SPEC §2.2).
+pub const ACCESS_TOKEN_SECONDS: i64 = 900;
+
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(refresh, logout, logout_all, list, revoke_one),
+    components(schemas(TokenResponse, SessionView))
+)]
+pub struct SessionsApi;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/logout-all", post(logout_all))
+        .route("/v1/auth/sessions", get(list))
+        .route("/v1/auth/sessions/{id}", delete(revoke_one))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires (900).
+    pub expires_in: i64,
+}
+
+/// Signs an access token for a session.
+pub(crate) fn access_token(
+    state: &AppState,
+    user: UserId,
+    tenant: TenantId,
+    session: SessionId,
+    impersonator: Option<UserId>,
+) -> Result<TokenResponse, ApiError> {
+    let now = state.clock.now().timestamp();
+    let claims = Claims {
+        iss: state.issuer.clone(),
+        aud: AUDIENCE.to_owned(),
+        sub: user.to_string(),
+        tid: tenant.to_string(),
+        sid: session.to_string(),
+        iat: now,
+        exp: now + ACCESS_TOKEN_SECONDS,
+        jti: uuid::Uuid::new_v4().to_string(),
+        act: impersonator.map(|u| ActClaim { sub: u.to_string() }),
+    };
+    let token = state.keyring().issue(&claims).map_err(ApiError::internal)?;
+    Ok(TokenResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: ACCESS_TOKEN_SECONDS,
+    })
+}
+
+/// The refresh cookie: HttpOnly, Secure, SameSite=Lax, Path=/, `__Host-`.
+pub(crate) fn refresh_cookie(token: &RefreshToken, ttl: Duration) -> HeaderValue {
+    let value = token.encode();
+    let cookie = Cookie::build((REFRESH_COOKIE, value.as_str()))
+        .path("/")
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Lax)
+        .max_age(cookie::time::Duration::seconds(ttl.num_seconds()))
+        .build();
+    HeaderValue::from_str(&cookie.to_string()).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// A header that deletes the refresh cookie.
+pub(crate) fn clear_cookie() -> HeaderValue {
+    HeaderValue::from_static(
+        "__Host-stockade_refresh=; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=0",
+    )
+}
+
+/// Reads the refresh token from the `Cookie` header(s).
+pub(crate) fn refresh_from_cookies(headers: &HeaderMap) -> Option<RefreshToken> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == REFRESH_COOKIE)
+        .and_then(|c| RefreshToken::parse(c.value()))
+}
+
+/// JSON body plus the refresh cookie.
+pub(crate) fn with_cookie(
+    status: StatusCode,
+    body: impl Serialize,
+    cookie: HeaderValue,
+) -> Response {
+    let mut res = (status, Json(body)).into_response();
+    res.headers_mut().insert(header::SET_COOKIE, cookie);
+    res
+}
+
+/// Exchanges the refresh cookie for a new access token and a new cookie.
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem)))]
+async fn refresh(
+    State(state): State<AppState>,
+    AuditContext(context): AuditContext,
+    headers: HeaderMap,
+) -> Response {
+    let Some(presented) = refresh_from_cookies(&headers) else {
+        return unauthenticated_clearing_cookie();
+    };
+    let rotated = store::rotate(
+        &state.db,
+        state.clock.as_ref(),
+        &presented,
+        &state.session_policy,
+        &context,
+    )
+    .await;
+    match rotated {
+        Ok(r) => match access_token(
+            &state,
+            r.session.user_id,
+            r.session.tenant_id,
+            r.session.id,
+            None,
+        ) {
+            Ok(body) => with_cookie(
+                StatusCode::OK,
+                body,
+                refresh_cookie(&r.token, state.session_policy.refresh_ttl),
+            ),
+            Err(e) => e.into_response(),
+        },
+        Err(RefreshError::Invalid | RefreshError::Reused) => unauthenticated_clearing_cookie(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+fn unauthenticated_clearing_cookie() -> Response {
+    let mut res = ApiError::unauthenticated().into_response();
+    res.headers_mut().insert(header::SET_COOKIE, clear_cookie());
+    res
+}
+
+/// Ends the current session.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = crate::http::Problem)))]
+async fn logout(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    store::revoke(&mut tx, p.session_id, "logout", now).await?;
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        NewEvent::new(p.actor(), "auth.session.logged_out")
+            .target(Target::new("session", p.session_id))
+            .context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut().insert(header::SET_COOKIE, clear_cookie());
+    Ok(res)
+}
+
+/// Signs the user out of every session, in every tenant, this one included.
+#[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = crate::http::Problem)))]
+async fn logout_all(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let n = store::revoke_all_for_user(&state.db, p.user_id, None, "logout_all", now).await?;
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        NewEvent::new(p.actor(), "auth.session.logged_out_all")
+            .target(Target::new("user", p.user_id))
+            .details(serde_json::json!({ "sessions_revoked": n }))
+            .context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut().insert(header::SET_COOKIE, clear_cookie());
+    Ok(res)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: SessionId,
+    pub current: bool,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl SessionView {
+    fn of(s: Session, current: SessionId) -> Self {
+        let idle_end = s.last_seen_at + Duration::seconds(s.idle_timeout_secs);
+        Self {
+            current: s.id == current,
+            id: s.id,
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            ip: s.ip,
+            user_agent: s.user_agent,
+            expires_at: idle_end.min(s.absolute_expires_at),
+        }
+    }
+}
+
+/// The caller's live sessions in this tenant; the current one is marked.
+#[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = [SessionView]), (status = 401, body = crate::http::Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    let mut tx = state.db.tenant_read(p.tenant_id).await?;
+    let sessions = store::list_for_user(&mut tx, p.user_id, state.clock.now()).await?;
+    Ok(Json(
+        sessions
+            .into_iter()
+            .map(|s| SessionView::of(s, p.session_id))
+            .collect(),
+    ))
+}
+
+/// Remote sign-out of one of the caller's sessions.
+#[utoipa::path(delete, path = "/v1/auth/sessions/{id}", tag = "auth", security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid)),
+    responses((status = 204), (status = 404, body = crate::http::Problem)))]
+async fn revoke_one(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = id.parse::<SessionId>().map_err(|_| ApiError::not_found())?;
+    let now = state.clock.now();
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    // Only the caller's own sessions: anyone else's is "not found".
+    let own = store::list_for_user(&mut tx, p.user_id, now)
+        .await?
+        .into_iter()
+        .any(|s| s.id == id);
+    if !own {
+        return Err(ApiError::not_found());
+    }
+    store::revoke(&mut tx, id, "remote_sign_out", now).await?;
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        NewEvent::new(p.actor(), "sessions.session.revoked")
+            .target(Target::new("session", id))
+            .context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,308 @@
+//! Session and refresh-token queries.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::model::{RefreshToken, Session, SessionPolicy, SessionStatus, session_status};
+use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
+use crate::clock::Clock;
+use crate::db::{Db, DbError, TenantTx};
+use crate::ids::{SessionId, TenantId, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// Unknown, expired, or its session is no longer live.
+    #[error("invalid refresh token")]
+    Invalid,
+    /// A rotated token was presented again: the session is now revoked.
+    #[error("refresh token reused")]
+    Reused,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The outcome of a successful refresh.
+#[derive(Debug)]
+pub struct Rotated {
+    pub session: Session,
+    pub token: RefreshToken,
+}
+
+/// Creates a session and its first refresh token inside `tx`.
+pub async fn create(
+    tx: &mut TenantTx,
+    clock: &dyn Clock,
+    user: UserId,
+    policy: &SessionPolicy,
+    context: &RequestContext,
+) -> Result<(Session, RefreshToken), RefreshError> {
+    let now = clock.now();
+    let session: Session = tx
+        .fetch_one(
+            "INSERT INTO sessions (tenant_id, id, user_id, created_at, last_seen_at, ip, user_agent, \
+             idle_timeout_secs, absolute_expires_at) \
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8) RETURNING *",
+            vec![
+                SessionId::new().into(),
+                user.into(),
+                now.into(),
+                context.ip.clone().into(),
+                context.user_agent.clone().into(),
+                policy.idle.num_seconds().into(),
+                (now + policy.absolute).into(),
+            ],
+        )
+        .await?;
+    let token = issue_refresh(tx, session.id, now, policy).await?;
+    Ok((session, token))
+}
+
+async fn issue_refresh(
+    tx: &mut TenantTx,
+    session: SessionId,
+    now: DateTime<Utc>,
+    policy: &SessionPolicy,
+) -> Result<RefreshToken, RefreshError> {
+    let token =
+        RefreshToken::generate(tx.tenant()).map_err(|e| RefreshError::Internal(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO refresh_tokens (tenant_id, token_hash, session_id, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            token.hash().into(),
+            session.into(),
+            now.into(),
+            (now + policy.refresh_ttl).into(),
+        ],
+    )
+    .await?;
+    Ok(token)
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    session_id: SessionId,
+    expires_at: DateTime<Utc>,
+}
+
+/// Rotates a refresh token: the presented one dies, a new one is issued.
+/// Exactly one of several concurrent presentations claims the token; under
+/// the strict policy the others revoke the session (indistinguishable from a
+/// stolen token being replayed) and write `sessions.refresh.reused`.
+pub async fn rotate(
+    db: &Db,
+    clock: &dyn Clock,
+    presented: &RefreshToken,
+    policy: &SessionPolicy,
+    context: &RequestContext,
+) -> Result<Rotated, RefreshError> {
+    let now = clock.now();
+    let hash = presented.hash();
+    let mut tx = db.tenant_tx(presented.tenant()).await?;
+    let row: Option<TokenRow> = tx
+        .fetch_optional(
+            "SELECT session_id, expires_at FROM refresh_tokens \
+             WHERE tenant_id = $1 AND token_hash = $2",
+            vec![hash.into()],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Err(RefreshError::Invalid);
+    };
+    let session = load(&mut tx, row.session_id)
+        .await?
+        .ok_or(RefreshError::Invalid)?;
+    if row.expires_at <= now || session.status(now) != SessionStatus::Active {
+        return Err(RefreshError::Invalid);
+    }
+    let claimed = tx
+        .execute(
+            "UPDATE refresh_tokens SET used_at = $3 WHERE tenant_id = $1 AND token_hash = $2 \
+             AND used_at IS NULL",
+            vec![hash.into(), now.into()],
+        )
+        .await?;
+    if claimed == 0 {
+        // Already used. Re-read: on PostgreSQL a concurrent winner may have
+        // committed since our first read.
+        let used_at: Option<(Option<DateTime<Utc>>,)> = tx
+            .fetch_optional(
+                "SELECT used_at FROM refresh_tokens WHERE tenant_id = $1 AND token_hash = $2",
+                vec![hash.into()],
+            )
+            .await?;
+        let used_at = used_at.and_then(|r| r.0).unwrap_or(now);
+        if policy.reuse_grace > Duration::zero() && now - used_at <= policy.reuse_grace {
+            // A second tab inside the grace window: a sibling token.
+            let token = issue_refresh(&mut tx, session.id, now, policy).await?;
+            tx.commit().await?;
+            return Ok(Rotated { session, token });
+        }
+        revoke(&mut tx, session.id, "refresh_reused", now).await?;
+        audit::append(
+            &mut tx,
+            clock,
+            NewEvent::new(
+                Actor::User {
+                    id: session.user_id,
+                    impersonator: None,
+                },
+                "sessions.refresh.reused",
+            )
+            .target(Target::new("session", session.id))
+            .outcome(Outcome::Denied)
+            .details(serde_json::json!({ "first_used_at": used_at }))
+            .context(context.clone()),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(RefreshError::Reused);
+    }
+    tx.execute(
+        "UPDATE sessions SET last_seen_at = $3, ip = $4, user_agent = $5 \
+         WHERE tenant_id = $1 AND id = $2",
+        vec![
+            session.id.into(),
+            now.into(),
+            context.ip.clone().into(),
+            context.user_agent.clone().into(),
+        ],
+    )
+    .await?;
+    let token = issue_refresh(&mut tx, session.id, now, policy).await?;
+    tx.commit().await?;
+    Ok(Rotated { session, token })
+}
+
+async fn load(tx: &mut TenantTx, id: SessionId) -> Result<Option<Session>, DbError> {
+    tx.fetch_optional(
+        "SELECT * FROM sessions WHERE tenant_id = $1 AND id = $2",
+        vec![id.into()],
+    )
+    .await
+}
+
+/// Revokes one session of the transaction's tenant (its refresh tokens die
+/// with it). Returns whether a live session was revoked.
+pub async fn revoke(
+    tx: &mut TenantTx,
+    id: SessionId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let n = tx
+        .execute(
+            "UPDATE sessions SET revoked_at = $3, revoked_reason = $4 \
+             WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+            vec![id.into(), now.into(), reason.into()],
+        )
+        .await?;
+    tx.execute(
+        "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND session_id = $2",
+        vec![id.into()],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
+/// Revokes every live session of `user` in every tenant, except `keep`.
+/// Returns how many were revoked.
+pub async fn revoke_all_for_user(
+    db: &Db,
+    user: UserId,
+    keep: Option<SessionId>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let mut tx = db.user_tx(user).await?;
+    let keep = keep.map(|k| k.0).unwrap_or_default();
+    let n = tx
+        .execute(
+            "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
+             WHERE user_id = $1 AND revoked_at IS NULL AND id <> $4",
+            vec![now.into(), reason.into(), keep.into()],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// The live sessions of `user` in the transaction's tenant, newest first.
+pub async fn list_for_user(
+    tx: &mut TenantTx,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<Vec<Session>, DbError> {
+    let all: Vec<Session> = tx
+        .fetch_all(
+            "SELECT * FROM sessions WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL \
+             ORDER BY created_at DESC, id DESC",
+            vec![user.into()],
+        )
+        .await?;
+    Ok(all
+        .into_iter()
+        .filter(|s| s.status(now) == SessionStatus::Active)
+        .collect())
+}
+
+/// What the per-request check learns about a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    pub role: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct CheckRow {
+    user_id: UserId,
+    revoked_at: Option<DateTime<Utc>>,
+    last_seen_at: DateTime<Utc>,
+    idle_timeout_secs: i64,
+    absolute_expires_at: DateTime<Utc>,
+    role: String,
+    membership_status: String,
+    user_status: String,
+    tenant_status: String,
+}
+
+/// The per-request check: the session is live, its user and membership are
+/// active and its tenant is active. One indexed query.
+pub async fn check(
+    db: &Db,
+    tenant: TenantId,
+    session: SessionId,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<Option<Live>, DbError> {
+    let mut tx = db.tenant_read(tenant).await?;
+    let row: Option<CheckRow> = tx
+        .fetch_optional(
+            "SELECT s.user_id, s.revoked_at, s.last_seen_at, s.idle_timeout_secs, \
+             s.absolute_expires_at, m.role, m.status AS membership_status, \
+             u.status AS user_status, t.status AS tenant_status \
+             FROM sessions s \
+             JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id \
+             JOIN users u ON u.id = s.user_id \
+             JOIN tenants t ON t.id = s.tenant_id \
+             WHERE s.tenant_id = $1 AND s.id = $2",
+            vec![session.into()],
+        )
+        .await?;
+    Ok(row.and_then(|r| {
+        let live = r.user_id == user
+            && session_status(
+                r.revoked_at,
+                r.last_seen_at,
+                r.idle_timeout_secs,
+                r.absolute_expires_at,
+                now,
+            ) == SessionStatus::Active
+            && r.membership_status == "active"
+            && r.user_status == "active"
+            && r.tenant_status == "active";
+        live.then_some(Live { role: r.role })
+    }))
+}

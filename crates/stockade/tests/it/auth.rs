@@ -1,0 +1,1073 @@
+//! Identity end to end (SPEC §2.1–2.3), on SQLite and PostgreSQL.
+
+use std::time::Duration as StdDuration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use stockade::http::Problem;
+
+use crate::testkit::{Backend, TestServer};
+
+pub const PASSWORD: &str = "Correct-Horse-Battery-42";
+
+/// A signed-in client: access token and refresh cookie value.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub access: String,
+    pub refresh: String,
+}
+
+pub async fn server(backend: Backend, extra: &[(&str, &str)]) -> Option<TestServer> {
+    TestServer::start_on(backend, extra, true).await
+}
+
+/// The refresh cookie set by a response, with its attributes.
+pub fn set_cookie(res: &reqwest::Response) -> Option<String> {
+    res.headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("__Host-stockade_refresh=")
+        .to_owned()
+}
+
+pub async fn signup(s: &TestServer, slug: &str, email: &str) -> Login {
+    let res = s
+        .client
+        .post(s.url("/v1/auth/signup"))
+        .json(
+            &json!({"tenant_name": format!("{slug} Ltd"), "tenant_slug": slug,
+            "email": email, "password": PASSWORD, "name": "Pat Owner"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
+    login_from(res).await
+}
+
+async fn login_from(res: reqwest::Response) -> Login {
+    let cookie = set_cookie(&res).expect("refresh cookie");
+    let body: Value = res.json().await.unwrap();
+    Login {
+        access: body["access_token"].as_str().unwrap().to_owned(),
+        refresh: cookie_value(&cookie),
+    }
+}
+
+pub async fn login(
+    s: &TestServer,
+    email: &str,
+    password: &str,
+    tenant: Option<&str>,
+) -> reqwest::Response {
+    let mut body = json!({"email": email, "password": password});
+    if let Some(t) = tenant {
+        body["tenant"] = json!(t);
+    }
+    s.client
+        .post(s.url("/v1/auth/login"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn login_ok(s: &TestServer, email: &str) -> Login {
+    let res = login(s, email, PASSWORD, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    login_from(res).await
+}
+
+pub async fn me(s: &TestServer, access: &str) -> reqwest::Response {
+    s.client
+        .get(s.url("/v1/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn refresh(s: &TestServer, refresh: &str) -> reqwest::Response {
+    s.client
+        .post(s.url("/v1/auth/refresh"))
+        .header("cookie", format!("__Host-stockade_refresh={refresh}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The audit actions of the tenant of `access`, in order.
+pub async fn audit_actions(s: &TestServer, slug: &str) -> Vec<String> {
+    let tenant = stockade::tenancy::find_by_slug(&s.db, slug)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = s.db.tenant_read(tenant.id).await.unwrap();
+    let rows: Vec<(String,)> = tx
+        .fetch_all(
+            "SELECT action FROM audit_events WHERE tenant_id = $1 ORDER BY seq",
+            vec![],
+        )
+        .await
+        .unwrap();
+    rows.into_iter().map(|r| r.0).collect()
+}
+
+fn b64json(part: &str) -> Value {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn signup_issues_tokens_cookie_and_claims(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let res = s
+        .client
+        .post(s.url("/v1/auth/signup"))
+        .json(&json!({"tenant_name": "Acme", "tenant_slug": "acme",
+            "email": "Owner@Acme.test", "password": PASSWORD, "name": "Pat"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let cookie = set_cookie(&res).unwrap();
+    for attr in [
+        "__Host-stockade_refresh=",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=604800",
+    ] {
+        assert!(cookie.contains(attr), "{attr} missing from {cookie}");
+    }
+    assert!(!cookie.contains("Domain"));
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["tenant"]["slug"], "acme");
+    assert_eq!(body["user"]["email"], "Owner@Acme.test");
+    assert!(body["user"].get("password_hash").is_none());
+    let token = body["access_token"].as_str().unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let header = b64json(parts[0]);
+    let claims = b64json(parts[1]);
+    assert_eq!(header["alg"], "EdDSA");
+    assert!(header["kid"].is_string());
+    for c in ["iss", "aud", "sub", "tid", "sid", "iat", "exp", "jti"] {
+        assert!(claims.get(c).is_some(), "claim {c}");
+    }
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        900
+    );
+    assert!(claims.get("act").is_none());
+    // The JWKS publishes the key that verifies it.
+    let jwks: Value = s
+        .client
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k["kid"] == header["kid"] && k["crv"] == "Ed25519")
+    );
+    assert!(keys.iter().all(|k| k.get("d").is_none()));
+    // /me
+    let me: Value = me(&s, token).await.json().await.unwrap();
+    assert_eq!(me["role"], "owner");
+    assert_eq!(me["tenant"]["slug"], "acme");
+    assert!(
+        me["permissions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("members:manage"))
+    );
+    assert_eq!(
+        audit_actions(&s, "acme").await,
+        ["tenancy.tenant.created", "auth.user.signed_up"]
+    );
+    // Duplicates: slug and email.
+    let res = s.client.post(s.url("/v1/auth/signup"))
+        .json(&json!({"tenant_name": "Acme 2", "tenant_slug": "acme", "email": "x@acme.test", "password": PASSWORD, "name": "X"}))
+        .send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let res = s.client.post(s.url("/v1/auth/signup"))
+        .json(&json!({"tenant_name": "Other", "tenant_slug": "other", "email": "owner@acme.TEST", "password": PASSWORD, "name": "X"}))
+        .send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    // Neither failed signup left a tenant behind.
+    assert!(
+        stockade::tenancy::find_by_slug(&s.db, "other")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn signup_rules(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let res = s.client.post(s.url("/v1/auth/signup"))
+        .json(&json!({"tenant_name": "Acme", "tenant_slug": "acme", "email": "a@acme.test", "password": "short", "name": "A"}))
+        .send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let p: Problem = res.json().await.unwrap();
+    assert_eq!(p.code, "auth.weak_password");
+    let codes: Vec<String> = p
+        .errors
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["code"].as_str().unwrap().to_owned())
+        .collect();
+    for c in [
+        "password.too_short",
+        "password.missing_upper",
+        "password.missing_digit",
+    ] {
+        assert!(codes.iter().any(|x| x == c), "{c} not in {codes:?}");
+    }
+    let res = s.client.post(s.url("/v1/auth/signup"))
+        .json(&json!({"tenant_name": "Acme", "tenant_slug": "acme", "email": "a@acme.test", "password": PASSWORD, "name": "A", "role": "owner"}))
+        .send().await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::BAD_REQUEST,
+        "unknown fields are refused"
+    );
+    let Some(closed) = server(backend, &[("STOCKADE_SIGNUP", "closed")]).await else {
+        return;
+    };
+    let res = closed.client.post(closed.url("/v1/auth/signup"))
+        .json(&json!({"tenant_name": "Acme", "tenant_slug": "acme", "email": "a@acme.test", "password": PASSWORD, "name": "A"}))
+        .send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.json::<Problem>().await.unwrap().code,
+        "auth.signup_closed"
+    );
+}
+
+async fn unknown_email_and_wrong_password_are_indistinguishable(backend: Backend) {
+    let Some(s) = server(backend, &[("STOCKADE_TRUSTED_PROXIES", "127.0.0.1/32")]).await else {
+        return;
+    };
+    signup(&s, "acme", "owner@acme.test").await;
+    let mut answers = Vec::new();
+    for (i, email) in ["owner@acme.test", "nobody@acme.test"]
+        .into_iter()
+        .enumerate()
+    {
+        let before = s.state.hasher.operations();
+        let res = s
+            .client
+            .post(s.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .json(&json!({"email": email, "password": "Wrong-Password-99"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            s.state.hasher.operations(),
+            before + 1,
+            "one hash ran for {email}"
+        );
+        let status = res.status();
+        let mut headers: Vec<(String, String)> = res
+            .headers()
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "x-request-id" | "date"))
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        headers.sort();
+        answers.push((status, headers, res.bytes().await.unwrap()));
+    }
+    assert_eq!(answers[0].0, StatusCode::UNAUTHORIZED);
+    assert_eq!(answers[0], answers[1]);
+    let actions = audit_actions(&s, "acme").await;
+    assert_eq!(actions.last().unwrap(), "auth.login.failed");
+}
+
+async fn ip_rate_limit_rejects_before_hashing_and_ignores_untrusted_forwarded_for(
+    backend: Backend,
+) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    for i in 0..10 {
+        // A spoofed X-Forwarded-For from an untrusted peer changes nothing.
+        let res = s
+            .client
+            .post(s.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .json(&json!({"email": format!("u{i}@x.test"), "password": "Whatever-123"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let before = s.state.hasher.operations();
+    let res = s
+        .client
+        .post(s.url("/v1/auth/login"))
+        .header("x-forwarded-for", "192.0.2.200")
+        .json(&json!({"email": "u@x.test", "password": "Whatever-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&retry));
+    assert_eq!(
+        res.json::<Problem>().await.unwrap().code,
+        "auth.rate_limited"
+    );
+    assert_eq!(
+        s.state.hasher.operations(),
+        before,
+        "no hashing for a rejected attempt"
+    );
+    // Time heals.
+    s.clock.advance(chrono::Duration::minutes(15));
+    let res = login(&s, "u@x.test", "Whatever-123", None).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn trusted_proxy_forwarded_for_is_used(backend: Backend) {
+    let Some(s) = server(backend, &[("STOCKADE_TRUSTED_PROXIES", "127.0.0.1/32")]).await else {
+        return;
+    };
+    for i in 0..10 {
+        let res = s
+            .client
+            .post(s.url("/v1/auth/login"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .json(&json!({"email": format!("u{i}@x.test"), "password": "Whatever-123"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let limited = s
+        .client
+        .post(s.url("/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({"email": "u@x.test", "password": "Whatever-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let other = s
+        .client
+        .post(s.url("/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.10")
+        .json(&json!({"email": "u@x.test", "password": "Whatever-123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn account_lockout_doubles_and_counts_unknown_emails_alike(backend: Backend) {
+    let Some(s) = server(backend, &[("STOCKADE_TRUSTED_PROXIES", "127.0.0.1/32")]).await else {
+        return;
+    };
+    signup(&s, "acme", "owner@acme.test").await;
+    let attempt = |email: &'static str, password: &'static str, n: u32| {
+        s.client
+            .post(s.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("198.51.{}.{}", n / 200, n % 200))
+            .json(&json!({"email": email, "password": password}))
+            .send()
+    };
+    let mut n = 0;
+    for email in ["owner@acme.test", "ghost@acme.test"] {
+        for _ in 0..10 {
+            n += 1;
+            assert_eq!(
+                attempt(email, "Wrong-Password-1", n)
+                    .await
+                    .unwrap()
+                    .status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+    let mut locked = Vec::new();
+    for email in ["owner@acme.test", "ghost@acme.test"] {
+        n += 1;
+        let before = s.state.hasher.operations();
+        let res = attempt(email, PASSWORD, n).await.unwrap();
+        assert_eq!(s.state.hasher.operations(), before, "locked: no hashing");
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry = res.headers()["retry-after"].to_str().unwrap().to_owned();
+        locked.push((retry, res.json::<Problem>().await.unwrap().code));
+    }
+    assert_eq!(locked[0], locked[1]);
+    assert_eq!(locked[0].1, "auth.account_locked");
+    assert_eq!(locked[0].0, "900");
+    let actions = audit_actions(&s, "acme").await;
+    assert!(
+        actions.contains(&"auth.account.locked".to_owned()),
+        "{actions:?}"
+    );
+    // After 15 minutes the right password works again.
+    s.clock.advance(chrono::Duration::minutes(15));
+    n += 1;
+    assert_eq!(
+        attempt("owner@acme.test", PASSWORD, n)
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // The next lockout lasts twice as long.
+    for _ in 0..10 {
+        n += 1;
+        attempt("owner@acme.test", "Wrong-Password-1", n)
+            .await
+            .unwrap();
+    }
+    n += 1;
+    let res = attempt("owner@acme.test", PASSWORD, n).await.unwrap();
+    assert_eq!(res.headers()["retry-after"], "1800");
+}
+
+async fn refresh_rotates_and_reuse_revokes_the_session(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let first = signup(&s, "acme", "owner@acme.test").await;
+    let res = refresh(&s, &first.refresh).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let second = login_from(res).await;
+    assert_ne!(second.refresh, first.refresh);
+    assert_eq!(me(&s, &second.access).await.status(), StatusCode::OK);
+    // The old token is dead, and presenting it kills the session.
+    let res = refresh(&s, &first.refresh).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&res).unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        refresh(&s, &second.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        me(&s, &second.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        me(&s, &first.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        audit_actions(&s, "acme")
+            .await
+            .contains(&"sessions.refresh.reused".to_owned())
+    );
+    // Garbage cookies are a plain 401.
+    for bad in [
+        "",
+        "x",
+        "00000000000000000000000000000000.AAAA",
+        &"a".repeat(5000),
+    ] {
+        assert_eq!(refresh(&s, bad).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        s.client
+            .post(s.url("/v1/auth/refresh"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn concurrent_refreshes_exactly_one_wins(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let l = signup(&s, "acme", "owner@acme.test").await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let client = s.client.clone();
+        let url = s.url("/v1/auth/refresh");
+        let cookie = format!("__Host-stockade_refresh={}", l.refresh);
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+async fn reuse_grace_window_gives_a_sibling_token(backend: Backend) {
+    let Some(s) = server(backend, &[("STOCKADE_REFRESH_REUSE_GRACE", "10")]).await else {
+        return;
+    };
+    let l = signup(&s, "acme", "owner@acme.test").await;
+    let a = refresh(&s, &l.refresh).await;
+    assert_eq!(a.status(), StatusCode::OK);
+    s.clock.advance(chrono::Duration::seconds(5));
+    let b = refresh(&s, &l.refresh).await;
+    assert_eq!(b.status(), StatusCode::OK, "second tab inside the window");
+    let b = login_from(b).await;
+    assert_eq!(me(&s, &b.access).await.status(), StatusCode::OK);
+    s.clock.advance(chrono::Duration::seconds(6));
+    assert_eq!(
+        refresh(&s, &l.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        me(&s, &b.access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "session revoked"
+    );
+}
+
+async fn revocation_takes_effect_on_the_next_request(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    let b = login_ok(&s, "owner@acme.test").await;
+    let c = login_ok(&s, "owner@acme.test").await;
+    // Sessions list marks the current one.
+    let list: Value = s
+        .client
+        .get(s.url("/v1/auth/sessions"))
+        .bearer_auth(&a.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list.iter().filter(|x| x["current"] == true).count(), 1);
+    // Remote sign-out of b from a.
+    let sid_b = b64json(b.access.split('.').nth(1).unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = s
+        .client
+        .delete(s.url(&format!("/v1/auth/sessions/{sid_b}")))
+        .bearer_auth(&a.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(&s, &b.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refresh(&s, &b.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Logout of c.
+    let res = s
+        .client
+        .post(s.url("/v1/auth/logout"))
+        .bearer_auth(&c.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(&s, &c.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&s, &a.access).await.status(), StatusCode::OK);
+    // Another tenant's session id is "not found".
+    let other = signup(&s, "other", "other@other.test").await;
+    let sid_a = b64json(a.access.split('.').nth(1).unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let res = s
+        .client
+        .delete(s.url(&format!("/v1/auth/sessions/{sid_a}")))
+        .bearer_auth(&other.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    // Logout everywhere.
+    let d = login_ok(&s, "owner@acme.test").await;
+    let res = s
+        .client
+        .post(s.url("/v1/auth/logout-all"))
+        .bearer_auth(&a.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(&s, &a.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&s, &d.access).await.status(), StatusCode::UNAUTHORIZED);
+    let actions = audit_actions(&s, "acme").await;
+    for a in [
+        "sessions.session.revoked",
+        "auth.session.logged_out",
+        "auth.session.logged_out_all",
+    ] {
+        assert!(actions.contains(&a.to_owned()), "{a}");
+    }
+}
+
+async fn deactivation_and_suspension_revoke_at_once(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    let b = signup(&s, "beta", "owner@beta.test").await;
+    let mut tx = s.db.global_tx().await.unwrap();
+    tx.execute(
+        "UPDATE tenants SET status = 'suspended' WHERE slug = $1",
+        vec!["acme".into()],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "UPDATE users SET status = 'deactivated' WHERE email_key = $1",
+        vec!["owner@beta.test".into()],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(me(&s, &a.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&s, &b.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login(&s, "owner@beta.test", PASSWORD, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&s, "owner@acme.test", PASSWORD, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn expired_and_forged_tokens_are_refused(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    let parts: Vec<&str> = a.access.split('.').collect();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims = b64json(parts[1]);
+    claims["sub"] = json!(uuid::Uuid::now_v7().to_string());
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(claims.to_string()),
+        parts[2]
+    );
+    let none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        parts[1]
+    );
+    let mut header = b64json(parts[0]);
+    header["alg"] = json!("HS256");
+    let confused = format!(
+        "{}.{}.{}",
+        b64.encode(header.to_string()),
+        parts[1],
+        parts[2]
+    );
+    for bad in [
+        tampered.as_str(),
+        none.as_str(),
+        confused.as_str(),
+        "garbage",
+        "",
+    ] {
+        assert_eq!(
+            me(&s, bad).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{bad}"
+        );
+    }
+    let res = me(&s, "garbage").await;
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let res = s
+        .client
+        .get(s.url("/v1/me"))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&s, &a.access).await.status(), StatusCode::OK);
+    s.clock.advance(chrono::Duration::minutes(15));
+    assert_eq!(
+        me(&s, &a.access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "expired"
+    );
+    // The refresh cookie still works, and gives a fresh access token.
+    let res = refresh(&s, &a.refresh).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let fresh = login_from(res).await;
+    assert_eq!(me(&s, &fresh.access).await.status(), StatusCode::OK);
+}
+
+async fn idle_and_absolute_timeouts(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    s.clock.advance(chrono::Duration::hours(8));
+    assert_eq!(
+        refresh(&s, &a.refresh).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "idle 8 h"
+    );
+    // Kept alive by refreshes, a session still ends after 30 days.
+    let mut l = login_ok(&s, "owner@acme.test").await;
+    for _ in 0..5 {
+        s.clock.advance(chrono::Duration::days(6));
+        let res = refresh(&s, &l.refresh).await;
+        if res.status() != StatusCode::OK {
+            break;
+        }
+        l = login_from(res).await;
+        s.clock.advance(chrono::Duration::hours(7));
+        let res = refresh(&s, &l.refresh).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        l = login_from(res).await;
+    }
+    assert_eq!(
+        refresh(&s, &l.refresh).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "absolute 30 days"
+    );
+}
+
+async fn password_change_signs_out_other_sessions(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    let b = login_ok(&s, "owner@acme.test").await;
+    let change = |current: &str, new: &str| {
+        s.client
+            .post(s.url("/v1/auth/password"))
+            .bearer_auth(&a.access)
+            .json(&json!({"current_password": current, "new_password": new}))
+            .send()
+    };
+    let res = change("Wrong-Current-1", "Another-Strong-Passw0rd")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = change(PASSWORD, "weak").await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = change(PASSWORD, "Another-Strong-Passw0rd").await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(me(&s, &a.access).await.status(), StatusCode::OK);
+    assert_eq!(me(&s, &b.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        login(&s, "owner@acme.test", PASSWORD, None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&s, "owner@acme.test", "Another-Strong-Passw0rd", None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert!(
+        audit_actions(&s, "acme")
+            .await
+            .contains(&"auth.password.changed".to_owned())
+    );
+}
+
+/// Reads the reset token out of the sealed outbox, as the mail sender would.
+async fn reset_token_from_outbox(s: &TestServer) -> String {
+    let rows: Vec<(uuid::Uuid, Vec<u8>, String)> =
+        s.db.global_read()
+            .await
+            .unwrap()
+            .fetch_all(
+                "SELECT id, sealed_body, kind FROM email_outbox ORDER BY created_at DESC, id DESC",
+                vec![],
+            )
+            .await
+            .unwrap();
+    let (id, sealed, kind) = rows.first().unwrap().clone();
+    assert_eq!(kind, "password_reset");
+    let body = stockade::crypto::seal::open(
+        s.state.keys.master.expose(),
+        &stockade::email::outbox_aad(id),
+        &sealed,
+    )
+    .unwrap();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let text = body["body"].as_str().unwrap();
+    let token = text
+        .split("#token=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    // The outbox row does not hold the token in clear.
+    assert!(!sealed.windows(token.len()).any(|w| w == token.as_bytes()));
+    token.to_owned()
+}
+
+async fn password_reset_flow(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    for email in ["nobody@acme.test", "not-an-email", "owner@acme.test"] {
+        let res = s
+            .client
+            .post(s.url("/v1/auth/password-reset/request"))
+            .json(&json!({"email": email}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::ACCEPTED, "{email}");
+    }
+    let token = reset_token_from_outbox(&s).await;
+    let confirm = |token: String, pw: &'static str| {
+        s.client
+            .post(s.url("/v1/auth/password-reset/confirm"))
+            .json(&json!({"token": token, "new_password": pw}))
+            .send()
+    };
+    assert_eq!(
+        confirm("x".repeat(43), "Reset-Strong-Passw0rd")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        confirm(token.clone(), "weak").await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        confirm(token.clone(), "Reset-Strong-Passw0rd")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        me(&s, &a.access).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "all sessions revoked"
+    );
+    assert_eq!(
+        confirm(token, "Reset-Strong-Passw0rd-2")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::BAD_REQUEST,
+        "single use"
+    );
+    assert_eq!(
+        login(&s, "owner@acme.test", "Reset-Strong-Passw0rd", None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // Expiry after 30 minutes.
+    s.client
+        .post(s.url("/v1/auth/password-reset/request"))
+        .json(&json!({"email": "owner@acme.test"}))
+        .send()
+        .await
+        .unwrap();
+    let token = reset_token_from_outbox(&s).await;
+    s.clock.advance(chrono::Duration::minutes(30));
+    assert_eq!(
+        confirm(token, "Late-Strong-Passw0rd")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    let actions = audit_actions(&s, "acme").await;
+    assert!(actions.contains(&"auth.password.reset_requested".to_owned()));
+    assert!(actions.contains(&"auth.password.reset_completed".to_owned()));
+}
+
+async fn several_tenants_need_a_choice_and_can_switch(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "vendor", "partner@example.test").await;
+    let _ = a;
+    signup(&s, "partner-co", "boss@partner.test").await;
+    // Add the first user into the second tenant as a viewer.
+    let user = stockade::identity::find_user_by_email(
+        &s.db,
+        &stockade::identity::Email::parse("partner@example.test").unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let t = stockade::tenancy::find_by_slug(&s.db, "partner-co")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = s.db.tenant_tx(t.id).await.unwrap();
+    stockade::tenancy::add_member(&mut tx, s.clock.as_ref(), user.id, "viewer")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let res = login(&s, "partner@example.test", PASSWORD, None).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let p: Problem = res.json().await.unwrap();
+    assert_eq!(p.code, "auth.tenant_required");
+    let res = login(&s, "partner@example.test", PASSWORD, Some("partner-co")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let l = login_from(res).await;
+    let m: Value = me(&s, &l.access).await.json().await.unwrap();
+    assert_eq!(
+        (m["tenant"]["slug"].as_str(), m["role"].as_str()),
+        (Some("partner-co"), Some("viewer"))
+    );
+    let res = s
+        .client
+        .post(s.url("/v1/auth/switch-tenant"))
+        .bearer_auth(&l.access)
+        .json(&json!({"tenant": "vendor"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let switched = login_from(res).await;
+    let m: Value = me(&s, &switched.access).await.json().await.unwrap();
+    assert_eq!(
+        (m["tenant"]["slug"].as_str(), m["role"].as_str()),
+        (Some("vendor"), Some("owner"))
+    );
+    // Not a member: not found. Not a tenant of mine: not found either.
+    signup(&s, "stranger", "s@stranger.test").await;
+    let res = s
+        .client
+        .post(s.url("/v1/auth/switch-tenant"))
+        .bearer_auth(&l.access)
+        .json(&json!({"tenant": "stranger"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(
+        audit_actions(&s, "vendor")
+            .await
+            .contains(&"auth.tenant.switched".to_owned())
+    );
+}
+
+async fn bcrypt_users_are_rehashed_on_login(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    signup(&s, "acme", "owner@acme.test").await;
+    let hash = bcrypt::hash("Imported-Passw0rd-1", 4).unwrap();
+    let mut tx = s.db.global_tx().await.unwrap();
+    let user = stockade::identity::create_user_with_password(
+        &mut tx,
+        s.clock.as_ref(),
+        &stockade::identity::Email::parse("old@acme.test").unwrap(),
+        "Old",
+        Some(&hash),
+    )
+    .await
+    .unwrap();
+    let t = stockade::tenancy::find_by_slug(&s.db, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = tx.scoped(t.id).await.unwrap();
+    stockade::tenancy::add_member(&mut tx, s.clock.as_ref(), user.id, "editor")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        login(&s, "old@acme.test", "Imported-Passw0rd-1", None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let stored = stockade::identity::find_auth_user(&s.db, "old@acme.test")
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash
+        .unwrap();
+    assert!(stored.starts_with("$argon2id$"), "{stored}");
+    assert_eq!(
+        login(&s, "old@acme.test", "Imported-Passw0rd-1", None)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let _ = StdDuration::ZERO;
+}
+
+crate::both_servers!(
+    signup_issues_tokens_cookie_and_claims,
+    signup_rules,
+    unknown_email_and_wrong_password_are_indistinguishable,
+    ip_rate_limit_rejects_before_hashing_and_ignores_untrusted_forwarded_for,
+    trusted_proxy_forwarded_for_is_used,
+    account_lockout_doubles_and_counts_unknown_emails_alike,
+    refresh_rotates_and_reuse_revokes_the_session,
+    concurrent_refreshes_exactly_one_wins,
+    reuse_grace_window_gives_a_sibling_token,
+    revocation_takes_effect_on_the_next_request,
+    deactivation_and_suspension_revoke_at_once,
+    expired_and_forged_tokens_are_refused,
+    idle_and_absolute_timeouts,
+    password_change_signs_out_other_sessions,
+    password_reset_flow,
+    several_tenants_need_a_choice_and_can_switch,
+    bcrypt_users_are_rehashed_on_login,
+);
