@@ -44,6 +44,8 @@ pub struct Inner {
     pub issuer: String,
     pub hasher: Hasher,
     pub session_policy: SessionPolicy,
+    /// The per-request session check, cached (embedded mode).
+    pub session_cache: sessions::SessionCache,
     /// Sign-in and other password-hashing endpoints, per client IP.
     pub login_limiter: RateLimiter<IpAddr>,
     keyring: RwLock<Arc<Keyring>>,
@@ -65,6 +67,7 @@ impl AppState {
             issuer: config.base_url(),
             hasher: Hasher::new()?,
             session_policy,
+            session_cache: sessions::SessionCache::for_backend(db.kind()),
             login_limiter: RateLimiter::new(LOGIN_QUOTA),
             keyring: RwLock::new(Arc::new(keyring)),
             config,

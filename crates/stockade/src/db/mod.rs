@@ -15,6 +15,8 @@ mod tx;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
@@ -36,6 +38,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "audit_heads",
     "sessions",
     "refresh_tokens",
+    "tenant_settings",
 ];
 
 /// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.
@@ -77,6 +80,9 @@ pub enum BackendKind {
 #[derive(Clone)]
 pub struct Db {
     backend: Backend,
+    /// Bumped after every commit that changed a session, user, membership
+    /// or tenant row: caches of "is this session live" compare against it.
+    liveness: Arc<AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -148,6 +154,7 @@ impl Db {
             .map_err(|e| anyhow::anyhow!("cannot open the SQLite database: {e}"))?;
         Ok(Self {
             backend: Backend::Sqlite { writer, reader },
+            liveness: Arc::default(),
         })
     }
 
@@ -172,7 +179,13 @@ impl Db {
             .connect_lazy_with(opts);
         Ok(Self {
             backend: Backend::Postgres { app, owner },
+            liveness: Arc::default(),
         })
+    }
+
+    /// The liveness generation (see the field).
+    pub fn liveness_generation(&self) -> u64 {
+        self.liveness.load(Ordering::SeqCst)
     }
 
     pub fn kind(&self) -> BackendKind {
@@ -204,10 +217,13 @@ impl Db {
     /// A read-write transaction on global tables (tenants, users), with no
     /// tenant set: tenant-owned rows are unreachable from it.
     pub async fn global_tx(&self) -> Result<GlobalTx, DbError> {
-        Ok(GlobalTx::new(match &self.backend {
-            Backend::Sqlite { writer, .. } => tx::Conn::Sqlite(writer.begin().await?),
-            Backend::Postgres { app, .. } => tx::Conn::Pg(app.begin().await?),
-        }))
+        Ok(GlobalTx::new(tx::Conn::new(
+            match &self.backend {
+                Backend::Sqlite { writer, .. } => tx::RawConn::Sqlite(writer.begin().await?),
+                Backend::Postgres { app, .. } => tx::RawConn::Pg(app.begin().await?),
+            },
+            self.liveness.clone(),
+        )))
     }
 
     /// A transaction scoped to one user's own rows across tenants (their
@@ -218,10 +234,13 @@ impl Db {
     }
 
     pub async fn global_read(&self) -> Result<GlobalTx, DbError> {
-        Ok(GlobalTx::new(match &self.backend {
-            Backend::Sqlite { reader, .. } => tx::Conn::Sqlite(reader.begin().await?),
-            Backend::Postgres { app, .. } => tx::Conn::Pg(app.begin().await?),
-        }))
+        Ok(GlobalTx::new(tx::Conn::new(
+            match &self.backend {
+                Backend::Sqlite { reader, .. } => tx::RawConn::Sqlite(reader.begin().await?),
+                Backend::Postgres { app, .. } => tx::RawConn::Pg(app.begin().await?),
+            },
+            self.liveness.clone(),
+        )))
     }
 
     /// Database reachable and every migration applied.

@@ -3,6 +3,9 @@
 //! `RETURNING`, `ON CONFLICT`), arguments are [`Value`]s, rows decode into any
 //! type that implements `FromRow` for both backends.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
@@ -12,9 +15,34 @@ use uuid::Uuid;
 use super::{DbError, TENANT_TABLES};
 use crate::ids::{EventId, SessionId, TenantId, UserId};
 
-pub(crate) enum Conn {
+pub(crate) enum RawConn {
     Sqlite(Transaction<'static, Sqlite>),
     Pg(Transaction<'static, Postgres>),
+}
+
+/// A transaction plus the bookkeeping that keeps caches honest: a commit
+/// that changed a session, user, membership or tenant row bumps the
+/// database's liveness generation, which invalidates every cached session
+/// check (see `sessions::cache`).
+pub(crate) struct Conn {
+    raw: RawConn,
+    liveness: Arc<AtomicU64>,
+    touched_liveness: bool,
+}
+
+/// Tables whose UPDATE or DELETE can end a session's right to act.
+const LIVENESS_TABLES: &[&str] = &["sessions", "users", "tenants", "memberships"];
+
+fn affects_liveness(sql: &str) -> bool {
+    let head = sql.trim_start();
+    let is_write = ["UPDATE", "DELETE"].iter().any(|verb| {
+        head.get(..verb.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(verb))
+    });
+    is_write
+        && sql
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|w| LIVENESS_TABLES.iter().any(|t| t.eq_ignore_ascii_case(w)))
 }
 
 /// A bound argument. Typed nulls, because PostgreSQL wants to know the type
@@ -88,13 +116,24 @@ macro_rules! bind_all {
 }
 
 impl Conn {
+    pub(crate) fn new(raw: RawConn, liveness: Arc<AtomicU64>) -> Self {
+        Self {
+            raw,
+            liveness,
+            touched_liveness: false,
+        }
+    }
+
     async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
-        Ok(match self {
-            Conn::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
+        if affects_liveness(sql) {
+            self.touched_liveness = true;
+        }
+        Ok(match &mut self.raw {
+            RawConn::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
-            Conn::Pg(tx) => bind_all!(sqlx::query(sql), args)
+            RawConn::Pg(tx) => bind_all!(sqlx::query(sql), args)
                 .execute(&mut **tx)
                 .await?
                 .rows_affected(),
@@ -106,13 +145,16 @@ impl Conn {
         sql: &str,
         args: Vec<Value>,
     ) -> Result<Vec<T>, DbError> {
-        Ok(match self {
-            Conn::Sqlite(tx) => {
+        if affects_liveness(sql) {
+            self.touched_liveness = true;
+        }
+        Ok(match &mut self.raw {
+            RawConn::Sqlite(tx) => {
                 bind_all!(sqlx::query_as::<Sqlite, T>(sql), args)
                     .fetch_all(&mut **tx)
                     .await?
             }
-            Conn::Pg(tx) => {
+            RawConn::Pg(tx) => {
                 bind_all!(sqlx::query_as::<Postgres, T>(sql), args)
                     .fetch_all(&mut **tx)
                     .await?
@@ -125,13 +167,16 @@ impl Conn {
         sql: &str,
         args: Vec<Value>,
     ) -> Result<Option<T>, DbError> {
-        Ok(match self {
-            Conn::Sqlite(tx) => {
+        if affects_liveness(sql) {
+            self.touched_liveness = true;
+        }
+        Ok(match &mut self.raw {
+            RawConn::Sqlite(tx) => {
                 bind_all!(sqlx::query_as::<Sqlite, T>(sql), args)
                     .fetch_optional(&mut **tx)
                     .await?
             }
-            Conn::Pg(tx) => {
+            RawConn::Pg(tx) => {
                 bind_all!(sqlx::query_as::<Postgres, T>(sql), args)
                     .fetch_optional(&mut **tx)
                     .await?
@@ -140,9 +185,27 @@ impl Conn {
     }
 
     async fn commit(self) -> Result<(), DbError> {
-        match self {
-            Conn::Sqlite(tx) => tx.commit().await?,
-            Conn::Pg(tx) => tx.commit().await?,
+        match self.raw {
+            RawConn::Sqlite(tx) => tx.commit().await?,
+            RawConn::Pg(tx) => tx.commit().await?,
+        }
+        // After the commit. A cache entry is tagged with the generation read
+        // *before* its database read, so an entry filled from the old state
+        // carries an old generation and is never used after this bump.
+        if self.touched_liveness {
+            self.liveness.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Sets a transaction-local setting (PostgreSQL; SQLite has no RLS).
+    async fn set_local(&mut self, name: &str, value: String) -> Result<(), DbError> {
+        if let RawConn::Pg(tx) = &mut self.raw {
+            sqlx::query("SELECT set_config($1, $2, true)")
+                .bind(name)
+                .bind(value)
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }
@@ -164,12 +227,9 @@ impl GlobalTx {
     /// has done so far (e.g. create a tenant row, then its first audit event,
     /// atomically).
     pub async fn scoped(mut self, tenant: TenantId) -> Result<TenantTx, DbError> {
-        if let Conn::Pg(tx) = &mut self.conn {
-            sqlx::query("SELECT set_config('stockade.tenant_id', $1, true)")
-                .bind(tenant.0.to_string())
-                .execute(&mut **tx)
-                .await?;
-        }
+        self.conn
+            .set_local("stockade.tenant_id", tenant.0.to_string())
+            .await?;
         Ok(TenantTx {
             conn: self.conn,
             tenant,
@@ -178,12 +238,9 @@ impl GlobalTx {
 
     /// Turns this transaction into one scoped to `user`'s own rows.
     pub async fn for_user(mut self, user: UserId) -> Result<UserTx, DbError> {
-        if let Conn::Pg(tx) = &mut self.conn {
-            sqlx::query("SELECT set_config('stockade.user_id', $1, true)")
-                .bind(user.0.to_string())
-                .execute(&mut **tx)
-                .await?;
-        }
+        self.conn
+            .set_local("stockade.user_id", user.0.to_string())
+            .await?;
         Ok(UserTx {
             conn: self.conn,
             user,
@@ -267,6 +324,16 @@ impl TenantTx {
         self.conn.commit().await
     }
 
+    /// Continues this transaction in another tenant (e.g. one audit event in
+    /// each tenant of a user, atomically with the change they describe).
+    pub async fn rescope(mut self, tenant: TenantId) -> Result<TenantTx, DbError> {
+        self.conn
+            .set_local("stockade.tenant_id", tenant.0.to_string())
+            .await?;
+        self.tenant = tenant;
+        Ok(self)
+    }
+
     fn with_tenant(&self, sql: &str, args: Vec<Value>) -> Result<Vec<Value>, DbError> {
         with_first(sql, self.tenant.into(), args)
     }
@@ -282,6 +349,17 @@ pub struct UserTx {
 impl UserTx {
     pub fn user(&self) -> UserId {
         self.user
+    }
+
+    /// Continues this transaction scoped to `tenant` as well.
+    pub async fn scoped(mut self, tenant: TenantId) -> Result<TenantTx, DbError> {
+        self.conn
+            .set_local("stockade.tenant_id", tenant.0.to_string())
+            .await?;
+        Ok(TenantTx {
+            conn: self.conn,
+            tenant,
+        })
     }
 
     pub async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
@@ -347,6 +425,20 @@ mod tests {
         assert!(uses_param_one("INSERT INTO t VALUES ($1, $2)"));
         assert!(!uses_param_one("SELECT * FROM t WHERE id = $10"));
         assert!(!uses_param_one("SELECT * FROM memberships"));
+    }
+
+    #[test]
+    fn liveness_writes_are_recognised() {
+        assert!(affects_liveness("UPDATE sessions SET revoked_at = $2"));
+        assert!(affects_liveness("  delete FROM memberships WHERE x"));
+        assert!(affects_liveness("UPDATE users SET status = 'deactivated'"));
+        assert!(affects_liveness(
+            "UPDATE tenants SET status = $2 WHERE id = $1"
+        ));
+        assert!(!affects_liveness("INSERT INTO sessions VALUES ($1)"));
+        assert!(!affects_liveness("SELECT * FROM sessions"));
+        assert!(!affects_liveness("UPDATE refresh_tokens SET used_at = $3"));
+        assert!(!affects_liveness("UPDATE login_throttle SET failures = 0"));
     }
 
     #[test]

@@ -13,7 +13,6 @@ use super::layers::REQUEST_ID;
 use crate::app::AppState;
 use crate::audit::{Actor, RequestContext};
 use crate::ids::{SessionId, TenantId, UserId};
-use crate::sessions;
 
 /// An authenticated user acting in one tenant through one session.
 #[derive(Debug, Clone)]
@@ -61,7 +60,9 @@ impl FromRequestParts<AppState> for Principal {
             Some(act) => Some(UserId(parse(&act.sub)?)),
             None => None,
         };
-        let live = sessions::check(&state.db, tenant_id, session_id, user_id, now)
+        let live = state
+            .session_cache
+            .check(&state.db, tenant_id, session_id, user_id, now)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
         Ok(Self {

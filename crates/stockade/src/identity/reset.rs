@@ -12,15 +12,16 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Email;
-use super::routes::{check_policy, limit_ip};
+use super::routes::{check_policy, limit_ip, policies_for};
 use super::store as users;
 use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Target};
 use crate::crypto::random;
+use crate::db::UserTx;
 use crate::email::{self, Message};
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext};
-use crate::ids::UserId;
+use crate::ids::{TenantId, UserId};
 use crate::sessions;
 
 pub const RESET_TTL: Duration = Duration::minutes(30);
@@ -90,8 +91,8 @@ pub(crate) async fn request(
     )
     .await
     .map_err(ApiError::internal)?;
-    tx.commit().await?;
-    audit_in_tenants(&state, user.id, "auth.password.reset_requested", &context).await?;
+    let tx = tx.for_user(user.id).await?;
+    audit_in_tenants(tx, &state, "auth.password.reset_requested", &context).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -145,7 +146,8 @@ pub(crate) async fn confirm(
     let user = users::find_auth_user_by_id(&state.db, user_id)
         .await?
         .ok_or_else(invalid)?;
-    check_policy(&req.new_password, &[&user.email, &user.name])?;
+    let policies = policies_for(&state, user_id).await?;
+    check_policy(&policies, &req.new_password, &[&user.email, &user.name])?;
     let new_hash = state
         .hasher
         .hash(req.new_password)
@@ -163,9 +165,9 @@ pub(crate) async fn confirm(
         return Err(invalid());
     }
     users::set_password_hash(&mut tx, user_id, &new_hash, now).await?;
-    tx.commit().await?;
-    sessions::revoke_all_for_user(&state.db, user_id, None, "password_reset", now).await?;
-    audit_in_tenants(&state, user_id, "auth.password.reset_completed", &context).await?;
+    let mut tx = tx.for_user(user_id).await?;
+    sessions::revoke_all_for_user(&mut tx, None, "password_reset", now).await?;
+    audit_in_tenants(tx, &state, "auth.password.reset_completed", &context).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -173,17 +175,29 @@ fn token_hash(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
-/// Writes `action` into the audit log of every tenant the user belongs to.
+/// Writes `action` into the audit log of every tenant of the transaction's
+/// user, then commits: the events land atomically with the change.
 async fn audit_in_tenants(
+    mut tx: UserTx,
     state: &AppState,
-    user: UserId,
     action: &str,
     context: &crate::audit::RequestContext,
 ) -> Result<(), ApiError> {
-    for m in users::memberships_of(&state.db, user).await? {
-        let mut tx = state.db.tenant_tx(m.tenant_id).await?;
+    let user = tx.user();
+    let tenants: Vec<TenantId> = users::memberships_in(&mut tx)
+        .await?
+        .into_iter()
+        .map(|m| m.tenant_id)
+        .collect();
+    let Some((first, rest)) = tenants.split_first() else {
+        tx.commit().await?;
+        return Ok(());
+    };
+    let mut ttx = tx.scoped(*first).await?;
+    for tenant in std::iter::once(first).chain(rest) {
+        ttx = ttx.rescope(*tenant).await?;
         audit::append(
-            &mut tx,
+            &mut ttx,
             state.clock.as_ref(),
             NewEvent::new(
                 Actor::User {
@@ -197,7 +211,7 @@ async fn audit_in_tenants(
         )
         .await
         .map_err(ApiError::internal)?;
-        tx.commit().await?;
     }
+    ttx.commit().await?;
     Ok(())
 }

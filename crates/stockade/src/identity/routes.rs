@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::password::{self, PasswordPolicy, Verification};
@@ -87,15 +87,51 @@ pub(crate) fn limit_ip(state: &AppState, ip: ClientIp) -> Result<(), ApiError> {
     }
 }
 
-/// Checks a new password against the policy; 400 listing every unmet rule.
-pub(crate) fn check_policy(password: &SecretString, inputs: &[&str]) -> Result<(), ApiError> {
-    password::check(&PasswordPolicy::default(), password, inputs).map_err(|e| {
-        ApiError::bad_request(
-            "auth.weak_password",
-            "the password does not meet the policy",
-        )
-        .with_errors(serde_json::to_value(&e.violations).unwrap_or_default())
-    })
+/// Checks a new password against `policies`; 400 listing every unmet rule.
+pub(crate) fn check_policy(
+    policies: &[PasswordPolicy],
+    password: &SecretString,
+    inputs: &[&str],
+) -> Result<(), ApiError> {
+    let mut violations: Vec<password::Violation> = Vec::new();
+    for policy in policies {
+        if let Err(e) = password::check(policy, password, inputs) {
+            for v in e.violations {
+                if !violations.iter().any(|seen| seen.code == v.code) {
+                    violations.push(v);
+                }
+            }
+        }
+    }
+    if violations.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "auth.weak_password",
+        "the password does not meet the policy",
+    )
+    .with_errors(serde_json::to_value(&violations).unwrap_or_default()))
+}
+
+/// The password policies a user's new password must meet: one per tenant
+/// they belong to (so the strictest of each rule applies), the default
+/// when they belong to none.
+pub(crate) async fn policies_for(
+    state: &AppState,
+    user: UserId,
+) -> Result<Vec<PasswordPolicy>, ApiError> {
+    let mut policies: Vec<PasswordPolicy> = Vec::new();
+    for m in users::memberships_of(&state.db, user).await? {
+        let mut tx = state.db.tenant_read(m.tenant_id).await?;
+        let policy = tenancy::settings::load(&mut tx).await?.password_policy;
+        if !policies.contains(&policy) {
+            policies.push(policy);
+        }
+    }
+    if policies.is_empty() {
+        policies.push(PasswordPolicy::default());
+    }
+    Ok(policies)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -144,6 +180,7 @@ async fn signup(
         trial_ends_at: None,
     };
     check_policy(
+        &[PasswordPolicy::default()],
         &req.password,
         &[email.as_str(), &req.name, new.slug.as_str()],
     )?;
@@ -543,31 +580,21 @@ async fn change_password(
             "the current password is incorrect",
         ));
     }
-    check_policy(&req.new_password, &[&user.email, &user.name])?;
-    if req.new_password.expose_secret().is_empty() {
-        return Err(ApiError::bad_request(
-            "auth.weak_password",
-            "empty password",
-        ));
-    }
+    let policies = policies_for(&state, p.user_id).await?;
+    check_policy(&policies, &req.new_password, &[&user.email, &user.name])?;
     let hash = state
         .hasher
         .hash(req.new_password)
         .await
         .map_err(ApiError::internal)?;
     let now = state.clock.now();
+    // One transaction: the new hash, the other sessions' end, the event.
     let mut tx = state.db.global_tx().await?;
     users::set_password_hash(&mut tx, p.user_id, &hash, now).await?;
-    tx.commit().await?;
-    let revoked = sessions::revoke_all_for_user(
-        &state.db,
-        p.user_id,
-        Some(p.session_id),
-        "password_changed",
-        now,
-    )
-    .await?;
-    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    let mut tx = tx.for_user(p.user_id).await?;
+    let revoked =
+        sessions::revoke_all_for_user(&mut tx, Some(p.session_id), "password_changed", now).await?;
+    let mut tx = tx.scoped(p.tenant_id).await?;
     audit::append(
         &mut tx,
         state.clock.as_ref(),

@@ -2,7 +2,7 @@
 
 use super::model::{Email, IdentityError, User, validate_name};
 use crate::clock::Clock;
-use crate::db::{Db, DbError, GlobalTx};
+use crate::db::{Db, DbError, GlobalTx, UserTx};
 use crate::ids::UserId;
 
 pub async fn create_user(
@@ -127,7 +127,11 @@ pub struct UserMembership {
 
 /// Every membership of `user`, in every tenant (a user-scoped read).
 pub async fn memberships_of(db: &Db, user: UserId) -> Result<Vec<UserMembership>, DbError> {
-    let mut tx = db.user_tx(user).await?;
+    memberships_in(&mut db.user_tx(user).await?).await
+}
+
+/// Every membership of the transaction's user.
+pub async fn memberships_in(tx: &mut UserTx) -> Result<Vec<UserMembership>, DbError> {
     tx.fetch_all(
         "SELECT m.tenant_id, t.slug, t.name AS tenant_name, t.status AS tenant_status, m.role, \
          m.status FROM memberships m JOIN tenants t ON t.id = m.tenant_id \

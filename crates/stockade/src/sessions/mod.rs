@@ -6,10 +6,12 @@
 //! SHA-256, rotated on every use; presenting a used one again revokes the
 //! session (reuse detection), unless inside the optional grace window.
 
+pub mod cache;
 mod model;
 mod routes;
 mod store;
 
+pub use cache::SessionCache;
 pub use model::{REFRESH_COOKIE, RefreshToken, Session, SessionPolicy, SessionStatus};
 pub use routes::{ACCESS_TOKEN_SECONDS, SessionView, SessionsApi, TokenResponse, routes};
 pub(crate) use routes::{access_token, refresh_cookie, with_cookie};

@@ -75,11 +75,10 @@ impl RefreshToken {
     }
 }
 
-/// Session lifetimes (tenant-configurable later; these are the defaults).
+/// Refresh-token lifetime and reuse policy (deployment-wide). Idle and
+/// absolute session timeouts are per tenant (`tenancy::settings`).
 #[derive(Debug, Clone, Copy)]
 pub struct SessionPolicy {
-    pub idle: Duration,
-    pub absolute: Duration,
     pub refresh_ttl: Duration,
     pub reuse_grace: Duration,
 }
@@ -87,8 +86,6 @@ pub struct SessionPolicy {
 impl Default for SessionPolicy {
     fn default() -> Self {
         Self {
-            idle: Duration::hours(8),
-            absolute: Duration::days(30),
             refresh_ttl: Duration::days(7),
             reuse_grace: Duration::zero(),
         }

@@ -190,8 +190,9 @@ async fn logout(State(state): State<AppState>, p: Principal) -> Result<Response,
     responses((status = 204), (status = 401, body = crate::http::Problem)))]
 async fn logout_all(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let n = store::revoke_all_for_user(&state.db, p.user_id, None, "logout_all", now).await?;
-    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    let mut tx = state.db.user_tx(p.user_id).await?;
+    let n = store::revoke_all_for_user(&mut tx, None, "logout_all", now).await?;
+    let mut tx = tx.scoped(p.tenant_id).await?;
     audit::append(
         &mut tx,
         state.clock.as_ref(),

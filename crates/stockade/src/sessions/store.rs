@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::model::{RefreshToken, Session, SessionPolicy, SessionStatus, session_status};
 use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
 use crate::clock::Clock;
-use crate::db::{Db, DbError, TenantTx};
+use crate::db::{Db, DbError, TenantTx, UserTx};
 use crate::ids::{SessionId, TenantId, UserId};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,7 @@ pub async fn create(
     context: &RequestContext,
 ) -> Result<(Session, RefreshToken), RefreshError> {
     let now = clock.now();
+    let settings = crate::tenancy::settings::load(tx).await?;
     let session: Session = tx
         .fetch_one(
             "INSERT INTO sessions (tenant_id, id, user_id, created_at, last_seen_at, ip, user_agent, \
@@ -51,8 +52,8 @@ pub async fn create(
                 now.into(),
                 context.ip.clone().into(),
                 context.user_agent.clone().into(),
-                policy.idle.num_seconds().into(),
-                (now + policy.absolute).into(),
+                settings.session_idle_secs.into(),
+                (now + settings.absolute()).into(),
             ],
         )
         .await?;
@@ -208,26 +209,21 @@ pub async fn revoke(
     Ok(n > 0)
 }
 
-/// Revokes every live session of `user` in every tenant, except `keep`.
-/// Returns how many were revoked.
+/// Revokes every live session of the transaction's user in every tenant,
+/// except `keep`. Returns how many were revoked.
 pub async fn revoke_all_for_user(
-    db: &Db,
-    user: UserId,
+    tx: &mut UserTx,
     keep: Option<SessionId>,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
-    let mut tx = db.user_tx(user).await?;
     let keep = keep.map(|k| k.0).unwrap_or_default();
-    let n = tx
-        .execute(
-            "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
-             WHERE user_id = $1 AND revoked_at IS NULL AND id <> $4",
-            vec![now.into(), reason.into(), keep.into()],
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(n)
+    tx.execute(
+        "UPDATE sessions SET revoked_at = $2, revoked_reason = $3 \
+         WHERE user_id = $1 AND revoked_at IS NULL AND id <> $4",
+        vec![now.into(), reason.into(), keep.into()],
+    )
+    .await
 }
 
 /// The live sessions of `user` in the transaction's tenant, newest first.
@@ -253,6 +249,8 @@ pub async fn list_for_user(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Live {
     pub role: String,
+    /// When the session stops being live on its own (idle or absolute end).
+    pub live_until: DateTime<Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -303,6 +301,11 @@ pub async fn check(
             && r.membership_status == "active"
             && r.user_status == "active"
             && r.tenant_status == "active";
-        live.then_some(Live { role: r.role })
+        let live_until =
+            (r.last_seen_at + Duration::seconds(r.idle_timeout_secs)).min(r.absolute_expires_at);
+        live.then_some(Live {
+            role: r.role,
+            live_until,
+        })
     }))
 }

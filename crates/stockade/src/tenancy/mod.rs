@@ -1,8 +1,10 @@
 //! Tenants and memberships.
 
 mod model;
+pub mod settings;
 mod store;
 
+pub use settings::TenantSettings;
 pub use model::{Membership, NewTenant, Slug, TenancyError, Tenant, TenantName, TenantStatus};
 pub use store::{
     add_member, create_tenant, find_by_id, find_by_slug, insert_tenant, list_members, list_tenants,

@@ -4,6 +4,7 @@ use std::time::Duration as StdDuration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use stockade::clock::Clock;
 use stockade::http::Problem;
 
 use crate::testkit::{Backend, TestServer};
@@ -1052,7 +1053,125 @@ async fn bcrypt_users_are_rehashed_on_login(backend: Backend) {
     let _ = StdDuration::ZERO;
 }
 
+async fn tenant_settings_drive_timeouts_and_password_policy(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let first = signup(&s, "acme", "owner@acme.test").await;
+    let tenant = stockade::tenancy::find_by_slug(&s.db, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut settings = stockade::tenancy::TenantSettings {
+        session_idle_secs: 600,
+        ..Default::default()
+    };
+    settings.password_policy.min_length = 16;
+    let mut tx = s.db.tenant_tx(tenant.id).await.unwrap();
+    stockade::tenancy::settings::save(&mut tx, s.clock.as_ref(), &settings)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let l = login_ok(&s, "owner@acme.test").await;
+    s.clock.advance(chrono::Duration::minutes(11));
+    assert_eq!(
+        refresh(&s, &l.refresh).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "tenant idle timeout"
+    );
+    // The session made before the change keeps the timeout it was made with.
+    let first = refresh(&s, &first.refresh).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let first = login_from(first).await;
+    let res = s
+        .client
+        .post(s.url("/v1/auth/password"))
+        .bearer_auth(&first.access)
+        .json(&json!({"current_password": PASSWORD, "new_password": "Strong-Pw-12a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let p: Problem = res.json().await.unwrap();
+    assert!(p.errors.unwrap().to_string().contains("password.too_short"));
+    let res = s
+        .client
+        .post(s.url("/v1/auth/password"))
+        .bearer_auth(&first.access)
+        .json(&json!({"current_password": PASSWORD, "new_password": "Much-Longer-Strong-Pw-12a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    // Out-of-range settings are refused.
+    settings.session_idle_secs = 10;
+    let mut tx = s.db.tenant_tx(tenant.id).await.unwrap();
+    assert!(
+        stockade::tenancy::settings::save(&mut tx, s.clock.as_ref(), &settings)
+            .await
+            .is_err()
+    );
+}
+
+async fn session_checks_are_cached_and_invalidated(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    assert_eq!(me(&s, &a.access).await.status(), StatusCode::OK);
+    assert_eq!(me(&s, &a.access).await.status(), StatusCode::OK);
+    // A second handle on the same database, as another process would have.
+    let other = match backend {
+        Backend::Sqlite => {
+            stockade::db::Db::open_sqlite_file(&s.state.config.data_dir.join("stockade.db"))
+                .await
+                .unwrap()
+        }
+        Backend::Postgres => {
+            let url = secrecy::ExposeSecret::expose_secret(
+                &s.state.config.database_url.as_ref().unwrap().value,
+            )
+            .to_owned();
+            stockade::db::Db::open_postgres(&url).await.unwrap()
+        }
+    };
+    let sid: uuid::Uuid = b64json(a.access.split('.').nth(1).unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tenant = stockade::tenancy::find_by_slug(&s.db, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = other.tenant_tx(tenant.id).await.unwrap();
+    tx.execute(
+        "UPDATE sessions SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2",
+        vec![sid.into(), s.clock.now().into()],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    match backend {
+        Backend::Sqlite => {
+            assert_eq!(s.state.session_cache.len(), 1);
+            // Cached: another process's change is seen within the bound.
+            assert_eq!(me(&s, &a.access).await.status(), StatusCode::OK);
+            s.clock
+                .advance(stockade::sessions::cache::CROSS_PROCESS_TTL);
+            assert_eq!(me(&s, &a.access).await.status(), StatusCode::UNAUTHORIZED);
+        }
+        Backend::Postgres => {
+            // Cluster mode does not cache: seen at once.
+            assert!(s.state.session_cache.is_empty());
+            assert_eq!(me(&s, &a.access).await.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
+}
+
 crate::both_servers!(
+    tenant_settings_drive_timeouts_and_password_policy,
+    session_checks_are_cached_and_invalidated,
     signup_issues_tokens_cookie_and_claims,
     signup_rules,
     unknown_email_and_wrong_password_are_indistinguishable,
