@@ -114,6 +114,36 @@ pub fn app(state: AppState) -> Router {
     layers::apply(router, limits)
 }
 
+/// How often a running server re-reads the signing keys, so a rotation made
+/// with `stockade keys rotate --signing` (or by another instance) is picked
+/// up without a restart. Tokens of the previous key keep verifying for 15
+/// minutes after a rotation, so this delay never rejects a valid token.
+pub const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Starts the background jobs of a serving instance.
+pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEYRING_RELOAD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is immediate; keys were just loaded
+        loop {
+            tick.tick().await;
+            reload_keyring(&state).await;
+        }
+    })
+}
+
+/// Re-reads the signing keys; keeps the current ones if that fails.
+pub async fn reload_keyring(state: &AppState) {
+    match crate::crypto::keyring::load(&state.db, &state.keys, state.clock.as_ref()).await {
+        Ok(keyring) => state.set_keyring(keyring),
+        Err(e) => {
+            tracing::warn!(error = %e, "signing keys could not be reloaded; keeping the current ones")
+        }
+    }
+}
+
 /// Serves `router` until `shutdown` resolves; in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,

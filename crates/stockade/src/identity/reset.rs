@@ -41,7 +41,7 @@ pub(crate) async fn request(
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<StatusCode, ApiError> {
-    limit_ip(&state, ip)?;
+    limit_ip(&state, ip, &context).await?;
     let Ok(email) = Email::parse(&req.email) else {
         return Ok(StatusCode::ACCEPTED);
     };
@@ -115,7 +115,7 @@ pub(crate) async fn confirm(
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<ResetConfirm>,
 ) -> Result<StatusCode, ApiError> {
-    limit_ip(&state, ip)?;
+    limit_ip(&state, ip, &context).await?;
     let invalid = || {
         ApiError::bad_request(
             "auth.invalid_reset_token",

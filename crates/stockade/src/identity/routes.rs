@@ -74,16 +74,40 @@ pub(crate) fn invalid_credentials() -> ApiError {
         .with_detail("email or password is incorrect")
 }
 
-/// Refuses before any hashing when the client IP is over its quota.
-pub(crate) fn limit_ip(state: &AppState, ip: ClientIp) -> Result<(), ApiError> {
+/// Refuses before any hashing when the client IP is over its quota. The
+/// first refusal of a blocked stretch is audited in the platform log (one
+/// event per stretch, so a flood cannot flood the log).
+pub(crate) async fn limit_ip(
+    state: &AppState,
+    ip: ClientIp,
+    context: &RequestContext,
+) -> Result<(), ApiError> {
     match state.login_limiter.check(&ip.0, state.clock.now()) {
         Decision::Allow => Ok(()),
-        Decision::Deny { retry_after_secs } => Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "auth.rate_limited",
-        )
-        .with_detail("too many attempts from this address")
-        .retry_after(retry_after_secs)),
+        Decision::Deny {
+            retry_after_secs,
+            first,
+        } => {
+            if first {
+                let mut tx = state.db.tenant_tx(TenantId::PLATFORM).await?;
+                audit::append(
+                    &mut tx,
+                    state.clock.as_ref(),
+                    NewEvent::new(Actor::System, "auth.ip.rate_limited")
+                        .outcome(Outcome::Denied)
+                        .details(serde_json::json!({ "retry_after_secs": retry_after_secs }))
+                        .context(context.clone()),
+                )
+                .await
+                .map_err(ApiError::internal)?;
+                tx.commit().await?;
+            }
+            Err(
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "auth.rate_limited")
+                    .with_detail("too many attempts from this address")
+                    .retry_after(retry_after_secs),
+            )
+        }
     }
 }
 
@@ -168,7 +192,7 @@ async fn signup(
     if state.config.signup != SignupMode::Open {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.signup_closed"));
     }
-    limit_ip(&state, ip)?;
+    limit_ip(&state, ip, &context).await?;
     let email = Email::parse(&req.email)
         .map_err(|e| ApiError::bad_request("identity.invalid_email", e.to_string()))?;
     let new = NewTenant {
@@ -276,7 +300,7 @@ async fn login(
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    limit_ip(&state, ip)?;
+    limit_ip(&state, ip, &context).await?;
     let now = state.clock.now();
     // A malformed address is handled exactly like an unknown one.
     let email_key = Email::parse(&req.email)
@@ -565,7 +589,7 @@ async fn change_password(
     p: Principal,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
-    limit_ip(&state, ip)?;
+    limit_ip(&state, ip, &p.context).await?;
     let user = users::find_auth_user_by_id(&state.db, p.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;

@@ -30,9 +30,12 @@ impl Quota {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    /// Refused; retry after this many whole seconds (at least 1).
+    /// Refused; retry after this many whole seconds (at least 1). `first`
+    /// is true for the first refusal of a key in a blocked stretch, so a
+    /// caller can log one event per stretch instead of one per request.
     Deny {
         retry_after_secs: u64,
+        first: bool,
     },
 }
 
@@ -42,8 +45,9 @@ const PRUNE_AT: usize = 100_000;
 
 pub struct RateLimiter<K> {
     quota: Quota,
-    /// Theoretical arrival time per key.
-    tat: Mutex<HashMap<K, DateTime<Utc>>>,
+    /// Per key: theoretical arrival time, and until when its current
+    /// refusal has been announced.
+    tat: Mutex<HashMap<K, (DateTime<Utc>, DateTime<Utc>)>>,
 }
 
 impl<K: Eq + Hash + Clone> RateLimiter<K> {
@@ -60,20 +64,24 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         let tolerance = self.quota.period - interval;
         let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= PRUNE_AT {
-            map.retain(|_, tat| *tat > now);
+            map.retain(|_, (tat, _)| *tat > now);
         }
-        let tat = map.get(key).copied().unwrap_or(now).max(now);
+        let (tat, announced) = map.get(key).copied().unwrap_or((now, now));
+        let tat = tat.max(now);
         let allow_at = tat - tolerance;
         if now < allow_at {
             let wait = allow_at - now;
             let secs = u64::try_from(wait.num_milliseconds().max(0))
                 .unwrap_or(0)
                 .div_ceil(1000);
+            let first = now >= announced;
+            map.insert(key.clone(), (tat, allow_at));
             return Decision::Deny {
                 retry_after_secs: secs.max(1),
+                first,
             };
         }
-        map.insert(key.clone(), tat + interval);
+        map.insert(key.clone(), (tat + interval, announced));
         Decision::Allow
     }
 
@@ -106,7 +114,15 @@ mod tests {
         assert_eq!(
             rl.check(&"ip", t0()),
             Decision::Deny {
-                retry_after_secs: 90
+                retry_after_secs: 90,
+                first: true
+            }
+        );
+        assert_eq!(
+            rl.check(&"ip", t0()),
+            Decision::Deny {
+                retry_after_secs: 90,
+                first: false
             }
         );
         // Another key is independent.

@@ -352,6 +352,25 @@ async fn ip_rate_limit_rejects_before_hashing_and_ignores_untrusted_forwarded_fo
         before,
         "no hashing for a rejected attempt"
     );
+    // Refusals are audited once per blocked stretch, not once per request.
+    for _ in 0..3 {
+        let res = login(&s, "u@x.test", "Whatever-123", None).await;
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let mut tx =
+        s.db.tenant_read(stockade::ids::TenantId::PLATFORM)
+            .await
+            .unwrap();
+    let limited: Vec<(String, Option<String>)> = tx
+        .fetch_all(
+            "SELECT action, ip FROM audit_events WHERE tenant_id = $1 AND action = 'auth.ip.rate_limited'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].1.as_deref(), Some("127.0.0.1"));
+    drop(tx);
     // Time heals.
     s.clock.advance(chrono::Duration::minutes(15));
     let res = login(&s, "u@x.test", "Whatever-123", None).await;
@@ -1190,3 +1209,31 @@ crate::both_servers!(
     several_tenants_need_a_choice_and_can_switch,
     bcrypt_users_are_rehashed_on_login,
 );
+
+#[tokio::test]
+async fn a_rotated_signing_key_is_picked_up_and_old_tokens_still_verify() {
+    let s = TestServer::start().await;
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    let old_kid = b64json(a.access.split('.').next().unwrap())["kid"].clone();
+    let new_kid = stockade::crypto::keyring::rotate(&s.db, &s.state.keys, s.clock.as_ref())
+        .await
+        .unwrap();
+    stockade::app::reload_keyring(&s.state).await;
+    let b = login_ok(&s, "owner@acme.test").await;
+    let header = b64json(b.access.split('.').next().unwrap());
+    assert_eq!(header["kid"], json!(new_kid));
+    assert_ne!(header["kid"], old_kid);
+    // Both verify during the overlap; the JWKS lists both.
+    assert_eq!(me(&s, &a.access).await.status(), StatusCode::OK);
+    assert_eq!(me(&s, &b.access).await.status(), StatusCode::OK);
+    let jwks: Value = s
+        .client
+        .get(s.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+}
