@@ -1237,3 +1237,38 @@ async fn a_rotated_signing_key_is_picked_up_and_old_tokens_still_verify() {
         .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn wrong_audience_issuer_and_key_are_refused() {
+    let s = TestServer::start().await;
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    let claims: stockade::crypto::jwt::Claims =
+        serde_json::from_value(b64json(a.access.split('.').nth(1).unwrap())).unwrap();
+    let keyring = s.state.keyring();
+    let reissue = |c: &stockade::crypto::jwt::Claims| keyring.issue(c).unwrap();
+    // The same claims re-signed by the server verify (the baseline).
+    assert_eq!(me(&s, &reissue(&claims)).await.status(), StatusCode::OK);
+    let mut wrong_aud = claims.clone();
+    wrong_aud.aud = "another-service".into();
+    let mut wrong_iss = claims.clone();
+    wrong_iss.iss = "https://evil.example".into();
+    for token in [reissue(&wrong_aud), reissue(&wrong_iss)] {
+        assert_eq!(me(&s, &token).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // A key the server never had, even under the server's own kid.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let kid = keyring.current_kid().to_owned();
+    let foreign = stockade::crypto::jwt::Keyring::new(
+        stockade::crypto::jwt::KeyEntry::signing(
+            kid,
+            stockade::crypto::jwt::KeySecret::Ed25519(&stranger),
+        )
+        .unwrap(),
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        me(&s, &foreign.issue(&claims).unwrap()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
