@@ -109,6 +109,8 @@ pub fn app(state: AppState) -> Router {
         .merge(ops::routes())
         .merge(identity::routes())
         .merge(sessions::routes())
+        .merge(crate::rbac::routes())
+        .merge(crate::tenancy::routes())
         .fallback(|| async { ApiError::not_found() })
         .with_state(state);
     layers::apply(router, limits)

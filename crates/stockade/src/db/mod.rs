@@ -39,6 +39,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "sessions",
     "refresh_tokens",
     "tenant_settings",
+    "roles",
 ];
 
 /// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.

@@ -31,7 +31,8 @@ pub(crate) struct Conn {
 }
 
 /// Tables whose UPDATE or DELETE can end a session's right to act.
-const LIVENESS_TABLES: &[&str] = &["sessions", "users", "tenants", "memberships"];
+/// (`roles`: editing a custom role changes what its holders may do.)
+const LIVENESS_TABLES: &[&str] = &["sessions", "users", "tenants", "memberships", "roles"];
 
 fn affects_liveness(sql: &str) -> bool {
     let head = sql.trim_start();

@@ -56,6 +56,13 @@ impl ApiError {
         self
     }
 
+    /// 403 naming the missing permission (it is not a secret which one).
+    pub fn forbidden_permission(permission: &str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "rbac.forbidden")
+            .with_detail(format!("missing permission `{permission}`"))
+            .with_errors(serde_json::json!({ "permission": permission }))
+    }
+
     /// 401 with `WWW-Authenticate: Bearer`; deliberately says nothing about why.
     pub fn unauthenticated() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "auth.unauthenticated")

@@ -21,6 +21,7 @@ pub struct Principal {
     pub tenant_id: TenantId,
     pub session_id: SessionId,
     pub role: String,
+    pub permissions: std::sync::Arc<crate::rbac::PermissionSet>,
     /// The platform owner acting as this user, when impersonated.
     pub impersonator: Option<UserId>,
     pub context: RequestContext,
@@ -32,6 +33,25 @@ impl Principal {
             id: self.user_id,
             impersonator: self.impersonator,
         }
+    }
+}
+
+impl Principal {
+    /// 403 `rbac.forbidden` naming `permission` unless the role grants it.
+    pub fn require(&self, permission: &str) -> Result<(), ApiError> {
+        self.require_in(permission, None)
+    }
+
+    /// Like [`Principal::require`], for one collection (per-collection grants).
+    pub fn require_in(&self, permission: &str, collection: Option<&str>) -> Result<(), ApiError> {
+        if self.permissions.allows(permission, collection) {
+            return Ok(());
+        }
+        let named = match collection {
+            Some(c) => format!("{permission}:{c}"),
+            None => permission.to_owned(),
+        };
+        Err(ApiError::forbidden_permission(&named))
     }
 }
 
@@ -70,6 +90,7 @@ impl FromRequestParts<AppState> for Principal {
             tenant_id,
             session_id,
             role: live.role,
+            permissions: live.permissions,
             impersonator,
             context,
         })

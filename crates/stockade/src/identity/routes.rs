@@ -528,7 +528,7 @@ pub struct MeResponse {
     pub user: User,
     pub tenant: MeTenant,
     pub role: String,
-    pub permissions: Vec<&'static str>,
+    pub permissions: Vec<String>,
     #[schema(value_type = String, format = Uuid)]
     pub session_id: crate::ids::SessionId,
     /// The platform owner acting as this user, when impersonated.
@@ -562,7 +562,7 @@ async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<MeRespon
             slug: tenant.slug,
             name: tenant.name,
         },
-        permissions: crate::rbac::builtin_role(&p.role).unwrap_or_default(),
+        permissions: p.permissions.grants().to_vec(),
         role: p.role,
         session_id: p.session_id,
         impersonated_by: p.impersonator,

@@ -1,49 +1,15 @@
-//! Permissions and the built-in roles. Custom roles, per-collection grants and
-//! record-level rules build on this (issue #4).
+//! Roles and permissions (SPEC §2.6): permissions are `area:verb` strings,
+//! optionally narrowed to one collection (`records:read:orders`); a role is
+//! a named set of them plus record-level rules. Built-in roles are fixed in
+//! code; tenants add custom roles (stored in `roles`).
 
-/// Every permission, `area:verb` (SPEC §2.6).
-pub const PERMISSIONS: &[&str] = &[
-    "records:read",
-    "records:write",
-    "members:manage",
-    "roles:manage",
-    "audit:read",
-    "settings:manage",
-    "api_keys:manage",
-    "files:read",
-    "files:write",
-    "secrets:manage",
-    "secrets:reveal",
-    "billing:manage",
-    "exports:create",
-];
+mod model;
+pub mod routes;
+mod store;
 
-/// The permissions of a built-in role; `None` for a name that is not one.
-pub fn builtin_role(role: &str) -> Option<Vec<&'static str>> {
-    let all = PERMISSIONS.to_vec();
-    Some(match role {
-        "owner" => all,
-        "admin" => all.into_iter().filter(|p| *p != "billing:manage").collect(),
-        "editor" => vec!["records:read", "records:write", "files:read", "files:write"],
-        "viewer" => vec!["records:read", "files:read"],
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn builtin_roles_are_nested() {
-        let owner = builtin_role("owner").unwrap();
-        let admin = builtin_role("admin").unwrap();
-        let editor = builtin_role("editor").unwrap();
-        let viewer = builtin_role("viewer").unwrap();
-        assert_eq!(owner.len(), PERMISSIONS.len());
-        for (small, big) in [(&viewer, &editor), (&editor, &admin), (&admin, &owner)] {
-            assert!(small.iter().all(|p| big.contains(p)));
-        }
-        assert!(builtin_role("root").is_none());
-    }
-}
+pub use model::{
+    BUILTIN_ROLES, PERMISSIONS, PermissionError, PermissionSet, RecordRule, builtin_role,
+    parse_permission,
+};
+pub use routes::{RbacApi, routes};
+pub use store::role_permissions;

@@ -249,6 +249,8 @@ pub async fn list_for_user(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Live {
     pub role: String,
+    /// What the role allows (built-in, or the tenant's custom role).
+    pub permissions: std::sync::Arc<crate::rbac::PermissionSet>,
     /// When the session stops being live on its own (idle or absolute end).
     pub live_until: DateTime<Utc>,
 }
@@ -261,6 +263,8 @@ struct CheckRow {
     idle_timeout_secs: i64,
     absolute_expires_at: DateTime<Utc>,
     role: String,
+    role_permissions: Option<String>,
+    role_record_rules: Option<String>,
     membership_status: String,
     user_status: String,
     tenant_status: String,
@@ -279,10 +283,12 @@ pub async fn check(
     let row: Option<CheckRow> = tx
         .fetch_optional(
             "SELECT s.user_id, s.revoked_at, s.last_seen_at, s.idle_timeout_secs, \
-             s.absolute_expires_at, m.role, m.status AS membership_status, \
+             s.absolute_expires_at, m.role, r.permissions AS role_permissions, \
+             r.record_rules AS role_record_rules, m.status AS membership_status, \
              u.status AS user_status, t.status AS tenant_status \
              FROM sessions s \
              JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id \
+             LEFT JOIN roles r ON r.tenant_id = s.tenant_id AND r.name = m.role \
              JOIN users u ON u.id = s.user_id \
              JOIN tenants t ON t.id = s.tenant_id \
              WHERE s.tenant_id = $1 AND s.id = $2",
@@ -303,9 +309,34 @@ pub async fn check(
             && r.tenant_status == "active";
         let live_until =
             (r.last_seen_at + Duration::seconds(r.idle_timeout_secs)).min(r.absolute_expires_at);
+        let permissions = role_permissions(
+            &r.role,
+            r.role_permissions.as_deref(),
+            r.role_record_rules.as_deref(),
+        );
         live.then_some(Live {
             role: r.role,
+            permissions: std::sync::Arc::new(permissions),
             live_until,
         })
     }))
+}
+
+/// A membership's permissions: the built-in role's, or the custom role's as
+/// stored. A custom role that is missing or unreadable grants nothing.
+fn role_permissions(
+    role: &str,
+    stored: Option<&str>,
+    record_rules: Option<&str>,
+) -> crate::rbac::PermissionSet {
+    if let Some(builtin) = crate::rbac::PermissionSet::builtin(role) {
+        return builtin;
+    }
+    let grants: Vec<String> = stored
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let rules: Vec<crate::rbac::RecordRule> = record_rules
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    crate::rbac::PermissionSet::new(grants, rules)
 }

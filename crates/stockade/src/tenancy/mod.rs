@@ -1,11 +1,13 @@
 //! Tenants and memberships.
 
 mod model;
+pub mod routes;
 pub mod settings;
 mod store;
 
-pub use settings::TenantSettings;
 pub use model::{Membership, NewTenant, Slug, TenancyError, Tenant, TenantName, TenantStatus};
+pub use routes::{TenancyApi, routes};
+pub use settings::TenantSettings;
 pub use store::{
     add_member, create_tenant, find_by_id, find_by_slug, insert_tenant, list_members, list_tenants,
 };
