@@ -48,6 +48,9 @@ pub struct Inner {
     pub session_cache: sessions::SessionCache,
     /// Sign-in and other password-hashing endpoints, per client IP.
     pub login_limiter: RateLimiter<IpAddr>,
+    /// One audit event per (tenant, address) refused by an IP allowlist per
+    /// five minutes, so a blocked client cannot flood the tenant's log.
+    pub allowlist_denials: RateLimiter<(crate::ids::TenantId, IpAddr)>,
     keyring: RwLock<Arc<Keyring>>,
 }
 
@@ -69,6 +72,10 @@ impl AppState {
             session_policy,
             session_cache: sessions::SessionCache::for_backend(db.kind()),
             login_limiter: RateLimiter::new(LOGIN_QUOTA),
+            allowlist_denials: RateLimiter::new(Quota {
+                burst: 1,
+                period: chrono::Duration::minutes(5),
+            }),
             keyring: RwLock::new(Arc::new(keyring)),
             config,
             db,
@@ -111,6 +118,7 @@ pub fn app(state: AppState) -> Router {
         .merge(sessions::routes())
         .merge(crate::rbac::routes())
         .merge(crate::tenancy::routes())
+        .merge(crate::tenancy::settings_api::routes())
         .fallback(|| async { ApiError::not_found() })
         .with_state(state);
     layers::apply(router, limits)

@@ -34,8 +34,24 @@ pub(crate) struct Conn {
 /// (`roles`: editing a custom role changes what its holders may do.)
 const LIVENESS_TABLES: &[&str] = &["sessions", "users", "tenants", "memberships", "roles"];
 
+/// Tables where any write, inserts included, changes what a session may do
+/// (an upserted IP allowlist, say).
+const LIVENESS_UPSERT_TABLES: &[&str] = &["tenant_settings"];
+
 fn affects_liveness(sql: &str) -> bool {
     let head = sql.trim_start();
+    let is_insert = head
+        .get(.."INSERT".len())
+        .is_some_and(|h| h.eq_ignore_ascii_case("INSERT"));
+    if is_insert {
+        return sql
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|w| {
+                LIVENESS_UPSERT_TABLES
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(w))
+            });
+    }
     let is_write = ["UPDATE", "DELETE"].iter().any(|verb| {
         head.get(..verb.len())
             .is_some_and(|h| h.eq_ignore_ascii_case(verb))
@@ -437,6 +453,9 @@ mod tests {
             "UPDATE tenants SET status = $2 WHERE id = $1"
         ));
         assert!(!affects_liveness("INSERT INTO sessions VALUES ($1)"));
+        assert!(affects_liveness(
+            "INSERT INTO tenant_settings (tenant_id) VALUES ($1)"
+        ));
         assert!(!affects_liveness("SELECT * FROM sessions"));
         assert!(!affects_liveness("UPDATE refresh_tokens SET used_at = $3"));
         assert!(!affects_liveness("UPDATE login_throttle SET failures = 0"));

@@ -62,6 +62,7 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
         let AuditContext(context) = AuditContext::from_request_parts(parts, state).await?;
         let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
         let now = state.clock.now();
@@ -85,6 +86,13 @@ impl FromRequestParts<AppState> for Principal {
             .check(&state.db, tenant_id, session_id, user_id, now)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
+        if !crate::tenancy::settings::ip_allowed(&live.ip_allowlist, ip) {
+            refuse_address(state, tenant_id, user_id, ip, &context).await?;
+            return Err(
+                ApiError::new(axum::http::StatusCode::FORBIDDEN, "tenancy.ip_not_allowed")
+                    .with_detail("this tenant cannot be reached from your address"),
+            );
+        }
         Ok(Self {
             user_id,
             tenant_id,
@@ -95,6 +103,39 @@ impl FromRequestParts<AppState> for Principal {
             context,
         })
     }
+}
+
+/// Audits a request refused by the tenant's IP allowlist (once per address
+/// per five minutes).
+async fn refuse_address(
+    state: &AppState,
+    tenant: TenantId,
+    user: UserId,
+    ip: std::net::IpAddr,
+    context: &RequestContext,
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    if state.allowlist_denials.check(&(tenant, ip), now) != crate::ratelimit::Decision::Allow {
+        return Ok(());
+    }
+    let mut tx = state.db.tenant_tx(tenant).await?;
+    crate::audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        crate::audit::NewEvent::new(
+            Actor::User {
+                id: user,
+                impersonator: None,
+            },
+            "tenancy.ip.denied",
+        )
+        .outcome(crate::audit::Outcome::Denied)
+        .context(context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {

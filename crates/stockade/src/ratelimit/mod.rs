@@ -43,11 +43,14 @@ pub enum Decision {
 /// keys cannot grow memory without bound.
 const PRUNE_AT: usize = 100_000;
 
+/// Per key: (theoretical arrival time, refusal announced until).
+type Slot = (DateTime<Utc>, DateTime<Utc>);
+
 pub struct RateLimiter<K> {
     quota: Quota,
     /// Per key: theoretical arrival time, and until when its current
     /// refusal has been announced.
-    tat: Mutex<HashMap<K, (DateTime<Utc>, DateTime<Utc>)>>,
+    tat: Mutex<HashMap<K, Slot>>,
 }
 
 impl<K: Eq + Hash + Clone> RateLimiter<K> {

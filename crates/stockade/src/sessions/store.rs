@@ -249,6 +249,8 @@ pub async fn list_for_user(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Live {
     pub role: String,
+    /// The tenant's IP allowlist (empty: anywhere).
+    pub ip_allowlist: std::sync::Arc<Vec<ipnet::IpNet>>,
     /// What the role allows (built-in, or the tenant's custom role).
     pub permissions: std::sync::Arc<crate::rbac::PermissionSet>,
     /// When the session stops being live on its own (idle or absolute end).
@@ -265,6 +267,7 @@ struct CheckRow {
     role: String,
     role_permissions: Option<String>,
     role_record_rules: Option<String>,
+    ip_allowlist: Option<String>,
     membership_status: String,
     user_status: String,
     tenant_status: String,
@@ -284,11 +287,13 @@ pub async fn check(
         .fetch_optional(
             "SELECT s.user_id, s.revoked_at, s.last_seen_at, s.idle_timeout_secs, \
              s.absolute_expires_at, m.role, r.permissions AS role_permissions, \
-             r.record_rules AS role_record_rules, m.status AS membership_status, \
+             r.record_rules AS role_record_rules, ts.ip_allowlist, \
+             m.status AS membership_status, \
              u.status AS user_status, t.status AS tenant_status \
              FROM sessions s \
              JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id \
              LEFT JOIN roles r ON r.tenant_id = s.tenant_id AND r.name = m.role \
+             LEFT JOIN tenant_settings ts ON ts.tenant_id = s.tenant_id \
              JOIN users u ON u.id = s.user_id \
              JOIN tenants t ON t.id = s.tenant_id \
              WHERE s.tenant_id = $1 AND s.id = $2",
@@ -314,7 +319,13 @@ pub async fn check(
             r.role_permissions.as_deref(),
             r.role_record_rules.as_deref(),
         );
+        let ip_allowlist = r
+            .ip_allowlist
+            .as_deref()
+            .map(crate::tenancy::settings::parse_allowlist)
+            .unwrap_or_default();
         live.then_some(Live {
+            ip_allowlist: std::sync::Arc::new(ip_allowlist),
             role: r.role,
             permissions: std::sync::Arc::new(permissions),
             live_until,

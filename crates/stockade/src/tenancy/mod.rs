@@ -3,6 +3,7 @@
 mod model;
 pub mod routes;
 pub mod settings;
+pub mod settings_api;
 mod store;
 
 pub use model::{Membership, NewTenant, Slug, TenancyError, Tenant, TenantName, TenantStatus};

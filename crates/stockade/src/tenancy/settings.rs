@@ -1,19 +1,52 @@
-//! Per-tenant security settings: password policy and session timeouts.
-//! (The `GET/PATCH /v1/tenant/settings` API and the remaining settings —
-//! MFA requirement, IP allowlist, audit retention — come with issue #4.)
+//! Per-tenant security settings: password policy, session timeouts, MFA
+//! requirement, IP allowlist, audit retention. Read by the code that
+//! enforces each; changed through `PATCH /v1/tenant/settings`.
 
 use chrono::Duration;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::db::{DbError, TenantTx};
 use crate::identity::password::PasswordPolicy;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Who must use multi-factor authentication (enforced when MFA lands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaRequired {
+    Off,
+    Admins,
+    All,
+}
+
+impl MfaRequired {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Admins => "admins",
+            Self::All => "all",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "admins" => Self::Admins,
+            "all" => Self::All,
+            _ => Self::Off,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantSettings {
     pub password_policy: PasswordPolicy,
     pub session_idle_secs: i64,
     pub session_absolute_secs: i64,
+    pub mfa_required: MfaRequired,
+    /// CIDRs the tenant may be reached from; empty means anywhere.
+    #[schema(value_type = Vec<String>)]
+    pub ip_allowlist: Vec<IpNet>,
+    pub audit_retention_days: i64,
 }
 
 impl Default for TenantSettings {
@@ -22,14 +55,19 @@ impl Default for TenantSettings {
             password_policy: PasswordPolicy::default(),
             session_idle_secs: 8 * 3600,
             session_absolute_secs: 30 * 86_400,
+            mfa_required: MfaRequired::Off,
+            ip_allowlist: Vec::new(),
+            audit_retention_days: 90,
         }
     }
 }
 
 /// Bounds: idle 5 minutes to 30 days, absolute 1 hour to 365 days, idle not
-/// longer than absolute.
+/// longer than absolute; retention 1 to 3650 days; at most 100 CIDRs.
 pub const IDLE_RANGE: std::ops::RangeInclusive<i64> = 300..=30 * 86_400;
 pub const ABSOLUTE_RANGE: std::ops::RangeInclusive<i64> = 3600..=365 * 86_400;
+pub const RETENTION_RANGE: std::ops::RangeInclusive<i64> = 1..=3650;
+pub const MAX_ALLOWLIST: usize = 100;
 
 impl TenantSettings {
     pub fn validate(&self) -> Result<(), String> {
@@ -43,6 +81,12 @@ impl TenantSettings {
         if self.session_idle_secs > self.session_absolute_secs {
             return Err("session_idle_secs must not exceed session_absolute_secs".into());
         }
+        if !RETENTION_RANGE.contains(&self.audit_retention_days) {
+            return Err("audit_retention_days must be from 1 to 3650".into());
+        }
+        if self.ip_allowlist.len() > MAX_ALLOWLIST {
+            return Err(format!("ip_allowlist holds at most {MAX_ALLOWLIST} CIDRs"));
+        }
         Ok(())
     }
 
@@ -53,6 +97,32 @@ impl TenantSettings {
     pub fn absolute(&self) -> Duration {
         Duration::seconds(self.session_absolute_secs)
     }
+
+    /// Whether `ip` may reach the tenant.
+    pub fn ip_allowed(&self, ip: std::net::IpAddr) -> bool {
+        ip_allowed(&self.ip_allowlist, ip)
+    }
+}
+
+/// Empty list: every address; otherwise `ip` must be in one of the CIDRs.
+pub fn ip_allowed(allowlist: &[IpNet], ip: std::net::IpAddr) -> bool {
+    allowlist.is_empty() || allowlist.iter().any(|net| net.contains(&ip))
+}
+
+/// Parses the stored allowlist. Unreadable → a list that admits nobody
+/// (fail closed), logged.
+pub fn parse_allowlist(stored: &str) -> Vec<IpNet> {
+    match serde_json::from_str::<Vec<IpNet>>(stored) {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::error!(error = %e, "stored IP allowlist unreadable: denying all addresses");
+            // 0.0.0.0/32 and ::/128 match no real client.
+            vec![
+                IpNet::from(std::net::IpAddr::from([0, 0, 0, 0])),
+                IpNet::from(std::net::IpAddr::from([0u16; 8])),
+            ]
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -60,6 +130,9 @@ struct Row {
     password_policy: String,
     session_idle_secs: i64,
     session_absolute_secs: i64,
+    mfa_required: String,
+    ip_allowlist: String,
+    audit_retention_days: i64,
 }
 
 /// The tenant's settings (the defaults when it never changed them). A stored
@@ -67,7 +140,8 @@ struct Row {
 pub async fn load(tx: &mut TenantTx) -> Result<TenantSettings, DbError> {
     let row: Option<Row> = tx
         .fetch_optional(
-            "SELECT password_policy, session_idle_secs, session_absolute_secs \
+            "SELECT password_policy, session_idle_secs, session_absolute_secs, mfa_required, \
+             ip_allowlist, CAST(audit_retention_days AS BIGINT) AS audit_retention_days \
              FROM tenant_settings WHERE tenant_id = $1",
             vec![],
         )
@@ -81,6 +155,9 @@ pub async fn load(tx: &mut TenantTx) -> Result<TenantSettings, DbError> {
             }),
             session_idle_secs: r.session_idle_secs,
             session_absolute_secs: r.session_absolute_secs,
+            mfa_required: MfaRequired::parse(&r.mfa_required),
+            ip_allowlist: parse_allowlist(&r.ip_allowlist),
+            audit_retention_days: r.audit_retention_days,
         },
     })
 }
@@ -102,15 +179,24 @@ pub async fn save(
     settings.validate().map_err(SettingsError::Invalid)?;
     let policy = serde_json::to_string(&settings.password_policy)
         .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+    let allowlist = serde_json::to_string(&settings.ip_allowlist)
+        .map_err(|e| SettingsError::Invalid(e.to_string()))?;
     tx.execute(
         "INSERT INTO tenant_settings (tenant_id, password_policy, session_idle_secs, \
-         session_absolute_secs, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         session_absolute_secs, mfa_required, ip_allowlist, audit_retention_days, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
          ON CONFLICT (tenant_id) DO UPDATE SET password_policy = $2, session_idle_secs = $3, \
-         session_absolute_secs = $4, updated_at = $5",
+         session_absolute_secs = $4, mfa_required = $5, ip_allowlist = $6, \
+         audit_retention_days = $7, updated_at = $8",
         vec![
             policy.into(),
             settings.session_idle_secs.into(),
             settings.session_absolute_secs.into(),
+            settings.mfa_required.as_str().into(),
+            allowlist.into(),
+            i32::try_from(settings.audit_retention_days)
+                .unwrap_or(90)
+                .into(),
             clock.now().into(),
         ],
     )
@@ -136,8 +222,29 @@ mod tests {
             ..TenantSettings::default()
         };
         assert!(s.validate().is_err());
+        let s = TenantSettings {
+            audit_retention_days: 0,
+            ..TenantSettings::default()
+        };
+        assert!(s.validate().is_err());
         let mut s = TenantSettings::default();
         s.password_policy.min_length = 4;
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn allowlist() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(ip_allowed(&[], ip("203.0.113.9")));
+        let list: Vec<IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ];
+        assert!(ip_allowed(&list, ip("10.1.2.3")));
+        assert!(ip_allowed(&list, ip("2001:db8::1")));
+        assert!(!ip_allowed(&list, ip("203.0.113.9")));
+        let broken = parse_allowlist("not json");
+        assert!(!ip_allowed(&broken, ip("10.1.2.3")));
+        assert!(!ip_allowed(&broken, ip("::1")));
     }
 }

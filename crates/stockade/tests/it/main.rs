@@ -14,5 +14,6 @@ mod cli;
 mod http;
 mod keyring;
 mod postgres_rls;
+mod settings;
 mod storage;
 mod testkit;

@@ -1,0 +1,326 @@
+//! Criterion micro-benchmarks of the hot paths, for comparison with the cost
+//! table in the architecture notes. Run: `cargo bench --bench core`.
+//!
+//! Only the crate's public API is used. Database benches run on a fresh,
+//! migrated SQLite file in a temporary directory (WAL, synchronous=FULL, as
+//! the server opens it).
+
+// reason: a benchmark harness aborts on any set-up failure; there is no caller
+// to hand an error to, and a panic with a message is the clearest report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
+use ed25519_dalek::SigningKey;
+use secrecy::SecretString;
+use stockade::audit::{self, Actor, NewEvent, RequestContext, Target};
+use stockade::clock::{Clock, ManualClock, SystemClock};
+use stockade::crypto::jwt::{ACCESS_TOKEN_TTL, Claims, Keyring};
+use stockade::crypto::keys::SigningMaterial;
+use stockade::crypto::seal;
+use stockade::db::{BackendKind, Db};
+use stockade::identity::{self, Email, password::Hasher};
+use stockade::ids::{SessionId, TenantId, UserId};
+use stockade::rbac;
+use stockade::sessions::{self, RefreshToken, SessionCache, SessionPolicy};
+use stockade::tenancy::{self, NewTenant, Slug, TenantName};
+use tokio::runtime::Runtime;
+use zeroize::Zeroizing;
+
+const ISSUER: &str = "https://app.example.com";
+const AUDIENCE: &str = "stockade";
+
+/// Short measurement windows keep the whole suite to a few minutes.
+fn configure<M: criterion::measurement::Measurement>(group: &mut BenchmarkGroup<'_, M>) {
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A fixed instant, so token expiry never depends on when the bench runs.
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("valid timestamp")
+}
+
+/// Claims shaped like the ones `sessions` issues (uuid ids, 15-minute expiry).
+fn claims(now: DateTime<Utc>) -> Claims {
+    let iat = now.timestamp();
+    Claims {
+        iss: ISSUER.to_owned(),
+        aud: AUDIENCE.to_owned(),
+        sub: UserId::new().to_string(),
+        tid: TenantId::new().to_string(),
+        sid: SessionId::new().to_string(),
+        iat,
+        exp: iat + ACCESS_TOKEN_TTL.num_seconds(),
+        jti: uuid::Uuid::new_v4().to_string(),
+        act: None,
+    }
+}
+
+fn eddsa_keyring() -> Keyring {
+    let key = SigningKey::from_bytes(&[7u8; 32]);
+    Keyring::from_material(&SigningMaterial::Ed25519 {
+        key,
+        kid: "bench-ed25519".to_owned(),
+    })
+    .expect("EdDSA keyring")
+}
+
+fn hs256_keyring() -> Keyring {
+    Keyring::from_material(&SigningMaterial::Hs256 {
+        secret: Zeroizing::new(vec![0x5a; 64]),
+        kid: "bench-hs256".to_owned(),
+    })
+    .expect("HS256 keyring")
+}
+
+fn token(c: &mut Criterion) {
+    let now = t0();
+    let claims = claims(now);
+    let ed = eddsa_keyring();
+    let hs = hs256_keyring();
+    let ed_token = ed.issue(&claims).expect("issue EdDSA");
+    let hs_token = hs.issue(&claims).expect("issue HS256");
+    assert!(ed.verify(&ed_token, now, ISSUER, AUDIENCE).is_ok());
+    assert!(hs.verify(&hs_token, now, ISSUER, AUDIENCE).is_ok());
+
+    let mut group = c.benchmark_group("token");
+    configure(&mut group);
+    group.bench_function("verify_eddsa", |b| {
+        b.iter(|| {
+            ed.verify(black_box(&ed_token), now, ISSUER, AUDIENCE)
+                .expect("valid")
+        });
+    });
+    group.bench_function("verify_hs256", |b| {
+        b.iter(|| {
+            hs.verify(black_box(&hs_token), now, ISSUER, AUDIENCE)
+                .expect("valid")
+        });
+    });
+    group.bench_function("issue_eddsa", |b| {
+        b.iter(|| ed.issue(black_box(&claims)).expect("signed"));
+    });
+    group.finish();
+}
+
+/// A fresh migrated SQLite database with one tenant, one user who is a member
+/// and one live session of that user. The temporary directory must outlive
+/// the database.
+struct Fixture {
+    db: Db,
+    tenant: TenantId,
+    user: UserId,
+    session: SessionId,
+    now: DateTime<Utc>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open_sqlite_file(&dir.path().join("stockade.db"))
+        .await
+        .expect("open SQLite");
+    db.migrate().await.expect("migrate");
+    let clock = Arc::new(ManualClock::new(t0()));
+    let tenant = tenancy::create_tenant(
+        &db,
+        clock.as_ref(),
+        NewTenant {
+            slug: Slug::parse("bench").expect("slug"),
+            name: TenantName::parse("Bench Ltd").expect("name"),
+            plan: "free".into(),
+            trial_ends_at: None,
+        },
+        Actor::System,
+        RequestContext::default(),
+    )
+    .await
+    .expect("create tenant");
+    let mut global = db.global_tx().await.expect("global tx");
+    let user = identity::create_user(
+        &mut global,
+        clock.as_ref(),
+        &Email::parse("bench@example.com").expect("email"),
+        "Bench",
+    )
+    .await
+    .expect("create user");
+    let mut tx = global.scoped(tenant.id).await.expect("scoped tx");
+    tenancy::add_member(&mut tx, clock.as_ref(), user.id, "editor")
+        .await
+        .expect("add member");
+    let (session, _refresh) = sessions::create(
+        &mut tx,
+        clock.as_ref(),
+        user.id,
+        &SessionPolicy::default(),
+        &RequestContext::default(),
+    )
+    .await
+    .expect("create session");
+    tx.commit().await.expect("commit");
+    Fixture {
+        db,
+        tenant: tenant.id,
+        user: user.id,
+        session: session.id,
+        now: clock.now(),
+        _dir: dir,
+    }
+}
+
+fn session(c: &mut Criterion) {
+    let rt = runtime();
+    let f = rt.block_on(fixture());
+    let live = rt
+        .block_on(sessions::check(&f.db, f.tenant, f.session, f.user, f.now))
+        .expect("check");
+    assert!(live.is_some(), "the fixture session must be live");
+
+    let mut group = c.benchmark_group("session");
+    configure(&mut group);
+    group.bench_function("check_sqlite", |b| {
+        b.to_async(&rt).iter(|| async {
+            sessions::check(&f.db, f.tenant, f.session, f.user, f.now)
+                .await
+                .expect("check")
+                .expect("live")
+        });
+    });
+    // The embedded-mode cache: after the first fill every check is a
+    // hash-map hit (the liveness generation does not move and `now` stays
+    // inside the cross-process TTL).
+    let cache = SessionCache::for_backend(BackendKind::Sqlite);
+    group.bench_function("check_cached", |b| {
+        b.to_async(&rt).iter(|| async {
+            cache
+                .check(&f.db, f.tenant, f.session, f.user, f.now)
+                .await
+                .expect("check")
+                .expect("live")
+        });
+    });
+    assert_eq!(cache.len(), 1, "the cached bench must hit one entry");
+    group.finish();
+    rt.block_on(f.db.close());
+}
+
+fn rbac_check(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rbac");
+    configure(&mut group);
+    group.bench_function("permission_check", |b| {
+        b.iter(|| {
+            let role = rbac::builtin_role(black_box("editor")).expect("built-in role");
+            role.contains(black_box(&"records:write"))
+        });
+    });
+    group.finish();
+}
+
+fn seal_bench(c: &mut Criterion) {
+    let key = [0x42u8; 32];
+    let aad = b"stockade:records:data:0190f3a2-0000-7000-8000-000000000000";
+    let plaintext = vec![0xabu8; 2048];
+    let sealed = seal::seal(&key, aad, &plaintext).expect("seal");
+
+    let mut group = c.benchmark_group("seal");
+    configure(&mut group);
+    group.throughput(Throughput::Bytes(2048));
+    group.bench_function("seal_2kib", |b| {
+        b.iter(|| seal::seal(&key, black_box(aad), black_box(&plaintext)).expect("seal"));
+    });
+    group.bench_function("open_2kib", |b| {
+        b.iter(|| seal::open(&key, black_box(aad), black_box(&sealed)).expect("open"));
+    });
+    group.finish();
+}
+
+fn audit_bench(c: &mut Criterion) {
+    let rt = runtime();
+    let f = rt.block_on(fixture());
+    let clock = SystemClock;
+
+    let mut group = c.benchmark_group("audit");
+    configure(&mut group);
+    group.bench_function("append_sqlite", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut tx = f.db.tenant_tx(f.tenant).await.expect("tenant tx");
+            audit::append(
+                &mut tx,
+                &clock,
+                NewEvent::new(
+                    Actor::User {
+                        id: f.user,
+                        impersonator: None,
+                    },
+                    "records.record.updated",
+                )
+                .target(Target::new("record", f.session))
+                .details(serde_json::json!({ "fields": ["title"] })),
+            )
+            .await
+            .expect("append");
+            tx.commit().await.expect("commit");
+        });
+    });
+    group.finish();
+    rt.block_on(f.db.close());
+}
+
+fn refresh(c: &mut Criterion) {
+    let tenant = TenantId::new();
+    let mut group = c.benchmark_group("refresh");
+    configure(&mut group);
+    group.bench_function("token_hash", |b| {
+        b.iter(|| {
+            RefreshToken::generate(black_box(tenant))
+                .expect("generate")
+                .hash()
+        });
+    });
+    group.finish();
+}
+
+fn password(c: &mut Criterion) {
+    let rt = runtime();
+    let hasher = Hasher::new().expect("hasher");
+
+    let mut group = c.benchmark_group("password");
+    configure(&mut group);
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.bench_function("argon2id_hash", |b| {
+        b.to_async(&rt).iter(|| async {
+            hasher
+                .hash(SecretString::from("correct horse battery staple"))
+                .await
+                .expect("hash")
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    token,
+    session,
+    rbac_check,
+    seal_bench,
+    audit_bench,
+    refresh,
+    password
+);
+criterion_main!(benches);

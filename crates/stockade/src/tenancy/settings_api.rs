@@ -1,0 +1,147 @@
+//! `GET/PATCH /v1/tenant/settings`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::settings::{self, MfaRequired, TenantSettings};
+use crate::app::AppState;
+use crate::audit::{self, NewEvent, Target};
+use crate::http::client_ip::ClientIp;
+use crate::http::{ApiError, ApiJson, Principal};
+use crate::identity::password::PasswordPolicy;
+
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(get_settings, patch_settings),
+    components(schemas(TenantSettings, SettingsPatch, MfaRequired, PasswordPolicy))
+)]
+pub struct SettingsApi;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/v1/tenant/settings",
+        get(get_settings).patch(patch_settings),
+    )
+}
+
+/// The tenant's security settings.
+#[utoipa::path(get, path = "/v1/tenant/settings", tag = "tenancy", security(("bearer" = [])),
+    responses((status = 200, body = TenantSettings), (status = 403, body = crate::http::Problem)))]
+async fn get_settings(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<TenantSettings>, ApiError> {
+    p.require("settings:manage")?;
+    let mut tx = state.db.tenant_read(p.tenant_id).await?;
+    Ok(Json(settings::load(&mut tx).await?))
+}
+
+/// Fields to change; the others keep their values.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    #[serde(default)]
+    pub password_policy: Option<PasswordPolicy>,
+    #[serde(default)]
+    pub session_idle_secs: Option<i64>,
+    #[serde(default)]
+    pub session_absolute_secs: Option<i64>,
+    #[serde(default)]
+    pub mfa_required: Option<MfaRequired>,
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub ip_allowlist: Option<Vec<IpNet>>,
+    #[serde(default)]
+    pub audit_retention_days: Option<i64>,
+}
+
+/// Changes settings. Audited with old and new values. An allowlist that
+/// would shut out the caller's own address is refused.
+#[utoipa::path(patch, path = "/v1/tenant/settings", tag = "tenancy", security(("bearer" = [])),
+    request_body = SettingsPatch,
+    responses((status = 200, body = TenantSettings), (status = 400, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+async fn patch_settings(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    p: Principal,
+    ApiJson(patch): ApiJson<SettingsPatch>,
+) -> Result<Json<TenantSettings>, ApiError> {
+    p.require("settings:manage")?;
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    let old = settings::load(&mut tx).await?;
+    let mut new = old.clone();
+    if let Some(v) = patch.password_policy {
+        new.password_policy = v;
+    }
+    if let Some(v) = patch.session_idle_secs {
+        new.session_idle_secs = v;
+    }
+    if let Some(v) = patch.session_absolute_secs {
+        new.session_absolute_secs = v;
+    }
+    if let Some(v) = patch.mfa_required {
+        new.mfa_required = v;
+    }
+    if let Some(v) = patch.ip_allowlist {
+        new.ip_allowlist = v.into_iter().map(|n| n.trunc()).collect();
+    }
+    if let Some(v) = patch.audit_retention_days {
+        new.audit_retention_days = v;
+    }
+    new.validate()
+        .map_err(|e| ApiError::bad_request("tenancy.invalid_settings", e))?;
+    if !new.ip_allowed(ip) {
+        return Err(ApiError::new(StatusCode::CONFLICT, "tenancy.allowlist_lockout")
+            .with_detail(format!(
+                "the allowlist does not include your current address {ip}: you would lock yourself out"
+            )));
+    }
+    let changes = diff(&old, &new);
+    if changes.as_object().is_some_and(|m| m.is_empty()) {
+        return Ok(Json(new));
+    }
+    settings::save(&mut tx, state.clock.as_ref(), &new)
+        .await
+        .map_err(|e| match e {
+            settings::SettingsError::Invalid(m) => {
+                ApiError::bad_request("tenancy.invalid_settings", m)
+            }
+            settings::SettingsError::Db(e) => e.into(),
+        })?;
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        NewEvent::new(p.actor(), "tenancy.settings.updated")
+            .target(Target::new("tenant", p.tenant_id))
+            .details(serde_json::json!({ "changes": changes }))
+            .context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    Ok(Json(new))
+}
+
+/// `{field: {old, new}}` for every field that changed.
+fn diff(old: &TenantSettings, new: &TenantSettings) -> serde_json::Value {
+    let (old, new) = (
+        serde_json::to_value(old).unwrap_or_default(),
+        serde_json::to_value(new).unwrap_or_default(),
+    );
+    let mut out = serde_json::Map::new();
+    if let (Some(o), Some(n)) = (old.as_object(), new.as_object()) {
+        for (k, nv) in n {
+            let ov = o.get(k).cloned().unwrap_or_default();
+            if &ov != nv {
+                out.insert(k.clone(), serde_json::json!({ "old": ov, "new": nv }));
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}
