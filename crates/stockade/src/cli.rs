@@ -2,7 +2,9 @@
 //! one `error:` line on stderr and a non-zero exit (2 for configuration that
 //! is unfit to run, 1 for anything else).
 
-use std::path::PathBuf;
+use std::collections::{BTreeSet, HashMap};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,11 +12,17 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{self, AppState};
 use crate::audit::{Actor, RequestContext};
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::crypto::keys;
+use crate::crypto::jwt::RETIRED_KEY_GRACE;
+use crate::crypto::{keyring, keys};
 use crate::db::Db;
+use crate::identity::import::{ImportError, parse_import};
+use crate::identity::import_store::{self, ImportStoreError};
 use crate::tenancy::{self, NewTenant, Slug, TenantName};
+
+/// The most rows `stockade users import` takes from one file.
+pub const MAX_IMPORT_ROWS: usize = 100_000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +57,12 @@ pub enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Signing and master keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// User administration.
+    #[command(subcommand)]
+    Users(UsersCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +88,44 @@ pub enum TenantCommand {
 pub enum AuditCommand {
     /// Verify every tenant's hash chain; reports the first broken sequence number.
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the stored signing keys and the master key's status (never a key itself).
+    Status,
+    /// Rotate a key (only the signing key so far: `--signing`).
+    #[command(long_about = "Rotate a key.\n\n\
+        --signing generates a new token signing key of the configured algorithm, makes it \
+        current and retires the previous one, whose tokens keep verifying until they expire \
+        (15 minutes). Master-key rotation is not available yet.")]
+    Rotate {
+        /// Rotate the token signing key.
+        #[arg(long)]
+        signing: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Import users with their bcrypt password hashes from a CSV file (all or nothing).
+    #[command(
+        long_about = "Import users with their bcrypt password hashes from a CSV file.\n\n\
+        The file has a header row naming the columns email, name, password_hash and \
+        optionally role (owner, admin, editor or viewer; viewer when empty), in any order; \
+        at most 100000 rows. Every row is imported, or none: any problem is reported as one \
+        line per row and nothing is written. An address that already has an account fails \
+        the import (accounts are never linked silently). Imported users sign in with their \
+        old password, which is then re-hashed with argon2id."
+    )]
+    Import {
+        /// The CSV file.
+        #[arg(value_name = "FILE.csv")]
+        file: PathBuf,
+        /// Slug of the tenant the users join.
+        #[arg(long, value_name = "SLUG")]
+        tenant: String,
+    },
 }
 
 /// A failure with its exit code.
@@ -201,6 +253,295 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 })
             }
         }
+        Command::Keys(KeysCommand::Status) => keys_status(&config).await,
+        Command::Keys(KeysCommand::Rotate { signing }) => {
+            if !signing {
+                return Err(Failure {
+                    lines: vec![
+                        "say what to rotate: only --signing (the token signing key) is \
+                         supported; master-key rotation is not available yet"
+                            .to_owned(),
+                    ],
+                    code: 2,
+                });
+            }
+            rotate_signing(&config).await
+        }
+        Command::Users(UsersCommand::Import { file, tenant }) => {
+            users_import(&config, &file, &tenant).await
+        }
+    }
+}
+
+const TIME_FORMAT: chrono::SecondsFormat = chrono::SecondsFormat::Secs;
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(TIME_FORMAT, true)
+}
+
+/// `keys status`: one line per stored signing key, then the master key's
+/// status. Reads only: no key is loaded or generated.
+async fn keys_status(config: &Config) -> Result<(), Failure> {
+    let db = open_migrated(config).await?;
+    let stored = keyring::list(&db).await.map_err(Failure::one);
+    db.close().await;
+    let stored = stored?;
+    let now = SystemClock.now();
+    if stored.is_empty() {
+        println!(
+            "no signing key stored yet: `stockade serve` or `stockade keys rotate --signing` \
+             stores the first one"
+        );
+    }
+    for key in &stored {
+        let state = match key.retired_at {
+            None => "current".to_owned(),
+            Some(at) if now < at + RETIRED_KEY_GRACE => {
+                format!("verifies until {}", timestamp(at + RETIRED_KEY_GRACE))
+            }
+            Some(_) => "no longer verifies".to_owned(),
+        };
+        println!(
+            "signing key {} alg={} created={} retired={} {state}",
+            key.kid,
+            key.alg,
+            timestamp(key.created_at),
+            key.retired_at.map_or_else(|| "-".to_owned(), timestamp)
+        );
+    }
+    println!("master key: {}", master_key_status(config));
+    Ok(())
+}
+
+/// Where the master key comes from, and whether it is a development key.
+fn master_key_status(config: &Config) -> String {
+    use secrecy::ExposeSecret;
+    match &config.master_key {
+        Some(secret) if secret.value.expose_secret().contains(keys::DEV_MARKER) => format!(
+            "development key, configured ({}): never use it in production",
+            secret.origin
+        ),
+        Some(secret) => format!("configured ({})", secret.origin),
+        None if config.is_production() => {
+            "missing: set STOCKADE_MASTER_KEY or STOCKADE_MASTER_KEY_FILE".to_owned()
+        }
+        None => {
+            let path = config.data_dir.join("keys").join("master.key");
+            if path.exists() {
+                format!(
+                    "development key, generated ({}): never use it in production",
+                    path.display()
+                )
+            } else {
+                "development key, generated at the first start (none yet)".to_owned()
+            }
+        }
+    }
+}
+
+/// `keys rotate --signing`.
+async fn rotate_signing(config: &Config) -> Result<(), Failure> {
+    let keys = keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
+    let db = open_migrated(config).await?;
+    let rotated = keyring::rotate(&db, &keys, &SystemClock).await;
+    let listed = match &rotated {
+        Ok(_) => keyring::list(&db).await.ok(),
+        Err(_) => None,
+    };
+    db.close().await;
+    let kid = rotated.map_err(Failure::one)?;
+    println!("new signing key {kid} is current");
+    // The previous key is the one retired last.
+    let previous = listed
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| k.kid != kid)
+        .filter_map(|k| k.retired_at.map(|at| (at, k.created_at, k.kid)))
+        .max();
+    let minutes = RETIRED_KEY_GRACE.num_minutes();
+    match previous {
+        Some((at, _, old)) => println!(
+            "tokens signed by the previous key {old} verify for {minutes} more minutes \
+             (until {})",
+            timestamp(at + RETIRED_KEY_GRACE)
+        ),
+        None => println!("tokens signed by the previous key verify for {minutes} more minutes"),
+    }
+    println!(
+        "running servers switch to {kid} within {} s (they re-read the keys periodically)",
+        app::KEYRING_RELOAD.as_secs()
+    );
+    Ok(())
+}
+
+/// `users import FILE --tenant SLUG`.
+async fn users_import(config: &Config, path: &Path, slug: &str) -> Result<(), Failure> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| Failure::one(format!("cannot open {}: {e}", path.display())))?;
+    let rows = match parse_import(std::io::BufReader::new(file), MAX_IMPORT_ROWS) {
+        Ok(rows) => rows,
+        Err(ImportError::Rows(errors)) => {
+            return Err(Failure {
+                lines: errors.iter().map(ToString::to_string).collect(),
+                code: 1,
+            });
+        }
+        Err(e) => return Err(Failure::one(format!("{}: {e}", path.display()))),
+    };
+    let source = path
+        .file_name()
+        .map_or_else(|| path.to_string_lossy(), |name| name.to_string_lossy())
+        .into_owned();
+    let total = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+
+    let db = open_migrated(config).await?;
+    let result = async {
+        let tenant = tenancy::find_by_slug(&db, slug)
+            .await
+            .map_err(Failure::one)?
+            .ok_or_else(|| Failure::one(format!("no tenant with slug `{slug}`")))?;
+        let progress = Progress::new(total);
+        let imported =
+            import_store::import_users(&db, &SystemClock, &tenant, rows, &source, |done| {
+                progress.set(done)
+            })
+            .await;
+        progress.finish();
+        imported.map_err(|e| import_failure(e, path))
+    }
+    .await;
+    db.close().await;
+    let imported = result?;
+    if imported == 0 {
+        println!("the file lists no users: nothing imported into {slug}");
+    } else {
+        println!("imported {imported} users into {slug}");
+    }
+    Ok(())
+}
+
+fn import_failure(e: ImportStoreError, path: &Path) -> Failure {
+    match e {
+        ImportStoreError::Rows(problems) => {
+            let wanted: Vec<usize> = problems.iter().map(|p| p.index).collect();
+            let lines = record_lines(path, &wanted).unwrap_or_default();
+            Failure {
+                lines: problems
+                    .iter()
+                    .map(|p| match lines.get(&p.index) {
+                        Some(line) => format!("line {line}: {}", p.message),
+                        None => format!("row {}: {}", p.index.saturating_add(1), p.message),
+                    })
+                    .collect(),
+                code: 1,
+            }
+        }
+        other => Failure::one(other),
+    }
+}
+
+/// The line of the file on which each `wanted` data record (0-based, in
+/// file order) starts, read the way `parse_import` reads the file; `None` if
+/// the file cannot be read again.
+///
+/// A record's position from the `csv` crate is where the previous record's
+/// terminator ended: before the `\n` of a CRLF, and before any blank lines.
+/// Its `line()` is therefore one short for CRLF files and after blank lines,
+/// so the line is counted here from the byte offset instead.
+fn record_lines(path: &Path, wanted: &[usize]) -> Option<HashMap<usize, u64>> {
+    let wanted: BTreeSet<usize> = wanted.iter().copied().collect();
+    let last = *wanted.last()?;
+    let file = std::fs::File::open(path).ok()?;
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
+    let mut record = csv::ByteRecord::new();
+    let mut offsets = Vec::new();
+    let mut index: usize = 0;
+    while index <= last && csv.read_byte_record(&mut record).ok()? {
+        if wanted.contains(&index) {
+            offsets.push((record.position()?.byte(), index));
+        }
+        index = index.saturating_add(1);
+    }
+    let file = std::fs::File::open(path).ok()?;
+    let lines = line_numbers(std::io::BufReader::new(file), offsets.iter().map(|o| o.0)).ok()?;
+    Some(offsets.into_iter().map(|o| o.1).zip(lines).collect())
+}
+
+/// For each byte offset (ascending), the 1-based line of the first byte at
+/// or after it that is not a line break.
+fn line_numbers(
+    reader: impl std::io::BufRead,
+    offsets: impl IntoIterator<Item = u64>,
+) -> std::io::Result<Vec<u64>> {
+    let mut offsets = offsets.into_iter().peekable();
+    let mut lines = Vec::new();
+    let mut newlines: u64 = 0;
+    let mut waiting: usize = 0;
+    let mut pos: u64 = 0;
+    for byte in reader.bytes() {
+        let byte = byte?;
+        while offsets.next_if(|&o| o <= pos).is_some() {
+            waiting = waiting.saturating_add(1);
+        }
+        if waiting > 0 && byte != b'\r' && byte != b'\n' {
+            lines.extend(std::iter::repeat_n(newlines.saturating_add(1), waiting));
+            waiting = 0;
+        }
+        if byte == b'\n' {
+            newlines = newlines.saturating_add(1);
+        }
+        pos = pos.saturating_add(1);
+    }
+    let rest = waiting.saturating_add(offsets.count());
+    lines.extend(std::iter::repeat_n(newlines.saturating_add(1), rest));
+    Ok(lines)
+}
+
+/// Progress of long work: a bar when stderr is a terminal, otherwise a plain
+/// line on stdout every tenth of the work (at most one per 1000 rows).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    every: u64,
+    printed: std::cell::Cell<u64>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:40.cyan/blue} {pos}/{len} users {elapsed_precise} (eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            indicatif::ProgressBar::new(total).with_style(style)
+        });
+        Self {
+            bar,
+            total,
+            every: (total / 10).max(1000),
+            printed: std::cell::Cell::new(0),
+        }
+    }
+
+    fn set(&self, done: u64) {
+        match &self.bar {
+            Some(bar) => bar.set_position(done),
+            None => {
+                if done > self.printed.get() && done % self.every == 0 {
+                    self.printed.set(done);
+                    say(&format!("imported {done}/{}", self.total));
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
@@ -253,21 +594,24 @@ async fn serve(config: Config) -> Result<(), Failure> {
         Some(_) => config.base_url(),
         None => format!("http://{local}"),
     };
+    let keyring = crate::crypto::keyring::load(&db, &keys, &SystemClock)
+        .await
+        .map_err(Failure::one)?;
+    let production = config.is_production();
+    let state = AppState::new(config, db.clone(), Arc::new(SystemClock), keys, keyring)?;
+    // Announced once ready: whoever waits for this line can use the server.
     say(&format!(
         "Stockade listening on {url} ({mode}, {} profile)",
-        if config.is_production() {
+        if production {
             "production"
         } else {
             "development"
         }
     ));
-    let keyring = crate::crypto::keyring::load(&db, &keys, &SystemClock)
-        .await
-        .map_err(Failure::one)?;
-    let state = AppState::new(config, db.clone(), Arc::new(SystemClock), keys, keyring)?;
-    app::serve(listener, app::app(state), app::shutdown_signal())
-        .await
-        .map_err(|e| Failure::one(format!("server error: {e}")))?;
+    let jobs = app::spawn_jobs(&state);
+    let served = app::serve(listener, app::app(state), app::shutdown_signal()).await;
+    jobs.abort();
+    served.map_err(|e| Failure::one(format!("server error: {e}")))?;
     db.close().await;
     say("Stockade stopped");
     Ok(())
@@ -299,4 +643,41 @@ fn init_logging(config: &Config, serving: bool) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(file: &str, wanted: &[usize]) -> Vec<u64> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.csv");
+        std::fs::write(&path, file).unwrap();
+        let found = record_lines(&path, wanted).unwrap();
+        wanted.iter().map(|i| found[i]).collect()
+    }
+
+    #[test]
+    fn record_lines_are_the_lines_of_the_file() {
+        assert_eq!(lines_of("h1,h2\na,b\nc,d\n", &[0, 1]), [2, 3]);
+        assert_eq!(lines_of("h1,h2\r\na,b\r\nc,d\r\n", &[0, 1]), [2, 3]);
+        assert_eq!(lines_of("h1,h2\n\na,b\n\n\nc,d", &[0, 1]), [3, 6]);
+        assert_eq!(lines_of("h1,h2\r\n\r\na,b\r\n\r\nc,d\r\n", &[1]), [5]);
+        assert_eq!(lines_of("\u{feff}h1,h2\r\na,b\r\n", &[0]), [2]);
+        assert_eq!(lines_of("h1,h2\n\"a\r\nb\",b\nc,d\n", &[0, 1]), [2, 4]);
+        // Rows of the wrong width still count.
+        assert_eq!(lines_of("h1,h2\na\nb,c,d\ne,f\n", &[2]), [4]);
+        assert!(record_lines(Path::new("/nonexistent/f.csv"), &[0]).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(record_lines(dir.path(), &[]).is_none());
+    }
+
+    #[test]
+    fn line_numbers_skip_line_breaks() {
+        let text = b"ab\n\r\n\ncd\n";
+        assert_eq!(
+            line_numbers(&text[..], [0, 2, 3, 9, 50]).unwrap(),
+            [1, 4, 4, 5, 5]
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! passwords, sign-up, sign-in, login protection, password reset.
 
 pub mod import;
+pub mod import_store;
 mod model;
 pub mod password;
 pub mod reset;
@@ -13,5 +14,6 @@ pub use model::{Email, IdentityError, User};
 pub use routes::routes;
 pub use store::{
     AuthUser, UserMembership, create_user, create_user_with_password, find_auth_user,
-    find_auth_user_by_id, find_user, find_user_by_email, memberships_in, memberships_of, set_password_hash,
+    find_auth_user_by_id, find_user, find_user_by_email, memberships_in, memberships_of,
+    set_password_hash,
 };

@@ -42,6 +42,9 @@ fn every_command_has_help() {
         vec!["config", "check", "--help"],
         vec!["tenant", "create", "--help"],
         vec!["audit", "verify", "--help"],
+        vec!["keys", "status", "--help"],
+        vec!["keys", "rotate", "--help"],
+        vec!["users", "import", "--help"],
     ] {
         let out = run(stockade(dir.path()).args(&args));
         assert!(out.status.success(), "{args:?}");
@@ -62,6 +65,12 @@ fn errors_are_one_line_and_non_zero() {
             1,
         ),
         (vec!["tenant", "create", "--slug", "acme"], 2),
+        (vec!["keys", "rotate"], 2),
+        (vec!["users", "import", "users.csv"], 2),
+        (
+            vec!["users", "import", "missing.csv", "--tenant", "acme"],
+            1,
+        ),
     ] {
         let out = run(stockade(dir.path()).args(&args));
         assert_eq!(out.status.code(), Some(code), "{args:?}");
@@ -305,5 +314,582 @@ async fn migrate_and_tenant_create_on_postgres() {
     assert!(String::from_utf8_lossy(&out3.stdout).contains("events=1"));
     // Embedded mode was not touched.
     assert!(!dir.path().join("stockade-data").exists());
-    let _ = Duration::ZERO;
+}
+
+fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `signing key …` lines of `keys status`.
+fn signing_key_lines(out: &Output) -> Vec<String> {
+    stdout_of(out)
+        .lines()
+        .filter(|l| l.starts_with("signing key "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The kid of a `signing key KID …` line.
+fn kid_of(line: &str) -> String {
+    line.split_whitespace().nth(2).unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn keys_status_and_signing_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(stockade(dir.path()).arg("migrate")).status.success());
+    let out = run(stockade(dir.path()).args(["keys", "status"]));
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    assert!(signing_key_lines(&out).is_empty());
+    assert!(stdout_of(&out).contains("no signing key stored yet"));
+    assert!(stdout_of(&out).contains("master key: development key, generated at the first start"));
+    // `keys status` only reads: it generated no key.
+    assert!(!dir.path().join("stockade-data/keys").exists());
+
+    // A development start stores the configured key as the current one.
+    let started = start(dir.path(), &[]);
+    let res = reqwest::get(format!("{}/healthz", started.url))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(stop(started).success());
+    let out = run(stockade(dir.path()).args(["keys", "status"]));
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    let lines = signing_key_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("alg=EdDSA"), "{lines:?}");
+    assert!(lines[0].contains("retired=-"), "{lines:?}");
+    assert!(lines[0].ends_with(" current"), "{lines:?}");
+    let first = kid_of(&lines[0]);
+    let all = stdout_of(&out);
+    assert!(
+        all.contains("master key: development key, generated"),
+        "{all}"
+    );
+    assert!(all.contains("never use it in production"), "{all}");
+    // Never a key itself.
+    let master = std::fs::read_to_string(dir.path().join("stockade-data/keys/master.key")).unwrap();
+    let encoded = master.lines().last().unwrap();
+    assert!(!all.contains(encoded));
+
+    let out = run(stockade(dir.path()).args(["keys", "rotate", "--signing"]));
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    let said = stdout_of(&out);
+    assert!(
+        said.contains(&format!("previous key {first} verify for 15 more minutes")),
+        "{said}"
+    );
+    let new = said
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("new signing key ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new, first);
+
+    let out = run(stockade(dir.path()).args(["keys", "status"]));
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    let lines = signing_key_lines(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let current: Vec<&String> = lines.iter().filter(|l| l.ends_with(" current")).collect();
+    assert_eq!(current.len(), 1, "{lines:?}");
+    assert_eq!(kid_of(current[0]), new);
+    let old = lines.iter().find(|l| kid_of(l) == first).unwrap();
+    assert!(!old.contains("retired=-"), "{old}");
+    assert!(old.contains("verifies until"), "{old}");
+
+    // A restarted server signs with the new key and still publishes the old one.
+    let started = start(dir.path(), &[]);
+    let jwks: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", started.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(stop(started).success());
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&new.as_str()) && kids.contains(&first.as_str()),
+        "{kids:?}"
+    );
+
+    // Without saying what to rotate: one line naming the supported flag.
+    let out = run(stockade(dir.path()).args(["keys", "rotate"]));
+    assert_eq!(out.status.code(), Some(2));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains("--signing"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        signing_key_lines(&run(stockade(dir.path()).args(["keys", "status"]))).len(),
+        2
+    );
+}
+
+/// An import file: `(email, name, password, role)` rows, hashed with bcrypt.
+fn import_csv(rows: &[(&str, &str, &str, &str)]) -> String {
+    let mut csv = "email,name,password_hash,role\n".to_owned();
+    for (email, name, password, role) in rows {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        csv.push_str(&format!("{email},\"{name}\",{hash},{role}\n"));
+    }
+    csv
+}
+
+async fn sqlite_conn(dir: &Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let db = dir.join("stockade-data/stockade.db");
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap()
+}
+
+async fn sqlite_user_count(dir: &Path) -> i64 {
+    let mut conn = sqlite_conn(dir).await;
+    sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+async fn sqlite_password_hash(dir: &Path, email_key: &str) -> String {
+    let mut conn = sqlite_conn(dir).await;
+    sqlx::query_scalar("SELECT password_hash FROM users WHERE email_key = ?")
+        .bind(email_key)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+fn create_tenant(dir: &Path, slug: &str) {
+    let out = run(stockade(dir).args(["tenant", "create", "--slug", slug, "--name", "Imported"]));
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+}
+
+fn import(dir: &Path, file: &str, tenant: &str) -> Output {
+    run(stockade(dir).args(["users", "import", file, "--tenant", tenant]))
+}
+
+async fn login_status(url: &str, email: &str, password: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{url}/v1/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn users_import_then_imported_user_signs_in_and_is_rehashed() {
+    let dir = tempfile::tempdir().unwrap();
+    create_tenant(dir.path(), "acme");
+    std::fs::create_dir(dir.path().join("exports")).unwrap();
+    std::fs::write(
+        dir.path().join("exports/users.csv"),
+        import_csv(&[
+            (
+                "Ann@Import.test",
+                "Ann Admin",
+                "Ann-Old-Passw0rd-1",
+                "admin",
+            ),
+            ("bob@import.test", "Bob, Jr.", "Bob-Old-Passw0rd-2", ""),
+            ("cat@import.test", "Cat", "Cat-Old-Passw0rd-3", "editor"),
+        ]),
+    )
+    .unwrap();
+    let out = import(dir.path(), "exports/users.csv", "acme");
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    assert!(stderr_lines(&out).is_empty(), "{:?}", stderr_lines(&out));
+    assert_eq!(
+        stdout_of(&out).lines().last(),
+        Some("imported 3 users into acme")
+    );
+    assert!(
+        sqlite_password_hash(dir.path(), "ann@import.test")
+            .await
+            .starts_with("$2b$04$")
+    );
+
+    // One audit event, in the tenant's intact chain, naming the file only.
+    let out = run(stockade(dir.path()).args(["audit", "verify"]));
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    assert!(stdout_of(&out).contains("events=2 head_seq=2"));
+    let mut conn = sqlite_conn(dir.path()).await;
+    let (actor, details): (String, String) = sqlx::query_as(
+        "SELECT actor_type, details FROM audit_events WHERE action = 'identity.users.imported'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(actor, "system");
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    assert_eq!(
+        details,
+        serde_json::json!({"count": 3, "file": "users.csv"})
+    );
+    let roles: Vec<(String, String)> = sqlx::query_as(
+        "SELECT u.email_key, m.role FROM memberships m JOIN users u ON u.id = m.user_id \
+         ORDER BY u.email_key",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        roles,
+        [
+            ("ann@import.test".to_owned(), "admin".to_owned()),
+            ("bob@import.test".to_owned(), "viewer".to_owned()),
+            ("cat@import.test".to_owned(), "editor".to_owned()),
+        ]
+    );
+    drop(conn);
+
+    // The old password works, and the hash is upgraded to argon2id.
+    let started = start(dir.path(), &[]);
+    assert_eq!(
+        login_status(&started.url, "ann@import.test", "Bob-Old-Passw0rd-2").await,
+        401
+    );
+    assert_eq!(
+        login_status(&started.url, "ann@import.test", "Ann-Old-Passw0rd-1").await,
+        200
+    );
+    let upgraded = sqlite_password_hash(dir.path(), "ann@import.test").await;
+    assert!(upgraded.starts_with("$argon2id$"), "{upgraded}");
+    // And keeps working with the new hash.
+    assert_eq!(
+        login_status(&started.url, "ann@import.test", "Ann-Old-Passw0rd-1").await,
+        200
+    );
+    assert!(stop(started).success());
+    // Users who have not signed in yet keep their bcrypt hash.
+    assert!(
+        sqlite_password_hash(dir.path(), "bob@import.test")
+            .await
+            .starts_with("$2b$")
+    );
+}
+
+#[tokio::test]
+async fn users_import_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    create_tenant(dir.path(), "acme");
+    let good = ("good@import.test", "Good", "Good-Old-Passw0rd-1", "editor");
+    // One bad row (line 2: three problems) and one good row: nothing is written.
+    let file = dir.path().join("bad.csv");
+    let mut csv = import_csv(&[good]);
+    csv.insert_str(
+        csv.find('\n').unwrap() + 1,
+        "not-an-email,,$2b$04$tooshort,Admin\n",
+    );
+    std::fs::write(&file, csv).unwrap();
+    let out = import(dir.path(), "bad.csv", "acme");
+    assert_eq!(out.status.code(), Some(1));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for (line, field) in lines.iter().zip(["email", "name", "password_hash", "role"]) {
+        assert!(
+            line.starts_with(&format!("error: line 2: {field}:")),
+            "{lines:?}"
+        );
+    }
+    assert!(!lines.join("\n").contains("tooshort"));
+
+    // Roles outside the built-in ones are row errors too; the line numbers
+    // are the file's, blank lines included.
+    let csv = import_csv(&[
+        good,
+        ("root@import.test", "Root", "Root-Old-Passw0rd-2", "root"),
+    ]);
+    std::fs::write(dir.path().join("roles.csv"), csv.replacen('\n', "\n\n", 2)).unwrap();
+    std::fs::write(dir.path().join("crlf.csv"), csv.replace('\n', "\r\n")).unwrap();
+    for (file, line) in [("roles.csv", 5), ("crlf.csv", 3)] {
+        let out = import(dir.path(), file, "acme");
+        assert_eq!(out.status.code(), Some(1));
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "error: line {line}: role: must be one of the built-in roles"
+            )),
+            "{file}: {lines:?}"
+        );
+    }
+
+    // No such tenant, whole-file problems: one line each.
+    for (file, tenant, needle) in [
+        ("roles.csv", "nope", "no tenant with slug `nope`"),
+        ("missing.csv", "acme", "cannot open missing.csv"),
+    ] {
+        let out = import(dir.path(), file, tenant);
+        assert_eq!(out.status.code(), Some(1));
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(needle), "{lines:?}");
+    }
+    std::fs::write(dir.path().join("header.csv"), "email,name,password\n").unwrap();
+    let out = import(dir.path(), "header.csv", "acme");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr_lines(&out).len(), 1, "{:?}", stderr_lines(&out));
+    assert_eq!(sqlite_user_count(dir.path()).await, 0);
+
+    // The fixed file imports: the good row was never half-written.
+    std::fs::write(dir.path().join("fixed.csv"), import_csv(&[good])).unwrap();
+    let out = import(dir.path(), "fixed.csv", "acme");
+    assert!(out.status.success(), "{:?}", stderr_lines(&out));
+    assert_eq!(stdout_of(&out).trim(), "imported 1 users into acme");
+    assert_eq!(sqlite_user_count(dir.path()).await, 1);
+    let out = run(stockade(dir.path()).args(["audit", "verify"]));
+    assert!(stdout_of(&out).contains("events=2 head_seq=2"));
+}
+
+#[tokio::test]
+async fn users_import_refuses_an_email_that_already_has_an_account() {
+    let dir = tempfile::tempdir().unwrap();
+    create_tenant(dir.path(), "acme");
+    create_tenant(dir.path(), "beta");
+    let ann = ("ann@import.test", "Ann", "Ann-Old-Passw0rd-1", "owner");
+    std::fs::write(dir.path().join("a.csv"), import_csv(&[ann])).unwrap();
+    assert!(import(dir.path(), "a.csv", "acme").status.success());
+    let before = sqlite_password_hash(dir.path(), "ann@import.test").await;
+
+    // The same address (in another case) for another tenant: the account is
+    // not linked to it, and the other rows are not imported either.
+    std::fs::write(
+        dir.path().join("b.csv"),
+        import_csv(&[
+            ("zed@import.test", "Zed", "Zed-Old-Passw0rd-2", ""),
+            ("ANN@IMPORT.TEST", "Ann Again", "Other-Passw0rd-3", "admin"),
+        ]),
+    )
+    .unwrap();
+    let out = import(dir.path(), "b.csv", "beta");
+    assert_eq!(out.status.code(), Some(1));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("error: line 3: email: an account with this address already exists"),
+        "{lines:?}"
+    );
+    assert_eq!(sqlite_user_count(dir.path()).await, 1);
+    assert_eq!(
+        sqlite_password_hash(dir.path(), "ann@import.test").await,
+        before
+    );
+    let mut conn = sqlite_conn(dir.path()).await;
+    let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, 1);
+    let out = run(stockade(dir.path()).args(["audit", "verify"]));
+    let said = stdout_of(&out);
+    assert_eq!(said.matches("events=1 ").count(), 1, "{said}"); // beta: created only
+    assert_eq!(said.matches("events=2 ").count(), 1, "{said}"); // acme: created, imported
+}
+
+#[tokio::test]
+async fn users_import_on_postgres() {
+    let Some((name, url)) = crate::testkit::create_pg_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pg = |args: &[&str]| {
+        run(stockade(dir.path())
+            .args(args)
+            .env("STOCKADE_DATABASE_URL", &url))
+    };
+    let created = pg(&["tenant", "create", "--slug", "pg-acme", "--name", "PG Acme"]);
+    std::fs::write(
+        dir.path().join("users.csv"),
+        import_csv(&[
+            ("ann@import.test", "Ann", "Ann-Old-Passw0rd-1", "admin"),
+            ("bob@import.test", "Bob", "Bob-Old-Passw0rd-2", ""),
+        ]),
+    )
+    .unwrap();
+    let imported = pg(&["users", "import", "users.csv", "--tenant", "pg-acme"]);
+    let again = pg(&["users", "import", "users.csv", "--tenant", "pg-acme"]);
+    let verified = pg(&["audit", "verify"]);
+    let counts = async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let members: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM memberships")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        (users, members)
+    }
+    .await;
+    crate::testkit::drop_pg_database(&name);
+    assert!(created.status.success(), "{:?}", stderr_lines(&created));
+    assert!(imported.status.success(), "{:?}", stderr_lines(&imported));
+    assert_eq!(
+        stdout_of(&imported).lines().last(),
+        Some("imported 2 users into pg-acme")
+    );
+    // A second run finds both addresses taken and writes nothing.
+    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(stderr_lines(&again).len(), 2, "{:?}", stderr_lines(&again));
+    assert!(verified.status.success(), "{:?}", stderr_lines(&verified));
+    assert!(stdout_of(&verified).contains("events=2 head_seq=2"));
+    assert_eq!(counts, (2, 2));
+    assert!(!dir.path().join("stockade-data").exists());
+}
+
+/// Like [`start`], with stderr written to `log` and stdout collected by a
+/// thread (returned by it once the server has stopped).
+fn start_capturing(
+    dir: &Path,
+    env: &[(&str, &str)],
+    log: &Path,
+) -> (Started, std::thread::JoinHandle<String>) {
+    let mut cmd = stockade(dir);
+    cmd.arg("serve")
+        .env("STOCKADE_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if all.is_empty() {
+                let _ = first_tx.send(line.clone());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let line = first_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    (Started { child, url }, reader)
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn plaintext_password_never_stored_or_logged() {
+    const PASSWORD: &str = "Zq-Unique-Passw0rd-8841";
+    const WRONG: &str = "Zq-Wrong-Passw0rd-8841";
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let (started, stdout) = start_capturing(dir.path(), &[("RUST_LOG", "debug")], &log);
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(format!("{}{path}", started.url))
+            .json(&body)
+            .send()
+    };
+    let mut bodies = Vec::new();
+    for (path, body, status) in [
+        (
+            "/v1/auth/signup",
+            serde_json::json!({"tenant_name": "Secret Co", "tenant_slug": "secret-co",
+                "email": "owner@secret.test", "password": PASSWORD, "name": "Pat Owner"}),
+            201,
+        ),
+        (
+            "/v1/auth/login",
+            serde_json::json!({"email": "owner@secret.test", "password": PASSWORD}),
+            200,
+        ),
+        (
+            "/v1/auth/login",
+            serde_json::json!({"email": "owner@secret.test", "password": WRONG}),
+            401,
+        ),
+        (
+            "/v1/auth/password-reset/request",
+            serde_json::json!({"email": "owner@secret.test"}),
+            202,
+        ),
+    ] {
+        let res = post(path, body).await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{path}");
+        bodies.push(res.bytes().await.unwrap());
+    }
+    let data = dir.path().join("stockade-data");
+    // While running (the WAL still holds the recent writes) and after a stop.
+    let mut scanned = Vec::new();
+    for file in files_under(&data) {
+        scanned.push((file.clone(), std::fs::read(&file).unwrap()));
+    }
+    assert!(stop(started).success());
+    let stdout = stdout.join().unwrap();
+    for file in files_under(&data) {
+        scanned.push((file.clone(), std::fs::read(&file).unwrap()));
+    }
+    assert!(
+        scanned.iter().any(|(f, _)| f.ends_with("stockade.db-wal")),
+        "{:?}",
+        scanned.iter().map(|(f, _)| f).collect::<Vec<_>>()
+    );
+    let logged = std::fs::read(&log).unwrap();
+    // The capture is real: debug logging of these very requests.
+    let text = String::from_utf8_lossy(&logged);
+    assert!(
+        text.contains("DEBUG") && text.contains("/v1/auth/login"),
+        "{text}"
+    );
+    for secret in [PASSWORD, WRONG] {
+        assert!(
+            !contains(&logged, secret),
+            "{secret} in the server's stderr"
+        );
+        assert!(!stdout.contains(secret), "{secret} in the server's stdout");
+        for body in &bodies {
+            assert!(!contains(body, secret), "{secret} in a response");
+        }
+        for (file, bytes) in &scanned {
+            assert!(!contains(bytes, secret), "{secret} in {}", file.display());
+        }
+    }
 }
