@@ -70,6 +70,9 @@ pub struct Config {
     pub refresh_reuse_grace: Duration,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// With `example.com`, a request to `acme.example.com` must carry a
+    /// credential of tenant `acme`.
+    pub tenant_domain: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -107,6 +110,7 @@ const KEYS: &[&str] = &[
     "log_format",
     "refresh_reuse_grace",
     "trusted_proxies",
+    "tenant_domain",
 ];
 const SECRET_KEYS: &[&str] = &["database_url", "master_key", "jwt_secret"];
 
@@ -410,6 +414,22 @@ impl Raw {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let tenant_domain = match self.get("tenant_domain") {
+            None => None,
+            Some(d) => {
+                let d = d.trim_start_matches('.').to_ascii_lowercase();
+                let ok = d.contains('.')
+                    && d.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if !ok {
+                    return Err(invalid("tenant_domain", &d, "a domain like example.com"));
+                }
+                Some(d)
+            }
+        };
         let database_url = self.secrets.remove("database_url");
         if let Some(url) = &database_url {
             let u = url.value.expose_secret();
@@ -437,6 +457,7 @@ impl Raw {
             log_json,
             refresh_reuse_grace,
             trusted_proxies,
+            tenant_domain,
         })
     }
 }

@@ -86,6 +86,15 @@ impl FromRequestParts<AppState> for Principal {
             .check(&state.db, tenant_id, session_id, user_id, now)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
+        if let Some(slug) = subdomain_tenant(parts, state.config.tenant_domain.as_deref())
+            && slug != live.tenant_slug
+        {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "tenancy.subdomain_mismatch",
+            )
+            .with_detail("this credential belongs to another tenant than this address"));
+        }
         if !crate::tenancy::settings::ip_allowed(&live.ip_allowlist, ip) {
             refuse_address(state, tenant_id, user_id, ip, &context).await?;
             return Err(
@@ -136,6 +145,19 @@ async fn refuse_address(
     .map_err(ApiError::internal)?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The tenant slug named by the request's host under the tenant domain
+/// (`acme.example.com` → `acme`), if any.
+pub fn subdomain_tenant<'a>(parts: &'a Parts, domain: Option<&str>) -> Option<&'a str> {
+    let domain = domain?;
+    let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+    let host = host.split(':').next().unwrap_or(host);
+    let label = host.len().checked_sub(domain.len() + 1).and_then(|cut| {
+        let (label, rest) = host.split_at_checked(cut)?;
+        (rest.get(1..)?.eq_ignore_ascii_case(domain) && rest.starts_with('.')).then_some(label)
+    })?;
+    (!label.is_empty() && !label.contains('.')).then_some(label)
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {

@@ -249,6 +249,8 @@ pub async fn list_for_user(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Live {
     pub role: String,
+    /// The tenant's slug (subdomain routing compares it with the host).
+    pub tenant_slug: String,
     /// The tenant's IP allowlist (empty: anywhere).
     pub ip_allowlist: std::sync::Arc<Vec<ipnet::IpNet>>,
     /// What the role allows (built-in, or the tenant's custom role).
@@ -268,6 +270,7 @@ struct CheckRow {
     role_permissions: Option<String>,
     role_record_rules: Option<String>,
     ip_allowlist: Option<String>,
+    tenant_slug: String,
     membership_status: String,
     user_status: String,
     tenant_status: String,
@@ -287,7 +290,7 @@ pub async fn check(
         .fetch_optional(
             "SELECT s.user_id, s.revoked_at, s.last_seen_at, s.idle_timeout_secs, \
              s.absolute_expires_at, m.role, r.permissions AS role_permissions, \
-             r.record_rules AS role_record_rules, ts.ip_allowlist, \
+             r.record_rules AS role_record_rules, ts.ip_allowlist, t.slug AS tenant_slug, \
              m.status AS membership_status, \
              u.status AS user_status, t.status AS tenant_status \
              FROM sessions s \
@@ -326,6 +329,7 @@ pub async fn check(
             .unwrap_or_default();
         live.then_some(Live {
             ip_allowlist: std::sync::Arc::new(ip_allowlist),
+            tenant_slug: r.tenant_slug,
             role: r.role,
             permissions: std::sync::Arc::new(permissions),
             live_until,

@@ -224,7 +224,66 @@ async fn ip_allowlist_is_enforced_on_every_request(backend: Backend) {
     assert_eq!(me(&s, &owner.access).await.status(), StatusCode::OK);
 }
 
+async fn subdomain_must_agree_with_the_token(backend: Backend) {
+    let Some(s) = server(backend, &[("STOCKADE_TENANT_DOMAIN", "example.com")]).await else {
+        return;
+    };
+    let acme = signup(&s, "acme", "owner@acme.test").await;
+    let beta = signup(&s, "beta", "owner@beta.test").await;
+    let at = |host: &'static str, token: String| {
+        s.client
+            .get(s.url("/v1/me"))
+            .bearer_auth(token)
+            .header("host", host)
+            .send()
+    };
+    assert_eq!(
+        at("acme.example.com", acme.access.clone())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        at("ACME.example.com:8443", acme.access.clone())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN,
+        "slugs are lower case: an upper-case host names no tenant of ours"
+    );
+    let res = at("acme.example.com", beta.access.clone()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.json::<Problem>().await.unwrap().code,
+        "tenancy.subdomain_mismatch"
+    );
+    assert_eq!(
+        at("beta.example.com:443", beta.access.clone())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // The bare domain and other hosts carry no tenant.
+    assert_eq!(
+        at("example.com", beta.access.clone())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        at("api.other.test", acme.access.clone())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
 crate::both_servers!(
+    subdomain_must_agree_with_the_token,
     settings_read_change_and_audit,
     settings_need_settings_manage,
     ip_allowlist_is_enforced_on_every_request,
