@@ -73,6 +73,9 @@ pub struct Config {
     /// With `example.com`, a request to `acme.example.com` must carry a
     /// credential of tenant `acme`.
     pub tenant_domain: Option<String>,
+    /// Platform owners: user ids or emails (lower-cased) allowed on
+    /// `/v1/platform/*`. Empty: nobody.
+    pub platform_owners: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -111,6 +114,7 @@ const KEYS: &[&str] = &[
     "refresh_reuse_grace",
     "trusted_proxies",
     "tenant_domain",
+    "platform_owners",
 ];
 const SECRET_KEYS: &[&str] = &["database_url", "master_key", "jwt_secret"];
 
@@ -430,6 +434,23 @@ impl Raw {
                 Some(d)
             }
         };
+        let platform_owners: Vec<String> = self
+            .get("platform_owners")
+            .unwrap_or_default()
+            .split(',')
+            .map(|o| o.trim().to_lowercase())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if let Some(bad) = platform_owners
+            .iter()
+            .find(|o| uuid::Uuid::parse_str(o).is_err() && !o.contains('@'))
+        {
+            return Err(invalid(
+                "platform_owners",
+                bad,
+                "comma-separated user ids or emails",
+            ));
+        }
         let database_url = self.secrets.remove("database_url");
         if let Some(url) = &database_url {
             let u = url.value.expose_secret();
@@ -458,6 +479,7 @@ impl Raw {
             refresh_reuse_grace,
             trusted_proxies,
             tenant_domain,
+            platform_owners,
         })
     }
 }

@@ -24,6 +24,8 @@ pub struct Principal {
     pub permissions: std::sync::Arc<crate::rbac::PermissionSet>,
     /// The platform owner acting as this user, when impersonated.
     pub impersonator: Option<UserId>,
+    /// When the user last proved their password in this session.
+    pub authenticated_at: Option<chrono::DateTime<chrono::Utc>>,
     pub context: RequestContext,
 }
 
@@ -37,6 +39,21 @@ impl Principal {
 }
 
 impl Principal {
+    /// 403 `auth.step_up_required` unless the password was proved in this
+    /// session within the step-up window (5 minutes).
+    pub fn require_step_up(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), ApiError> {
+        let recent = self
+            .authenticated_at
+            .is_some_and(|at| now - at <= crate::sessions::STEP_UP_WINDOW && at <= now);
+        if recent {
+            return Ok(());
+        }
+        Err(
+            ApiError::new(axum::http::StatusCode::FORBIDDEN, "auth.step_up_required")
+                .with_detail("confirm your password first: POST /v1/auth/reauth"),
+        )
+    }
+
     /// 403 `rbac.forbidden` naming `permission` unless the role grants it.
     pub fn require(&self, permission: &str) -> Result<(), ApiError> {
         self.require_in(permission, None)
@@ -77,7 +94,7 @@ impl FromRequestParts<AppState> for Principal {
         let user_id = UserId(parse(&claims.sub)?);
         let tenant_id = TenantId(parse(&claims.tid)?);
         let session_id = SessionId(parse(&claims.sid)?);
-        let impersonator = match &claims.act {
+        let claimed_impersonator = match &claims.act {
             Some(act) => Some(UserId(parse(&act.sub)?)),
             None => None,
         };
@@ -86,6 +103,10 @@ impl FromRequestParts<AppState> for Principal {
             .check(&state.db, tenant_id, session_id, user_id, now)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
+        // The session, not the token, says who impersonates: the two agree.
+        if live.impersonator != claimed_impersonator {
+            return Err(ApiError::unauthenticated());
+        }
         if let Some(slug) = subdomain_tenant(parts, state.config.tenant_domain.as_deref())
             && slug != live.tenant_slug
         {
@@ -108,7 +129,8 @@ impl FromRequestParts<AppState> for Principal {
             session_id,
             role: live.role,
             permissions: live.permissions,
-            impersonator,
+            impersonator: live.impersonator,
+            authenticated_at: live.authenticated_at,
             context,
         })
     }

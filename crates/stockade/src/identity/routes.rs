@@ -55,6 +55,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/login", post(login))
         .route("/v1/auth/switch-tenant", post(switch_tenant))
         .route("/v1/auth/password", post(change_password))
+        .route("/v1/auth/reauth", post(reauth))
         .route(
             "/v1/auth/password-reset/request",
             post(super::reset::request),
@@ -352,6 +353,7 @@ async fn login(
         membership.tenant_id,
         "auth.login.succeeded",
         &context,
+        true,
     )
     .await
 }
@@ -390,13 +392,17 @@ async fn start_session(
     tenant: TenantId,
     action: &str,
     context: &RequestContext,
+    proved_password: bool,
 ) -> Result<Response, ApiError> {
     let clock = state.clock.as_ref();
     let mut tx = state.db.tenant_tx(tenant).await?;
-    let (session, refresh) =
-        sessions::create(&mut tx, clock, user.id, &state.session_policy, context)
-            .await
-            .map_err(ApiError::internal)?;
+    let policy = &state.session_policy;
+    let created = if proved_password {
+        sessions::create(&mut tx, clock, user.id, policy, context).await
+    } else {
+        sessions::create_unproven(&mut tx, clock, user.id, policy, context).await
+    };
+    let (session, refresh) = created.map_err(ApiError::internal)?;
     audit::append(
         &mut tx,
         clock,
@@ -518,8 +524,71 @@ async fn switch_tenant(
         target.tenant_id,
         "auth.tenant.switched",
         &p.context,
+        false,
     )
     .await
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReauthRequest {
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+/// Re-confirms the password (step-up): sensitive actions accept the session
+/// for the next 5 minutes.
+#[utoipa::path(post, path = "/v1/auth/reauth", tag = "auth", security(("bearer" = [])),
+    request_body = ReauthRequest,
+    responses((status = 204), (status = 400, body = crate::http::Problem),
+        (status = 429, body = crate::http::Problem)))]
+async fn reauth(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    p: Principal,
+    ApiJson(req): ApiJson<ReauthRequest>,
+) -> Result<StatusCode, ApiError> {
+    limit_ip(&state, ip, &p.context).await?;
+    if p.impersonator.is_some() {
+        // An impersonator never holds the user's password.
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.impersonated"));
+    }
+    let user = users::find_auth_user_by_id(&state.db, p.user_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let verdict = state
+        .hasher
+        .verify(req.password, user.password_hash.clone())
+        .await
+        .map_err(ApiError::internal)?;
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    let ok = verdict != Verification::Mismatch;
+    if ok {
+        sessions::mark_authenticated(&mut tx, p.session_id, state.clock.now()).await?;
+    }
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        NewEvent::new(p.actor(), "auth.session.reauthenticated")
+            .target(Target::new("session", p.session_id))
+            .outcome(if ok {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            })
+            .context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    if ok {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::bad_request(
+            "auth.wrong_password",
+            "the password is incorrect",
+        ))
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -535,6 +604,9 @@ pub struct MeResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = Uuid)]
     pub impersonated_by: Option<UserId>,
+    /// When the password was last proved in this session; sensitive actions
+    /// need it within 5 minutes (`POST /v1/auth/reauth`).
+    pub authenticated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -566,6 +638,7 @@ async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<MeRespon
         role: p.role,
         session_id: p.session_id,
         impersonated_by: p.impersonator,
+        authenticated_at: p.authenticated_at,
     }))
 }
 

@@ -12,9 +12,12 @@ mod routes;
 mod store;
 
 pub use cache::SessionCache;
-pub use model::{REFRESH_COOKIE, RefreshToken, Session, SessionPolicy, SessionStatus};
+pub use model::{
+    REFRESH_COOKIE, RefreshToken, STEP_UP_WINDOW, Session, SessionPolicy, SessionStatus,
+};
 pub use routes::{ACCESS_TOKEN_SECONDS, SessionView, SessionsApi, TokenResponse, routes};
 pub(crate) use routes::{access_token, refresh_cookie, with_cookie};
 pub use store::{
-    Live, RefreshError, Rotated, check, create, list_for_user, revoke, revoke_all_for_user, rotate,
+    IMPERSONATION_TTL, Live, RefreshError, Rotated, check, create, create_impersonation,
+    create_unproven, list_for_user, mark_authenticated, revoke, revoke_all_for_user, rotate,
 };

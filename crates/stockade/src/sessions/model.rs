@@ -105,7 +105,14 @@ pub struct Session {
     pub absolute_expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_reason: Option<String>,
+    /// When the user last proved their password in this session.
+    pub authenticated_at: Option<DateTime<Utc>>,
+    /// The platform owner acting through this session (impersonation).
+    pub impersonator_id: Option<UserId>,
 }
+
+/// How recent a password proof sensitive actions need (SPEC §2.4).
+pub const STEP_UP_WINDOW: Duration = Duration::minutes(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStatus {

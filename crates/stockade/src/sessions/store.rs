@@ -31,7 +31,8 @@ pub struct Rotated {
     pub token: RefreshToken,
 }
 
-/// Creates a session and its first refresh token inside `tx`.
+/// Creates a session and its first refresh token inside `tx`, for a user
+/// who has just proved their password.
 pub async fn create(
     tx: &mut TenantTx,
     clock: &dyn Clock,
@@ -39,26 +40,91 @@ pub async fn create(
     policy: &SessionPolicy,
     context: &RequestContext,
 ) -> Result<(Session, RefreshToken), RefreshError> {
+    let (session, token) = insert(tx, clock, user, true, None, context).await?;
+    let token = match token {
+        Some(t) => t,
+        None => issue_refresh(tx, session.id, clock.now(), policy).await?,
+    };
+    Ok((session, token))
+}
+
+/// Creates a session without a fresh password proof (switching tenant):
+/// sensitive actions in it need a re-authentication first.
+pub async fn create_unproven(
+    tx: &mut TenantTx,
+    clock: &dyn Clock,
+    user: UserId,
+    policy: &SessionPolicy,
+    context: &RequestContext,
+) -> Result<(Session, RefreshToken), RefreshError> {
+    let (session, _) = insert(tx, clock, user, false, None, context).await?;
+    let token = issue_refresh(tx, session.id, clock.now(), policy).await?;
+    Ok((session, token))
+}
+
+/// Creates a 15-minute session of `user` driven by platform owner
+/// `impersonator`: no refresh token, so it cannot be extended.
+pub async fn create_impersonation(
+    tx: &mut TenantTx,
+    clock: &dyn Clock,
+    user: UserId,
+    impersonator: UserId,
+    context: &RequestContext,
+) -> Result<Session, RefreshError> {
+    let (session, _) = insert(tx, clock, user, false, Some(impersonator), context).await?;
+    Ok(session)
+}
+
+/// Impersonation sessions end after this, whatever the tenant's settings.
+pub const IMPERSONATION_TTL: Duration = Duration::minutes(15);
+
+async fn insert(
+    tx: &mut TenantTx,
+    clock: &dyn Clock,
+    user: UserId,
+    proved_password: bool,
+    impersonator: Option<UserId>,
+    context: &RequestContext,
+) -> Result<(Session, Option<RefreshToken>), RefreshError> {
     let now = clock.now();
     let settings = crate::tenancy::settings::load(tx).await?;
+    let (idle, absolute_end) = match impersonator {
+        Some(_) => (IMPERSONATION_TTL.num_seconds(), now + IMPERSONATION_TTL),
+        None => (settings.session_idle_secs, now + settings.absolute()),
+    };
     let session: Session = tx
         .fetch_one(
             "INSERT INTO sessions (tenant_id, id, user_id, created_at, last_seen_at, ip, user_agent, \
-             idle_timeout_secs, absolute_expires_at) \
-             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8) RETURNING *",
+             idle_timeout_secs, absolute_expires_at, authenticated_at, impersonator_id) \
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
             vec![
                 SessionId::new().into(),
                 user.into(),
                 now.into(),
                 context.ip.clone().into(),
                 context.user_agent.clone().into(),
-                settings.session_idle_secs.into(),
-                (now + settings.absolute()).into(),
+                idle.into(),
+                absolute_end.into(),
+                proved_password.then_some(now).into(),
+                impersonator.into(),
             ],
         )
         .await?;
-    let token = issue_refresh(tx, session.id, now, policy).await?;
-    Ok((session, token))
+    Ok((session, None))
+}
+
+/// Records a fresh password proof for a session (step-up).
+pub async fn mark_authenticated(
+    tx: &mut TenantTx,
+    session: SessionId,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE sessions SET authenticated_at = $3 WHERE tenant_id = $1 AND id = $2",
+        vec![session.into(), now.into()],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn issue_refresh(
@@ -251,6 +317,10 @@ pub struct Live {
     pub role: String,
     /// The tenant's slug (subdomain routing compares it with the host).
     pub tenant_slug: String,
+    /// When the user last proved their password in this session.
+    pub authenticated_at: Option<DateTime<Utc>>,
+    /// The platform owner acting through this session, if any.
+    pub impersonator: Option<UserId>,
     /// The tenant's IP allowlist (empty: anywhere).
     pub ip_allowlist: std::sync::Arc<Vec<ipnet::IpNet>>,
     /// What the role allows (built-in, or the tenant's custom role).
@@ -271,6 +341,8 @@ struct CheckRow {
     role_record_rules: Option<String>,
     ip_allowlist: Option<String>,
     tenant_slug: String,
+    authenticated_at: Option<DateTime<Utc>>,
+    impersonator_id: Option<UserId>,
     membership_status: String,
     user_status: String,
     tenant_status: String,
@@ -291,6 +363,7 @@ pub async fn check(
             "SELECT s.user_id, s.revoked_at, s.last_seen_at, s.idle_timeout_secs, \
              s.absolute_expires_at, m.role, r.permissions AS role_permissions, \
              r.record_rules AS role_record_rules, ts.ip_allowlist, t.slug AS tenant_slug, \
+             s.authenticated_at, s.impersonator_id, \
              m.status AS membership_status, \
              u.status AS user_status, t.status AS tenant_status \
              FROM sessions s \
@@ -330,6 +403,8 @@ pub async fn check(
         live.then_some(Live {
             ip_allowlist: std::sync::Arc::new(ip_allowlist),
             tenant_slug: r.tenant_slug,
+            authenticated_at: r.authenticated_at,
+            impersonator: r.impersonator_id,
             role: r.role,
             permissions: std::sync::Arc::new(permissions),
             live_until,

@@ -1189,6 +1189,7 @@ async fn session_checks_are_cached_and_invalidated(backend: Backend) {
 }
 
 crate::both_servers!(
+    step_up_reauthentication,
     tenant_settings_drive_timeouts_and_password_policy,
     session_checks_are_cached_and_invalidated,
     signup_issues_tokens_cookie_and_claims,
@@ -1271,4 +1272,73 @@ async fn wrong_audience_issuer_and_key_are_refused() {
         me(&s, &foreign.issue(&claims).unwrap()).await.status(),
         StatusCode::UNAUTHORIZED
     );
+}
+
+async fn step_up_reauthentication(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    signup(&s, "beta", "other@beta.test").await;
+    let m: Value = me(&s, &a.access).await.json().await.unwrap();
+    let signed_in_at = m["authenticated_at"].clone();
+    assert!(signed_in_at.is_string(), "signing in proves the password");
+    s.clock.advance(chrono::Duration::minutes(6));
+    let reauth = |token: String, pw: &'static str| {
+        s.client
+            .post(s.url("/v1/auth/reauth"))
+            .bearer_auth(token)
+            .json(&json!({"password": pw}))
+            .send()
+    };
+    assert_eq!(
+        reauth(a.access.clone(), "Wrong-Passw0rd-1")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        reauth(a.access.clone(), PASSWORD).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let m: Value = me(&s, &a.access).await.json().await.unwrap();
+    assert_ne!(m["authenticated_at"], signed_in_at);
+    let actions = audit_actions(&s, "acme").await;
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|x| *x == "auth.session.reauthenticated")
+            .count(),
+        2
+    );
+    // A session made by switching tenant has no password proof of its own.
+    let user = stockade::identity::find_user_by_email(
+        &s.db,
+        &stockade::identity::Email::parse("owner@acme.test").unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let beta = stockade::tenancy::find_by_slug(&s.db, "beta")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = s.db.tenant_tx(beta.id).await.unwrap();
+    stockade::tenancy::add_member(&mut tx, s.clock.as_ref(), user.id, "viewer")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let res = s
+        .client
+        .post(s.url("/v1/auth/switch-tenant"))
+        .bearer_auth(&a.access)
+        .json(&json!({"tenant": "beta"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let switched = login_from(res).await;
+    let m: Value = me(&s, &switched.access).await.json().await.unwrap();
+    assert!(m["authenticated_at"].is_null());
 }
