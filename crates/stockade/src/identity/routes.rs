@@ -363,26 +363,40 @@ fn choose_tenant<'a>(
     memberships: &'a [UserMembership],
     requested: Option<&str>,
 ) -> Result<Option<&'a UserMembership>, ApiError> {
-    let usable: Vec<&UserMembership> = memberships
+    let mine: Vec<&UserMembership> = memberships
         .iter()
-        .filter(|m| m.status == "active" && m.tenant_status == "active")
+        .filter(|m| m.status == "active" && m.tenant_status != "pending_deletion")
         .collect();
-    Ok(match requested {
-        Some(slug) => usable.into_iter().find(|m| m.slug == slug),
-        None => match usable.as_slice() {
-            [only] => Some(*only),
-            [] => None,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "auth.tenant_required",
-                    "this account belongs to several tenants: name one in `tenant`",
-                )
-                .with_errors(serde_json::json!(
-                    usable.iter().map(|m| m.slug.clone()).collect::<Vec<_>>()
-                )));
+    let chosen = match requested {
+        Some(slug) => mine.into_iter().find(|m| m.slug == slug),
+        None => {
+            let open: Vec<&UserMembership> = mine
+                .iter()
+                .copied()
+                .filter(|m| m.tenant_status == "active")
+                .collect();
+            match (open.as_slice(), mine.as_slice()) {
+                ([only], _) => Some(*only),
+                ([], [only]) => Some(*only),
+                ([], _) => None,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "auth.tenant_required",
+                        "this account belongs to several tenants: name one in `tenant`",
+                    )
+                    .with_errors(serde_json::json!(
+                        open.iter().map(|m| m.slug.clone()).collect::<Vec<_>>()
+                    )));
+                }
             }
-        },
-    })
+        }
+    };
+    // Said only after the password was verified: the user may know.
+    if chosen.is_some_and(|m| m.tenant_status == "suspended") {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "tenancy.suspended")
+            .with_detail("this tenant is suspended"));
+    }
+    Ok(chosen)
 }
 
 /// Creates a session in `tenant`, audits `action`, answers with tokens.

@@ -693,8 +693,17 @@ async fn deactivation_and_suspension_revoke_at_once(backend: Backend) {
         login(&s, "owner@beta.test", PASSWORD, None).await.status(),
         StatusCode::UNAUTHORIZED
     );
+    // A suspended tenant says so, but only to someone who knows the password.
+    let res = login(&s, "owner@acme.test", PASSWORD, None).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert_eq!(
-        login(&s, "owner@acme.test", PASSWORD, None).await.status(),
+        res.json::<Problem>().await.unwrap().code,
+        "tenancy.suspended"
+    );
+    assert_eq!(
+        login(&s, "owner@acme.test", "Wrong-Passw0rd-77", None)
+            .await
+            .status(),
         StatusCode::UNAUTHORIZED
     );
 }
