@@ -36,7 +36,8 @@ const LIVENESS_TABLES: &[&str] = &["sessions", "users", "tenants", "memberships"
 
 /// Tables where any write, inserts included, changes what a session may do
 /// (an upserted IP allowlist, say).
-const LIVENESS_UPSERT_TABLES: &[&str] = &["tenant_settings"];
+/// (`roles`: creating a role a member already names gives them its rights.)
+const LIVENESS_UPSERT_TABLES: &[&str] = &["tenant_settings", "roles"];
 
 fn affects_liveness(sql: &str) -> bool {
     let head = sql.trim_start();

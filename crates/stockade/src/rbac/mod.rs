@@ -11,5 +11,5 @@ pub use model::{
     BUILTIN_ROLES, PERMISSIONS, PermissionError, PermissionSet, RecordRule, builtin_role,
     parse_permission,
 };
-pub use routes::{RbacApi, routes};
-pub use store::role_permissions;
+pub use routes::{Escalation, RbacApi, escalation, routes};
+pub use store::{CustomRole, find_custom_role, list_custom_roles, role_holders, role_permissions};

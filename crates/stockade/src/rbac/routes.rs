@@ -1,14 +1,734 @@
-//! `/v1/permissions` and `/v1/roles`.
+//! `/v1/permissions` and `/v1/roles`: the permission catalogue, built-in and
+//! custom roles.
+//!
+//! Who may do what:
+//! - `GET /v1/permissions`: any member (it is the public vocabulary).
+//! - `GET /v1/roles`, `GET /v1/roles/{name}`: `roles:manage` or
+//!   `members:manage` (whoever assigns roles must see them); a 403 names
+//!   `roles:manage`.
+//! - `POST`, `PATCH`, `DELETE`: `roles:manage`, checked before the body is
+//!   read, and only within the caller's own rights (see [`escalation`]).
 
-use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
+use super::model::{
+    BUILTIN_ROLES, PERMISSIONS, PermissionSet, RecordRule, builtin_role, parse_permission,
+};
+use super::store::{self, CustomRole};
 use crate::app::AppState;
+use crate::audit::{self, NewEvent, Outcome, Target};
+use crate::http::{ApiError, ApiJson, Principal};
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
-#[openapi()]
+#[openapi(
+    paths(
+        list_permissions,
+        list_roles,
+        get_role,
+        create_role,
+        update_role,
+        delete_role
+    ),
+    components(schemas(
+        PermissionList,
+        PermissionInfo,
+        RoleList,
+        RoleView,
+        RecordRule,
+        CreateRoleRequest,
+        UpdateRoleRequest
+    ))
+)]
 pub struct RbacApi;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/v1/permissions", get(list_permissions))
+        .route("/v1/roles", get(list_roles).post(create_role))
+        .route(
+            "/v1/roles/{name}",
+            get(get_role).patch(update_role).delete(delete_role),
+        )
+}
+
+/// Most grants one role may carry.
+pub const MAX_ROLE_PERMISSIONS: usize = 64;
+/// Most record rules one role may carry.
+pub const MAX_RECORD_RULES: usize = 64;
+/// Longest role description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PermissionList {
+    pub permissions: Vec<PermissionInfo>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PermissionInfo {
+    /// `area:verb`.
+    pub name: &'static str,
+    /// Whether it may be narrowed to one collection (`records:read:orders`).
+    pub per_collection: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RoleList {
+    /// Built-in roles first (fixed order), then the tenant's own by name.
+    pub roles: Vec<RoleView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RoleView {
+    pub name: String,
+    pub description: String,
+    /// Built-in roles are defined in code and cannot be changed.
+    pub builtin: bool,
+    pub permissions: Vec<String>,
+    /// "Only records whose `field` equals my user id", per collection.
+    pub record_rules: Vec<RecordRule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl RoleView {
+    fn builtin(name: &str) -> Option<Self> {
+        let set = PermissionSet::builtin(name)?;
+        let description = match name {
+            "owner" => "Everything, billing included",
+            "admin" => "Everything except billing",
+            "editor" => "Read and write records and files",
+            _ => "Read records and files",
+        };
+        Some(Self {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            builtin: true,
+            permissions: set.grants().to_vec(),
+            record_rules: Vec::new(),
+            created_at: None,
+            updated_at: None,
+        })
+    }
+
+    fn custom(role: CustomRole) -> Self {
+        Self {
+            permissions: role.set.grants().to_vec(),
+            record_rules: role.set.record_rules().to_vec(),
+            name: role.name,
+            description: role.description,
+            builtin: false,
+            created_at: Some(role.created_at),
+            updated_at: Some(role.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoleRequest {
+    /// `[a-z0-9_-]{1,40}`, not a built-in role's name.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// At most 64; each `area:verb` or `records:read|write:<collection>`.
+    pub permissions: Vec<String>,
+    /// At most one per collection.
+    #[serde(default)]
+    pub record_rules: Option<Vec<RecordRule>>,
+}
+
+/// A partial update: absent fields keep their value.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRoleRequest {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Replaces the whole list.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+    /// Replaces the whole list (`[]` removes every rule).
+    #[serde(default)]
+    pub record_rules: Option<Vec<RecordRule>>,
+}
+
+/// The permission catalogue.
+#[utoipa::path(get, path = "/v1/permissions", tag = "rbac", security(("bearer" = [])),
+    responses((status = 200, body = PermissionList), (status = 401, body = crate::http::Problem)))]
+async fn list_permissions(_p: Principal) -> Json<PermissionList> {
+    Json(PermissionList {
+        permissions: PERMISSIONS
+            .iter()
+            .map(|name| PermissionInfo {
+                name,
+                per_collection: is_per_collection(name),
+            })
+            .collect(),
+    })
+}
+
+/// Built-in and custom roles (needs `roles:manage` or `members:manage`).
+#[utoipa::path(get, path = "/v1/roles", tag = "rbac", security(("bearer" = [])),
+    responses((status = 200, body = RoleList), (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem)))]
+async fn list_roles(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<RoleList>, ApiError> {
+    require_read(&p)?;
+    let mut tx = state.db.tenant_read(p.tenant_id).await?;
+    let custom = store::list_custom_roles(&mut tx).await?;
+    let roles = BUILTIN_ROLES
+        .iter()
+        .filter_map(|name| RoleView::builtin(name))
+        .chain(custom.into_iter().map(RoleView::custom))
+        .collect();
+    Ok(Json(RoleList { roles }))
+}
+
+/// One role, built-in or custom (needs `roles:manage` or `members:manage`).
+#[utoipa::path(get, path = "/v1/roles/{name}", tag = "rbac", security(("bearer" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, body = RoleView), (status = 403, body = crate::http::Problem),
+        (status = 404, body = crate::http::Problem)))]
+async fn get_role(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<RoleView>, ApiError> {
+    require_read(&p)?;
+    if let Some(view) = RoleView::builtin(&name) {
+        return Ok(Json(view));
+    }
+    let name = role_in_path(&name)?;
+    let mut tx = state.db.tenant_read(p.tenant_id).await?;
+    let role = store::find_custom_role(&mut tx, name)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(RoleView::custom(role)))
+}
+
+/// Creates a custom role (needs `roles:manage`, and every permission it
+/// carries).
+#[utoipa::path(post, path = "/v1/roles", tag = "rbac", security(("bearer" = [])),
+    request_body = CreateRoleRequest,
+    responses((status = 201, body = RoleView), (status = 400, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+async fn create_role(
+    State(state): State<AppState>,
+    p: Principal,
+    body: Result<ApiJson<CreateRoleRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    p.require("roles:manage")?;
+    let ApiJson(req) = body?;
+    let name = parse_role_name(&req.name)?;
+    if builtin_role(name).is_some() {
+        return Err(role_exists(name).with_detail(format!("`{name}` is a built-in role")));
+    }
+    let description = parse_description(req.description.as_deref().unwrap_or(""))?;
+    let set = parse_role_set(&req.permissions, req.record_rules.unwrap_or_default())?;
+    let lacking = escalation(&p.permissions, &set);
+    if !lacking.is_empty() {
+        return Err(deny_escalation(&state, &p, "create", name, lacking).await);
+    }
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    let role = store::insert_custom_role(&mut tx, name, &description, &set, state.clock.now())
+        .await?
+        .ok_or_else(|| role_exists(name))?;
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        NewEvent::new(p.actor(), "rbac.role.created")
+            .target(Target::new("role", name))
+            .details(serde_json::json!({
+                "name": name,
+                "description": role.description,
+                "permissions": role.set.grants(),
+                "record_rules": role.set.record_rules(),
+            }))
+            .context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    let mut res = (StatusCode::CREATED, Json(RoleView::custom(role))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/roles/{name}")) {
+        res.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(res)
+}
+
+/// Changes a custom role; its holders' rights change on their next request.
+#[utoipa::path(patch, path = "/v1/roles/{name}", tag = "rbac", security(("bearer" = [])),
+    params(("name" = String, Path)), request_body = UpdateRoleRequest,
+    responses((status = 200, body = RoleView), (status = 400, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem)))]
+async fn update_role(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+    body: Result<ApiJson<UpdateRoleRequest>, ApiError>,
+) -> Result<Json<RoleView>, ApiError> {
+    p.require("roles:manage")?;
+    refuse_builtin(&name)?;
+    let name = role_in_path(&name)?;
+    let ApiJson(req) = body?;
+    if req.description.is_none() && req.permissions.is_none() && req.record_rules.is_none() {
+        return Err(ApiError::bad_request(
+            "request.invalid_body",
+            "nothing to change: give description, permissions or record_rules",
+        ));
+    }
+    let description = req
+        .description
+        .as_deref()
+        .map(parse_description)
+        .transpose()?;
+    let grants = req.permissions.as_deref().map(parse_grants).transpose()?;
+    let rules = req.record_rules.map(parse_record_rules).transpose()?;
+
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    let old = store::lock_custom_role(&mut tx, name)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let set = PermissionSet::new(
+        grants.unwrap_or_else(|| old.set.grants().to_vec()),
+        rules.unwrap_or_else(|| old.set.record_rules().to_vec()),
+    );
+    // Nobody edits a role beyond their own rights, before or after.
+    let mut lacking = escalation(&p.permissions, &old.set);
+    lacking.merge(escalation(&p.permissions, &set));
+    if !lacking.is_empty() {
+        drop(tx);
+        return Err(deny_escalation(&state, &p, "update", name, lacking).await);
+    }
+    let description = description.unwrap_or_else(|| old.description.clone());
+    let role = store::update_custom_role(&mut tx, name, &description, &set, state.clock.now())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        NewEvent::new(p.actor(), "rbac.role.updated")
+            .target(Target::new("role", name))
+            .details(serde_json::json!({
+                "name": name,
+                "old": {
+                    "description": old.description,
+                    "permissions": old.set.grants(),
+                    "record_rules": old.set.record_rules(),
+                },
+                "new": {
+                    "description": role.description,
+                    "permissions": role.set.grants(),
+                    "record_rules": role.set.record_rules(),
+                },
+            }))
+            .context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    Ok(Json(RoleView::custom(role)))
+}
+
+/// Deletes a custom role that no membership holds.
+#[utoipa::path(delete, path = "/v1/roles/{name}", tag = "rbac", security(("bearer" = [])),
+    params(("name" = String, Path)),
+    responses((status = 204), (status = 403, body = crate::http::Problem),
+        (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+async fn delete_role(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    p.require("roles:manage")?;
+    refuse_builtin(&name)?;
+    let name = role_in_path(&name)?;
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    let old = store::lock_custom_role(&mut tx, name)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let lacking = escalation(&p.permissions, &old.set);
+    if !lacking.is_empty() {
+        drop(tx);
+        return Err(deny_escalation(&state, &p, "delete", name, lacking).await);
+    }
+    let holders = store::role_holders(&mut tx, name).await?;
+    if holders > 0 || !store::delete_unused_custom_role(&mut tx, name).await? {
+        return Err(ApiError::new(StatusCode::CONFLICT, "rbac.role_in_use")
+            .with_detail(format!(
+                "role `{name}` is held by {holders} member(s): assign them another role first"
+            ))
+            .with_errors(serde_json::json!({ "members": holders })));
+    }
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        NewEvent::new(p.actor(), "rbac.role.deleted")
+            .target(Target::new("role", name))
+            .details(serde_json::json!({
+                "name": name,
+                "description": old.description,
+                "permissions": old.set.grants(),
+                "record_rules": old.set.record_rules(),
+            }))
+            .context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reading roles: `roles:manage`, or `members:manage` (to assign them).
+fn require_read(p: &Principal) -> Result<(), ApiError> {
+    if p.permissions.allows("members:manage", None) {
+        return Ok(());
+    }
+    p.require("roles:manage")
+}
+
+fn refuse_builtin(name: &str) -> Result<(), ApiError> {
+    if builtin_role(name).is_none() {
+        return Ok(());
+    }
+    Err(
+        ApiError::new(StatusCode::FORBIDDEN, "rbac.builtin_immutable")
+            .with_detail(format!("`{name}` is a built-in role and cannot be changed")),
+    )
+}
+
+/// A role name from the path: one that cannot exist is simply not found.
+fn role_in_path(name: &str) -> Result<&str, ApiError> {
+    parse_role_name(name).map_err(|_| ApiError::not_found())
+}
+
+fn role_exists(name: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "rbac.role_exists")
+        .with_detail(format!("a role named `{name}` exists"))
+}
+
+/// Audits a refused escalation (its own transaction: the change is not
+/// made) and returns the 403 naming what the caller lacks.
+async fn deny_escalation(
+    state: &AppState,
+    p: &Principal,
+    operation: &str,
+    role: &str,
+    lacking: Escalation,
+) -> ApiError {
+    let event = NewEvent::new(p.actor(), "rbac.escalation.denied")
+        .outcome(Outcome::Denied)
+        .target(Target::new("role", role))
+        .details(serde_json::json!({
+            "operation": operation,
+            "permissions": lacking.permissions,
+            "record_rules": lacking.record_rules,
+        }))
+        .context(p.context.clone());
+    let audited = async {
+        let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+        audit::append(&mut tx, state.clock.as_ref(), event)
+            .await
+            .map_err(ApiError::internal)?;
+        tx.commit().await?;
+        Ok::<(), ApiError>(())
+    };
+    if let Err(e) = audited.await {
+        return e;
+    }
+    lacking.into_error()
+}
+
+// ---------------------------------------------------------------------------
+// Pure rules over request input. (They belong with the other rules in
+// `model.rs`; they sit here while that file is owned elsewhere.)
+
+/// Whether `permission` may be narrowed to one collection.
+fn is_per_collection(permission: &str) -> bool {
+    parse_permission(&format!("{permission}:c")).is_ok()
+}
+
+fn is_name_part(s: &str, max: usize, extra: u8) -> bool {
+    (1..=max).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == extra)
+}
+
+/// `[a-z0-9_-]{1,40}` (the same rule memberships apply to role names).
+fn parse_role_name(name: &str) -> Result<&str, ApiError> {
+    if is_name_part(name, 40, b'-') {
+        return Ok(name);
+    }
+    Err(ApiError::bad_request(
+        "rbac.invalid_role_name",
+        "a role name is 1 to 40 characters of a-z, 0-9, `_` and `-`",
+    ))
+}
+
+fn parse_description(text: &str) -> Result<String, ApiError> {
+    if text.chars().count() <= MAX_DESCRIPTION_CHARS && !text.chars().any(char::is_control) {
+        return Ok(text.to_owned());
+    }
+    Err(ApiError::bad_request(
+        "rbac.invalid_description",
+        format!(
+            "a description is at most {MAX_DESCRIPTION_CHARS} characters, without control characters"
+        ),
+    ))
+}
+
+/// Validates every grant; 400 naming the first bad one (all of them in
+/// `errors.permissions`).
+fn parse_grants(grants: &[String]) -> Result<Vec<String>, ApiError> {
+    if grants.len() > MAX_ROLE_PERMISSIONS {
+        return Err(ApiError::bad_request(
+            "rbac.too_many_permissions",
+            format!("a role carries at most {MAX_ROLE_PERMISSIONS} permissions"),
+        ));
+    }
+    let (ok, bad): (Vec<_>, Vec<_>) = grants
+        .iter()
+        .map(|g| parse_permission(g))
+        .partition(Result::is_ok);
+    let bad: Vec<String> = bad
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|e| e.to_string())
+        .collect();
+    if let Some(first) = bad.first() {
+        return Err(
+            ApiError::bad_request("rbac.invalid_permission", first.clone())
+                .with_errors(serde_json::json!({ "permissions": bad })),
+        );
+    }
+    Ok(ok.into_iter().filter_map(Result::ok).collect())
+}
+
+/// Each rule names a collection and a field (`[a-z0-9_]{1,64}`); at most
+/// one rule per collection. Returned sorted by collection.
+fn parse_record_rules(mut rules: Vec<RecordRule>) -> Result<Vec<RecordRule>, ApiError> {
+    let invalid = |detail: String| ApiError::bad_request("rbac.invalid_record_rule", detail);
+    if rules.len() > MAX_RECORD_RULES {
+        return Err(invalid(format!(
+            "a role carries at most {MAX_RECORD_RULES} record rules"
+        )));
+    }
+    if let Some(r) = rules
+        .iter()
+        .find(|r| !is_name_part(&r.collection, 64, b'_') || !is_name_part(&r.field, 64, b'_'))
+    {
+        return Err(invalid(format!(
+            "`{}.{}`: collection and field are 1 to 64 characters of a-z, 0-9 and `_`",
+            r.collection, r.field
+        )));
+    }
+    rules.sort_by(|a, b| a.collection.cmp(&b.collection));
+    for pair in rules.windows(2) {
+        if let [a, b] = pair
+            && a.collection == b.collection
+        {
+            return Err(invalid(format!(
+                "collection `{}` has more than one rule",
+                a.collection
+            )));
+        }
+    }
+    Ok(rules)
+}
+
+fn parse_role_set(grants: &[String], rules: Vec<RecordRule>) -> Result<PermissionSet, ApiError> {
+    Ok(PermissionSet::new(
+        parse_grants(grants)?,
+        parse_record_rules(rules)?,
+    ))
+}
+
+/// What a role would give beyond the caller's own rights.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Escalation {
+    /// Grants the caller does not hold.
+    pub permissions: Vec<String>,
+    /// Record rules the caller is bound by that the role would drop for a
+    /// collection it grants access to.
+    pub record_rules: Vec<RecordRule>,
+}
+
+impl Escalation {
+    pub fn is_empty(&self) -> bool {
+        self.permissions.is_empty() && self.record_rules.is_empty()
+    }
+
+    fn merge(&mut self, other: Escalation) {
+        for p in other.permissions {
+            if !self.permissions.contains(&p) {
+                self.permissions.push(p);
+            }
+        }
+        for r in other.record_rules {
+            if !self.record_rules.contains(&r) {
+                self.record_rules.push(r);
+            }
+        }
+    }
+
+    /// 403 `rbac.escalation` naming what is lacking.
+    pub fn into_error(self) -> ApiError {
+        let mut named: Vec<String> = self.permissions.clone();
+        named.extend(
+            self.record_rules
+                .iter()
+                .map(|r| format!("record rule {}.{}", r.collection, r.field)),
+        );
+        ApiError::new(StatusCode::FORBIDDEN, "rbac.escalation")
+            .with_detail(format!(
+                "you cannot grant what you do not hold yourself: {}",
+                named.join(", ")
+            ))
+            .with_errors(serde_json::json!({
+                "permissions": self.permissions,
+                "record_rules": self.record_rules,
+            }))
+    }
+}
+
+/// No privilege escalation: what `wanted` would grant that `caller` does
+/// not hold. Every grant must be covered by the caller's; and where the
+/// caller sees only its own records of a collection (a record rule), a
+/// role that reaches that collection must carry the same rule.
+pub fn escalation(caller: &PermissionSet, wanted: &PermissionSet) -> Escalation {
+    let permissions = wanted
+        .grants()
+        .iter()
+        .filter(|g| !caller.covers(&PermissionSet::new([(*g).clone()], Vec::new())))
+        .cloned()
+        .collect();
+    let record_rules = caller
+        .record_rules()
+        .iter()
+        .filter(|rule| {
+            let reaches = ["records:read", "records:write"]
+                .iter()
+                .any(|p| wanted.allows(p, Some(&rule.collection)));
+            reaches && !wanted.record_rules().contains(rule)
+        })
+        .cloned()
+        .collect();
+    Escalation {
+        permissions,
+        record_rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(grants: &[&str], rules: &[(&str, &str)]) -> PermissionSet {
+        PermissionSet::new(
+            grants.iter().map(|g| (*g).to_owned()),
+            rules
+                .iter()
+                .map(|(c, f)| RecordRule {
+                    collection: (*c).to_owned(),
+                    field: (*f).to_owned(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn per_collection_flags_follow_the_syntax() {
+        assert!(is_per_collection("records:read"));
+        assert!(is_per_collection("records:write"));
+        assert!(!is_per_collection("members:manage"));
+    }
+
+    #[test]
+    fn role_names() {
+        for ok in ["driver", "data-entry", "ops_2", &"x".repeat(40)] {
+            assert!(parse_role_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Driver", "a b", "é", &"x".repeat(41), "a/b"] {
+            assert!(parse_role_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn grants_are_validated_and_bounded() {
+        let ok = parse_grants(&["records:read:orders".into(), "files:read".into()]).unwrap();
+        assert_eq!(ok, ["records:read:orders", "files:read"]);
+        let err = parse_grants(&["files:read".into(), "root:all".into()]).unwrap_err();
+        assert_eq!(err.code(), "rbac.invalid_permission");
+        assert!(err.problem().detail.unwrap().contains("root:all"));
+        let many: Vec<String> = (0..65).map(|i| format!("records:read:c{i}")).collect();
+        assert_eq!(
+            parse_grants(&many).unwrap_err().code(),
+            "rbac.too_many_permissions"
+        );
+    }
+
+    #[test]
+    fn record_rules_one_per_collection() {
+        let rule = |c: &str, f: &str| RecordRule {
+            collection: c.into(),
+            field: f.into(),
+        };
+        let ok = parse_record_rules(vec![rule("runs", "driver_id"), rule("deals", "partner_id")])
+            .unwrap();
+        assert_eq!(ok.first().unwrap().collection, "deals");
+        for bad in [
+            vec![rule("runs", "driver_id"), rule("runs", "worker_id")],
+            vec![rule("Runs", "driver_id")],
+            vec![rule("runs", "")],
+            vec![rule("runs", "driver-id")],
+        ] {
+            assert_eq!(
+                parse_record_rules(bad).unwrap_err().code(),
+                "rbac.invalid_record_rule"
+            );
+        }
+    }
+
+    #[test]
+    fn escalation_names_missing_grants() {
+        let admin = PermissionSet::builtin("admin").unwrap();
+        let wanted = set(&["billing:manage", "records:read:orders"], &[]);
+        let e = escalation(&admin, &wanted);
+        assert_eq!(e.permissions, ["billing:manage"]);
+        assert!(escalation(&PermissionSet::builtin("owner").unwrap(), &wanted).is_empty());
+        let narrow = set(&["records:read:orders", "roles:manage"], &[]);
+        assert_eq!(
+            escalation(&narrow, &set(&["records:read"], &[])).permissions,
+            ["records:read"]
+        );
+        assert!(escalation(&narrow, &set(&["records:read:orders"], &[])).is_empty());
+    }
+
+    #[test]
+    fn a_caller_bound_by_a_record_rule_cannot_drop_it() {
+        let partner_admin = set(
+            &["records:read:deals", "records:write:deals", "roles:manage"],
+            &[("deals", "partner_id")],
+        );
+        let without = set(&["records:read:deals"], &[]);
+        let e = escalation(&partner_admin, &without);
+        assert!(e.permissions.is_empty());
+        assert_eq!(e.record_rules.len(), 1);
+        let other_field = set(&["records:read:deals"], &[("deals", "owner_id")]);
+        assert!(!escalation(&partner_admin, &other_field).is_empty());
+        let with = set(&["records:read:deals"], &[("deals", "partner_id")]);
+        assert!(escalation(&partner_admin, &with).is_empty());
+        // A role that does not reach the collection needs no rule.
+        assert!(escalation(&partner_admin, &set(&["roles:manage"], &[])).is_empty());
+    }
 }

@@ -14,6 +14,7 @@ mod cli;
 mod http;
 mod keyring;
 mod postgres_rls;
+mod roles;
 mod settings;
 mod storage;
 mod testkit;

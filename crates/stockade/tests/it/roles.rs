@@ -1,0 +1,881 @@
+//! Roles and permissions end to end (SPEC §2.6, issue #4 item 3), on SQLite
+//! and PostgreSQL: the permission catalogue, custom roles with per-collection
+//! grants and record rules, server-side checks, no privilege escalation.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use stockade::rbac::PermissionSet;
+
+use crate::auth::{Login, PASSWORD, audit_actions, login_ok, me, server, signup};
+use crate::testkit::{Backend, TestServer};
+
+/// Adds a new user to tenant `slug` with `role`, straight in the database,
+/// and signs them in.
+async fn member(s: &TestServer, slug: &str, email: &str, role: &str) -> Login {
+    let hash = s
+        .state
+        .hasher
+        .hash(secrecy::SecretString::from(PASSWORD))
+        .await
+        .unwrap();
+    let tenant = stockade::tenancy::find_by_slug(&s.db, slug)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = s.db.global_tx().await.unwrap();
+    let user = stockade::identity::create_user_with_password(
+        &mut tx,
+        s.clock.as_ref(),
+        &stockade::identity::Email::parse(email).unwrap(),
+        "Sam Member",
+        Some(&hash),
+    )
+    .await
+    .unwrap();
+    let mut tx = tx.scoped(tenant.id).await.unwrap();
+    stockade::tenancy::add_member(&mut tx, s.clock.as_ref(), user.id, role)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    login_ok(s, email).await
+}
+
+/// One API call; the body as JSON (`Null` when empty).
+async fn call(
+    s: &TestServer,
+    method: Method,
+    path: &str,
+    access: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = s.client.request(method, s.url(path)).bearer_auth(access);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap()
+    };
+    (status, value)
+}
+
+async fn create(s: &TestServer, access: &str, body: Value) -> (StatusCode, Value) {
+    call(s, Method::POST, "/v1/roles", access, Some(body)).await
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn my_permissions(s: &TestServer, access: &str) -> Vec<String> {
+    let res = me(s, access).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    strings(&body["permissions"])
+}
+
+/// `(action, details)` of every audit event of tenant `slug`, in order.
+async fn audit_events(s: &TestServer, slug: &str) -> Vec<(String, Value)> {
+    let tenant = stockade::tenancy::find_by_slug(&s.db, slug)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = s.db.tenant_read(tenant.id).await.unwrap();
+    let rows: Vec<(String, String)> = tx
+        .fetch_all(
+            "SELECT action, details FROM audit_events WHERE tenant_id = $1 ORDER BY seq",
+            vec![],
+        )
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(a, d)| (a, serde_json::from_str(&d).unwrap()))
+        .collect()
+}
+
+fn driver_role() -> Value {
+    json!({
+        "name": "driver",
+        "description": "Sees and updates only the runs assigned to them",
+        "permissions": ["records:read:runs", "records:write:runs"],
+        "record_rules": [{"collection": "runs", "field": "driver_id"}]
+    })
+}
+
+async fn permissions_are_listed_to_any_member(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    signup(&s, "acme", "owner@acme.test").await;
+    let viewer = member(&s, "acme", "viewer@acme.test", "viewer").await;
+    let (status, body) = call(&s, Method::GET, "/v1/permissions", &viewer.access, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let list = body["permissions"].as_array().unwrap();
+    let names: Vec<&str> = list.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, stockade::rbac::PERMISSIONS);
+    let flag = |name: &str| {
+        list.iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .get("per_collection")
+            .unwrap()
+            .as_bool()
+            .unwrap()
+    };
+    assert!(flag("records:read") && flag("records:write"));
+    assert!(!flag("members:manage") && !flag("billing:manage"));
+    // Anonymous: 401.
+    let res = s.client.get(s.url("/v1/permissions")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    // Described in the OpenAPI document, as bearer-secured operations.
+    let doc: Value = s
+        .client
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, method) in [
+        ("/v1/permissions", "get"),
+        ("/v1/roles", "get"),
+        ("/v1/roles", "post"),
+        ("/v1/roles/{name}", "get"),
+        ("/v1/roles/{name}", "patch"),
+        ("/v1/roles/{name}", "delete"),
+    ] {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} missing from /openapi.json");
+        assert!(op["security"].is_array(), "{method} {path} is not secured");
+    }
+}
+
+async fn custom_role_with_collection_grant_and_record_rule(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let owner = signup(&s, "haulage", "owner@haulage.test").await;
+    let res = s
+        .client
+        .post(s.url("/v1/roles"))
+        .bearer_auth(&owner.access)
+        .json(&driver_role())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(res.headers()["location"], "/v1/roles/driver");
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(created["name"], "driver");
+    assert_eq!(created["builtin"], false);
+    assert_eq!(
+        strings(&created["permissions"]),
+        ["records:read:runs", "records:write:runs"]
+    );
+    assert_eq!(
+        created["record_rules"],
+        json!([{"collection": "runs", "field": "driver_id"}])
+    );
+    assert!(created["created_at"].is_string());
+
+    // Listed after the built-ins, which carry their permissions.
+    let (status, list) = call(&s, Method::GET, "/v1/roles", &owner.access, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let roles = list["roles"].as_array().unwrap();
+    let names: Vec<&str> = roles.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["owner", "admin", "editor", "viewer", "driver"]);
+    let builtin: Vec<bool> = roles
+        .iter()
+        .map(|r| r["builtin"].as_bool().unwrap())
+        .collect();
+    assert_eq!(builtin, [true, true, true, true, false]);
+    assert_eq!(
+        strings(&roles[3]["permissions"]),
+        ["files:read", "records:read"]
+    );
+    let (status, one) = call(&s, Method::GET, "/v1/roles/driver", &owner.access, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["record_rules"], created["record_rules"]);
+    let (status, admin) = call(&s, Method::GET, "/v1/roles/admin", &owner.access, None).await;
+    assert_eq!(
+        (status, admin["builtin"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+
+    // A member holding it gets exactly those rights.
+    let driver = member(&s, "haulage", "driver@haulage.test", "driver").await;
+    assert_eq!(
+        my_permissions(&s, &driver.access).await,
+        ["records:read:runs", "records:write:runs"]
+    );
+    let tenant = stockade::tenancy::find_by_slug(&s.db, "haulage")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = s.db.tenant_read(tenant.id).await.unwrap();
+    let set: PermissionSet = stockade::rbac::role_permissions(&mut tx, "driver")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(set.allows("records:read", Some("runs")));
+    assert!(!set.allows("records:read", Some("orders")));
+    assert!(!set.allows("records:read", None));
+    assert_eq!(set.record_rules().len(), 1);
+    assert_eq!(set.record_rules()[0].field, "driver_id");
+}
+
+async fn a_missing_permission_is_a_403_naming_it(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let owner = signup(&s, "acme", "owner@acme.test").await;
+    let (status, _) = create(&s, &owner.access, driver_role()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let viewer = member(&s, "acme", "viewer@acme.test", "viewer").await;
+    let driver = member(&s, "acme", "driver@acme.test", "driver").await;
+    for who in [&viewer, &driver] {
+        let res = s
+            .client
+            .post(s.url("/v1/roles"))
+            .bearer_auth(&who.access)
+            .json(&json!({"name": "sneaky", "permissions": ["records:read"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        let p: Value = res.json().await.unwrap();
+        assert_eq!(p["code"], "rbac.forbidden");
+        assert!(
+            p["detail"].as_str().unwrap().contains("roles:manage"),
+            "{p}"
+        );
+        assert_eq!(p["errors"]["permission"], "roles:manage");
+        // Checked before the body is even read.
+        let (status, p) = create(&s, &who.access, json!({"bogus": 1})).await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("rbac.forbidden"))
+        );
+        for (method, path, body) in [
+            (Method::GET, "/v1/roles", None),
+            (Method::GET, "/v1/roles/driver", None),
+            (
+                Method::PATCH,
+                "/v1/roles/driver",
+                Some(json!({"permissions": ["records:read"]})),
+            ),
+            (Method::DELETE, "/v1/roles/driver", None),
+        ] {
+            let (status, p) = call(&s, method.clone(), path, &who.access, body).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+            assert_eq!(p["code"], "rbac.forbidden");
+            assert!(p["detail"].as_str().unwrap().contains("roles:manage"));
+        }
+    }
+    // members:manage is enough to read roles (to assign them).
+    let (status, _) = create(
+        &s,
+        &owner.access,
+        json!({"name": "hr", "permissions": ["members:manage"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let hr = member(&s, "acme", "hr@acme.test", "hr").await;
+    let (status, _) = call(&s, Method::GET, "/v1/roles", &hr.access, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = create(&s, &hr.access, json!({"name": "x", "permissions": []})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Nothing was created by the refused calls.
+    let (_, list) = call(&s, Method::GET, "/v1/roles", &owner.access, None).await;
+    assert_eq!(list["roles"].as_array().unwrap().len(), 6);
+}
+
+async fn no_privilege_escalation(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let owner = signup(&s, "acme", "owner@acme.test").await;
+    let admin = member(&s, "acme", "admin@acme.test", "admin").await;
+    // An admin cannot hand out billing:manage, which only owners hold.
+    let (status, p) = create(
+        &s,
+        &admin.access,
+        json!({"name": "treasurer", "permissions": ["billing:manage", "records:read"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(p["code"], "rbac.escalation");
+    assert!(
+        p["detail"].as_str().unwrap().contains("billing:manage"),
+        "{p}"
+    );
+    assert_eq!(p["errors"]["permissions"], json!(["billing:manage"]));
+    // Within their rights it works.
+    let (status, _) = create(
+        &s,
+        &admin.access,
+        json!({"name": "clerk", "permissions": ["records:read:orders"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // ... but not widened past them.
+    let (status, p) = call(
+        &s,
+        Method::PATCH,
+        "/v1/roles/clerk",
+        &admin.access,
+        Some(json!({"permissions": ["records:read:orders", "billing:manage"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("rbac.escalation"))
+    );
+    // A role beyond the caller's rights cannot be edited or deleted by them.
+    let (status, _) = create(
+        &s,
+        &owner.access,
+        json!({"name": "treasurer", "permissions": ["billing:manage"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, p) = call(
+        &s,
+        Method::PATCH,
+        "/v1/roles/treasurer",
+        &admin.access,
+        Some(json!({"permissions": ["records:read"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("rbac.escalation"))
+    );
+    let (status, _) = call(
+        &s,
+        Method::DELETE,
+        "/v1/roles/treasurer",
+        &admin.access,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, t) = call(&s, Method::GET, "/v1/roles/treasurer", &owner.access, None).await;
+    assert_eq!(strings(&t["permissions"]), ["billing:manage"]);
+
+    // A custom manager with a per-collection grant cannot widen it.
+    let (status, _) = create(
+        &s,
+        &owner.access,
+        json!({"name": "manager", "permissions": ["roles:manage", "records:read:orders"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let manager = member(&s, "acme", "manager@acme.test", "manager").await;
+    let (status, p) = create(
+        &s,
+        &manager.access,
+        json!({"name": "reader", "permissions": ["records:read"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(p["errors"]["permissions"], json!(["records:read"]));
+    let (status, _) = create(
+        &s,
+        &manager.access,
+        json!({"name": "reader", "permissions": ["records:read:orders"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Someone who sees only their own deals cannot create a role that sees all.
+    let (status, _) = create(
+        &s,
+        &owner.access,
+        json!({"name": "partner-admin",
+            "permissions": ["roles:manage", "records:read:deals", "records:write:deals"],
+            "record_rules": [{"collection": "deals", "field": "partner_id"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let partner = member(&s, "acme", "partner@acme.test", "partner-admin").await;
+    let (status, p) = create(
+        &s,
+        &partner.access,
+        json!({"name": "all-deals", "permissions": ["records:read:deals"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("rbac.escalation"))
+    );
+    assert_eq!(
+        p["errors"]["record_rules"],
+        json!([{"collection": "deals", "field": "partner_id"}])
+    );
+    let (status, _) = create(
+        &s,
+        &partner.access,
+        json!({"name": "partner", "permissions": ["records:read:deals"],
+            "record_rules": [{"collection": "deals", "field": "partner_id"}]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Refusals are audited as denials.
+    let events = audit_events(&s, "acme").await;
+    let denied: Vec<&Value> = events
+        .iter()
+        .filter(|(a, _)| a == "rbac.escalation.denied")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(denied.len(), 6, "{denied:?}");
+    assert_eq!(denied[0]["operation"], "create");
+    assert_eq!(denied[0]["permissions"], json!(["billing:manage"]));
+}
+
+async fn builtin_roles_are_immutable(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let owner = signup(&s, "acme", "owner@acme.test").await;
+    for name in stockade::rbac::BUILTIN_ROLES {
+        let path = format!("/v1/roles/{name}");
+        let (status, p) = call(
+            &s,
+            Method::PATCH,
+            &path,
+            &owner.access,
+            Some(json!({"permissions": ["records:read"]})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name}");
+        assert_eq!(p["code"], "rbac.builtin_immutable");
+        let (status, p) = call(&s, Method::DELETE, &path, &owner.access, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name}");
+        assert_eq!(p["code"], "rbac.builtin_immutable");
+        let (status, p) = create(
+            &s,
+            &owner.access,
+            json!({"name": name, "permissions": ["records:read"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{name}");
+        assert_eq!(p["code"], "rbac.role_exists");
+    }
+    let (_, viewer) = call(&s, Method::GET, "/v1/roles/viewer", &owner.access, None).await;
+    assert_eq!(
+        strings(&viewer["permissions"]),
+        ["files:read", "records:read"]
+    );
+}
+
+async fn duplicate_names_conflict(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let owner = signup(&s, "acme", "owner@acme.test").await;
+    let (status, _) = create(&s, &owner.access, driver_role()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, p) = create(
+        &s,
+        &owner.access,
+        json!({"name": "driver", "permissions": ["records:read"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(p["code"], "rbac.role_exists");
+    // The first one is untouched.
+    let (_, d) = call(&s, Method::GET, "/v1/roles/driver", &owner.access, None).await;
+    assert_eq!(
+        strings(&d["permissions"]),
+        ["records:read:runs", "records:write:runs"]
+    );
+}
+
+async fn a_role_in_use_cannot_be_deleted(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let owner = signup(&s, "acme", "owner@acme.test").await;
+    let (status, _) = create(&s, &owner.access, driver_role()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    member(&s, "acme", "driver@acme.test", "driver").await;
+    let (status, p) = call(&s, Method::DELETE, "/v1/roles/driver", &owner.access, None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(p["code"], "rbac.role_in_use");
+    assert_eq!(p["errors"]["members"], 1);
+    let (status, _) = call(&s, Method::GET, "/v1/roles/driver", &owner.access, None).await;
+    assert_eq!(status, StatusCode::OK);
+    // An unused one goes; then it is not found.
+    let (status, _) = create(
+        &s,
+        &owner.access,
+        json!({"name": "temp", "permissions": ["records:read"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = call(&s, Method::DELETE, "/v1/roles/temp", &owner.access, None).await;
+    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+    for method in [Method::GET, Method::DELETE] {
+        let (status, _) = call(&s, method, "/v1/roles/temp", &owner.access, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (status, _) = call(
+        &s,
+        Method::PATCH,
+        "/v1/roles/temp",
+        &owner.access,
+        Some(json!({"description": "x"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn bodies_are_validated(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let owner = signup(&s, "acme", "owner@acme.test").await;
+    let too_many: Vec<String> = (0..65).map(|i| format!("records:read:c{i}")).collect();
+    for (body, code) in [
+        (
+            json!({"name": "x", "permissions": [], "is_admin": true}),
+            "request.invalid_body",
+        ),
+        (
+            json!({"name": "x", "permissions": [],
+                "record_rules": [{"collection": "runs", "field": "driver_id", "op": "ne"}]}),
+            "request.invalid_body",
+        ),
+        (json!({"name": "x"}), "request.invalid_body"),
+        (
+            json!({"name": "x", "permissions": ["records:read", "records:delete"]}),
+            "rbac.invalid_permission",
+        ),
+        (
+            json!({"name": "x", "permissions": ["members:manage:orders"]}),
+            "rbac.invalid_permission",
+        ),
+        (
+            json!({"name": "Driver", "permissions": []}),
+            "rbac.invalid_role_name",
+        ),
+        (
+            json!({"name": "a".repeat(41), "permissions": []}),
+            "rbac.invalid_role_name",
+        ),
+        (
+            json!({"name": "x", "permissions": too_many}),
+            "rbac.too_many_permissions",
+        ),
+        (
+            json!({"name": "x", "permissions": ["records:read:runs"],
+                "record_rules": [{"collection": "runs", "field": "driver_id"},
+                                 {"collection": "runs", "field": "worker_id"}]}),
+            "rbac.invalid_record_rule",
+        ),
+        (
+            json!({"name": "x", "permissions": [],
+                "record_rules": [{"collection": "runs", "field": "driver id"}]}),
+            "rbac.invalid_record_rule",
+        ),
+        (
+            json!({"name": "x", "permissions": [], "description": "a\u{0}b"}),
+            "rbac.invalid_description",
+        ),
+    ] {
+        let (status, p) = create(&s, &owner.access, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(p["code"], code, "{body}: {p}");
+    }
+    let (_, p) = create(
+        &s,
+        &owner.access,
+        json!({"name": "x", "permissions": ["records:read", "records:delete"]}),
+    )
+    .await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("records:delete"),
+        "{p}"
+    );
+    // PATCH: unknown fields, bad values, nothing to change.
+    let (status, _) = create(&s, &owner.access, driver_role()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    for (body, code) in [
+        (json!({"name": "boss"}), "request.invalid_body"),
+        (
+            json!({"permissions": ["root:all"]}),
+            "rbac.invalid_permission",
+        ),
+        (json!({}), "request.invalid_body"),
+    ] {
+        let (status, p) = call(
+            &s,
+            Method::PATCH,
+            "/v1/roles/driver",
+            &owner.access,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(p["code"], code, "{body}: {p}");
+    }
+    // None of it was stored.
+    let (_, list) = call(&s, Method::GET, "/v1/roles", &owner.access, None).await;
+    assert_eq!(list["roles"].as_array().unwrap().len(), 5);
+    let (_, d) = call(&s, Method::GET, "/v1/roles/driver", &owner.access, None).await;
+    assert_eq!(d["permissions"], driver_role()["permissions"]);
+}
+
+async fn another_tenants_roles_are_invisible(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "alpha", "owner@alpha.test").await;
+    let b = signup(&s, "bravo", "owner@bravo.test").await;
+    let (status, _) = create(&s, &b.access, driver_role()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, list) = call(&s, Method::GET, "/v1/roles", &a.access, None).await;
+    assert!(
+        list["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["name"] != "driver")
+    );
+    let (status, _) = call(&s, Method::GET, "/v1/roles/driver", &a.access, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(
+        &s,
+        Method::PATCH,
+        "/v1/roles/driver",
+        &a.access,
+        Some(json!({"permissions": []})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&s, Method::DELETE, "/v1/roles/driver", &a.access, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The same name is free in tenant A, and B's role is unchanged.
+    let (status, _) = create(
+        &s,
+        &a.access,
+        json!({"name": "driver", "permissions": ["records:read"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, d) = call(&s, Method::GET, "/v1/roles/driver", &b.access, None).await;
+    assert_eq!(d["permissions"], driver_role()["permissions"]);
+    assert_eq!(d["record_rules"], driver_role()["record_rules"]);
+    assert!(
+        !audit_actions(&s, "alpha")
+            .await
+            .contains(&"rbac.role.deleted".to_owned())
+    );
+}
+
+async fn a_role_change_takes_effect_on_the_next_request(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let owner = signup(&s, "acme", "owner@acme.test").await;
+    let (status, _) = create(
+        &s,
+        &owner.access,
+        json!({"name": "manager", "permissions": ["records:read", "roles:manage"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let manager = member(&s, "acme", "manager@acme.test", "manager").await;
+    assert_eq!(
+        my_permissions(&s, &manager.access).await,
+        ["records:read", "roles:manage"]
+    );
+    let (status, _) = create(
+        &s,
+        &manager.access,
+        json!({"name": "reader", "permissions": ["records:read"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    // The session check is now cached (on SQLite); the edit must still show.
+    let (status, _) = call(
+        &s,
+        Method::PATCH,
+        "/v1/roles/manager",
+        &owner.access,
+        Some(json!({"permissions": ["records:read:orders"],
+            "record_rules": [{"collection": "orders", "field": "owner_id"}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        my_permissions(&s, &manager.access).await,
+        ["records:read:orders"]
+    );
+    let (status, p) = create(
+        &s,
+        &manager.access,
+        json!({"name": "reader2", "permissions": ["records:read:orders"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(p["code"], "rbac.forbidden");
+    // And back.
+    let (status, _) = call(
+        &s,
+        Method::PATCH,
+        "/v1/roles/manager",
+        &owner.access,
+        Some(json!({"permissions": ["records:read:orders", "roles:manage"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        my_permissions(&s, &manager.access).await,
+        ["records:read:orders", "roles:manage"]
+    );
+    // The record rule it kept binds what the manager may hand out.
+    let (status, p) = create(
+        &s,
+        &manager.access,
+        json!({"name": "reader2", "permissions": ["records:read:orders"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("rbac.escalation"))
+    );
+}
+
+async fn role_changes_are_audited_with_old_and_new_permissions(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let owner = signup(&s, "acme", "owner@acme.test").await;
+    let (status, _) = create(&s, &owner.access, driver_role()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, patched) = call(
+        &s,
+        Method::PATCH,
+        "/v1/roles/driver",
+        &owner.access,
+        Some(json!({"permissions": ["records:read:runs"], "description": "Read-only driver"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(patched["description"], "Read-only driver");
+    // Absent fields are kept.
+    assert_eq!(patched["record_rules"], driver_role()["record_rules"]);
+    let (status, _) = call(&s, Method::DELETE, "/v1/roles/driver", &owner.access, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let events = audit_events(&s, "acme").await;
+    let find = |action: &str| {
+        events
+            .iter()
+            .find(|(a, _)| a == action)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_else(|| panic!("{action} not audited: {events:?}"))
+    };
+    let created = find("rbac.role.created");
+    assert_eq!(created["name"], "driver");
+    assert_eq!(created["permissions"], driver_role()["permissions"]);
+    assert_eq!(created["record_rules"], driver_role()["record_rules"]);
+    let updated = find("rbac.role.updated");
+    assert_eq!(updated["name"], "driver");
+    assert_eq!(updated["old"]["permissions"], driver_role()["permissions"]);
+    assert_eq!(updated["new"]["permissions"], json!(["records:read:runs"]));
+    assert_eq!(updated["new"]["description"], "Read-only driver");
+    let deleted = find("rbac.role.deleted");
+    assert_eq!(deleted["permissions"], json!(["records:read:runs"]));
+    let actions: Vec<&str> = events.iter().map(|(a, _)| a.as_str()).collect();
+    let pos = |a: &str| actions.iter().position(|x| *x == a).unwrap();
+    assert!(pos("rbac.role.created") < pos("rbac.role.updated"));
+    assert!(pos("rbac.role.updated") < pos("rbac.role.deleted"));
+    // Actor and target are recorded; the chain still verifies.
+    let tenant = stockade::tenancy::find_by_slug(&s.db, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = s.db.tenant_read(tenant.id).await.unwrap();
+    let rows: Vec<(String, Option<String>, Option<String>)> = tx
+        .fetch_all(
+            "SELECT actor_type, target_type, target_id FROM audit_events \
+             WHERE tenant_id = $1 AND action LIKE 'rbac.role.%'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    for (actor, target_type, target_id) in rows {
+        assert_eq!(actor, "user");
+        assert_eq!(target_type.as_deref(), Some("role"));
+        assert_eq!(target_id.as_deref(), Some("driver"));
+    }
+    let report = stockade::audit::verify_tenant(&s.db, tenant.id)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+}
+
+/// Every ```json block of docs/roles.md is a `POST /v1/roles` body; each is
+/// accepted as written (by an admin: none needs the owner's rights).
+async fn docs_role_bodies_are_accepted(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/roles.md"));
+    let bodies: Vec<Value> = doc
+        .split("```json\n")
+        .skip(1)
+        .map(|rest| serde_json::from_str(rest.split("```").next().unwrap()).unwrap())
+        .collect();
+    assert_eq!(bodies.len(), 6);
+    signup(&s, "acme", "owner@acme.test").await;
+    let admin = member(&s, "acme", "admin@acme.test", "admin").await;
+    for body in bodies {
+        let (status, p) = create(&s, &admin.access, body.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}: {p}");
+        assert_eq!(
+            p["permissions"].as_array().unwrap().len(),
+            body["permissions"].as_array().unwrap().len()
+        );
+    }
+    // The reserved-name claim of the view/edit/admin section.
+    let (status, p) = create(
+        &s,
+        &admin.access,
+        json!({"name": "viewer", "permissions": ["records:read"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::CONFLICT, Some("rbac.role_exists"))
+    );
+}
+
+crate::both_servers!(
+    permissions_are_listed_to_any_member,
+    custom_role_with_collection_grant_and_record_rule,
+    a_missing_permission_is_a_403_naming_it,
+    no_privilege_escalation,
+    builtin_roles_are_immutable,
+    duplicate_names_conflict,
+    a_role_in_use_cannot_be_deleted,
+    bodies_are_validated,
+    another_tenants_roles_are_invisible,
+    a_role_change_takes_effect_on_the_next_request,
+    role_changes_are_audited_with_old_and_new_permissions,
+    docs_role_bodies_are_accepted,
+);
