@@ -40,6 +40,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "refresh_tokens",
     "tenant_settings",
     "roles",
+    "invitations",
 ];
 
 /// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.

@@ -1,5 +1,7 @@
 //! Tenants and memberships.
 
+pub mod invitations;
+pub mod members;
 mod model;
 pub mod routes;
 pub mod settings;

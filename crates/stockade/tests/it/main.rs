@@ -13,6 +13,7 @@ mod auth;
 mod cli;
 mod http;
 mod keyring;
+mod members;
 mod postgres_rls;
 mod roles;
 mod settings;

@@ -1,0 +1,850 @@
+//! `/v1/invitations`: invite someone into the tenant by email, list and
+//! revoke pending invitations, accept one (SPEC §2.5, §2.13).
+//!
+//! An invitation carries a single-use token: 256 random bits, valid 7 days,
+//! stored only as SHA-256, sent through the sealed email outbox (and returned
+//! once to the inviter). The token names its tenant (`<tenant hex>.<secret>`,
+//! the refresh-token encoding), so acceptance — which knows no tenant yet —
+//! still looks it up tenant-scoped.
+//!
+//! Accepting:
+//! - `{token, name, password}` without credentials: a new account is created
+//!   (refused with 409 `tenancy.account_exists` if the address has one), it
+//!   joins the inviting tenant and is signed in there (201, tokens + cookie).
+//! - `{token}` with `Authorization: Bearer` of an existing user of any tenant
+//!   (a partner joining a vendor's portal): the user's email must be the
+//!   invited one (403 otherwise); they gain a membership in the inviting
+//!   tenant only (200, the membership). They then use
+//!   `POST /v1/auth/switch-tenant`.
+//!
+//! Refusals: unknown or malformed token 404 `tenancy.invitation_not_found`;
+//! accepted 410 `tenancy.invitation_used`; revoked 410
+//! `tenancy.invitation_revoked`; expired 410 `tenancy.invitation_expired`.
+//! An invitation is only as good as its inviter's standing: if, by the time
+//! it is accepted, the inviter may no longer manage members or grant its role
+//! (or the role is gone), it is refused as revoked.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Duration, Utc};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::members::grantable_role;
+use crate::app::AppState;
+use crate::audit::{self, Actor, NewEvent, RequestContext, Target};
+use crate::db::{DbError, TenantTx};
+use crate::email::{self, Message};
+use crate::http::client_ip::ClientIp;
+use crate::http::{ApiError, ApiJson, AuditContext, Principal};
+use crate::identity::routes::{check_policy, limit_ip};
+use crate::identity::{self, Email, IdentityError, User};
+use crate::ids::{TenantId, UserId};
+use crate::sessions::{self, RefreshToken, TokenResponse};
+use crate::tenancy::{self, TenancyError, Tenant};
+
+/// How long an invitation stays valid.
+pub const INVITATION_TTL: Duration = Duration::days(7);
+
+/// An invitation token: its tenant and 256 secret bits, in the refresh-token
+/// encoding (`<tenant id, 32 hex>.<secret, 43 base64url>`). Only the SHA-256
+/// of the secret is stored.
+pub struct InvitationToken(RefreshToken);
+
+impl std::fmt::Debug for InvitationToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InvitationToken(tenant={}, ***)", self.0.tenant())
+    }
+}
+
+impl InvitationToken {
+    pub fn generate(tenant: TenantId) -> anyhow::Result<Self> {
+        RefreshToken::generate(tenant).map(Self)
+    }
+
+    /// Anything not exactly in the format is `None`.
+    pub fn parse(value: &str) -> Option<Self> {
+        RefreshToken::parse(value.trim()).map(Self)
+    }
+
+    /// The token as sent. Secret.
+    pub fn encode(&self) -> Zeroizing<String> {
+        self.0.encode()
+    }
+
+    pub fn tenant(&self) -> TenantId {
+        self.0.tenant()
+    }
+
+    /// What is stored: SHA-256 of the secret.
+    pub fn hash(&self) -> [u8; 32] {
+        self.0.hash()
+    }
+}
+
+/// Where an invitation stands at a given moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvitationState {
+    Pending,
+    Accepted,
+    Revoked,
+    Expired,
+}
+
+impl InvitationState {
+    /// Accepted wins over revoked, which wins over expired.
+    pub fn of(
+        accepted_at: Option<DateTime<Utc>>,
+        revoked_at: Option<DateTime<Utc>>,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        if accepted_at.is_some() {
+            Self::Accepted
+        } else if revoked_at.is_some() {
+            Self::Revoked
+        } else if now >= expires_at {
+            Self::Expired
+        } else {
+            Self::Pending
+        }
+    }
+
+    /// The refusal for a token in this state (`None` while pending).
+    fn refusal(self) -> Option<ApiError> {
+        let (code, detail) = match self {
+            Self::Pending => return None,
+            Self::Accepted => (
+                "tenancy.invitation_used",
+                "this invitation has already been accepted",
+            ),
+            Self::Revoked => (
+                "tenancy.invitation_revoked",
+                "this invitation has been revoked: ask for a new one",
+            ),
+            Self::Expired => (
+                "tenancy.invitation_expired",
+                "this invitation has expired: ask for a new one",
+            ),
+        };
+        Some(ApiError::new(StatusCode::GONE, code).with_detail(detail))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    email: String,
+    email_key: String,
+    role: String,
+    invited_by: UserId,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    accepted_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Row {
+    fn state(&self, now: DateTime<Utc>) -> InvitationState {
+        InvitationState::of(self.accepted_at, self.revoked_at, self.expires_at, now)
+    }
+
+    fn view(&self) -> Invitation {
+        Invitation {
+            id: self.id,
+            email: self.email.clone(),
+            role: self.role.clone(),
+            invited_by: self.invited_by,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, email, email_key, role, invited_by, created_at, expires_at, \
+                       accepted_at, revoked_at";
+
+/// A pending invitation (never its token).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub invited_by: UserId,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvitation {
+    pub email: String,
+    /// A built-in or custom role of the tenant, within the inviter's own
+    /// permissions.
+    pub role: String,
+}
+
+/// The invitation just created, with its token — shown this once (it is
+/// also emailed to the invitee).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedInvitation {
+    #[serde(flatten)]
+    pub invitation: Invitation,
+    pub token: String,
+}
+
+/// Invites `email` into the tenant with `role`. A pending invitation for the
+/// same address is revoked and replaced (a "resend").
+#[utoipa::path(post, path = "/v1/invitations", tag = "tenancy", security(("bearer" = [])),
+    request_body = NewInvitation,
+    responses((status = 201, body = CreatedInvitation), (status = 400, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    p: Principal,
+    ApiJson(req): ApiJson<NewInvitation>,
+) -> Result<(StatusCode, Json<CreatedInvitation>), ApiError> {
+    p.require("members:manage")?;
+    let email = Email::parse(&req.email)
+        .map_err(|e| ApiError::bad_request("identity.invalid_email", e.to_string()))?;
+    {
+        let mut read = state.db.tenant_read(p.tenant_id).await?;
+        grantable_role(&mut read, &p, &req.role).await?;
+        if is_member(&mut read, email.key()).await? {
+            return Err(already_member());
+        }
+    }
+    let tenant = tenancy::find_by_id(&state.db, p.tenant_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let token = InvitationToken::generate(p.tenant_id).map_err(ApiError::internal)?;
+    let encoded = token.encode();
+    let clock = state.clock.as_ref();
+    let now = clock.now();
+    let row = Row {
+        id: Uuid::now_v7(),
+        email: email.as_str().to_owned(),
+        email_key: email.key().to_owned(),
+        role: req.role,
+        invited_by: p.user_id,
+        created_at: now,
+        expires_at: now + INVITATION_TTL,
+        accepted_at: None,
+        revoked_at: None,
+    };
+    let body = Zeroizing::new(format!(
+        "You have been invited to join {} as {}.\n\n\
+         To accept, open this link within 7 days:\n{}/accept-invitation#token={}\n\n\
+         If you did not expect this invitation, ignore this message.",
+        tenant.name,
+        row.role,
+        state.issuer,
+        encoded.as_str()
+    ));
+    let subject = format!("You are invited to join {}", tenant.name);
+    let mut tx = state.db.global_tx().await?;
+    email::enqueue(
+        &mut tx,
+        clock,
+        &state.keys.master,
+        &Message {
+            to: email.as_str(),
+            kind: "invitation",
+            subject: &subject,
+            body: &body,
+        },
+        state.config.is_production(),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let mut tx = tx.scoped(p.tenant_id).await?;
+    let replaced: Vec<(Uuid,)> = tx
+        .fetch_all(
+            "UPDATE invitations SET revoked_at = $3 WHERE tenant_id = $1 AND email_key = $2 \
+             AND accepted_at IS NULL AND revoked_at IS NULL RETURNING id",
+            vec![email.key().into(), now.into()],
+        )
+        .await?;
+    insert(&mut tx, &row, &token).await?;
+    let mut events: Vec<NewEvent> = replaced
+        .iter()
+        .map(|(old,)| {
+            NewEvent::new(p.actor(), "tenancy.invitation.revoked")
+                .target(Target::new("invitation", old))
+                .details(serde_json::json!({ "email": row.email, "reason": "replaced" }))
+        })
+        .collect();
+    events.push(
+        NewEvent::new(p.actor(), "tenancy.invitation.created")
+            .target(Target::new("invitation", row.id))
+            .details(serde_json::json!({
+                "email": row.email,
+                "role": row.role,
+                "expires_at": row.expires_at,
+                "replaced": replaced.iter().map(|(id,)| id.to_string()).collect::<Vec<_>>(),
+            })),
+    );
+    for event in events {
+        audit::append(&mut tx, clock, event.context(p.context.clone()))
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedInvitation {
+            invitation: row.view(),
+            token: encoded.as_str().to_owned(),
+        }),
+    ))
+}
+
+/// The tenant's pending invitations (not accepted, revoked or expired).
+#[utoipa::path(get, path = "/v1/invitations", tag = "tenancy", security(("bearer" = [])),
+    responses((status = 200, body = [Invitation]), (status = 403, body = crate::http::Problem)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<Invitation>>, ApiError> {
+    p.require("members:manage")?;
+    let now = state.clock.now();
+    let mut tx = state.db.tenant_read(p.tenant_id).await?;
+    let rows: Vec<Row> = tx
+        .fetch_all(
+            &format!(
+                "SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 \
+                 AND accepted_at IS NULL AND revoked_at IS NULL ORDER BY created_at, id"
+            ),
+            vec![],
+        )
+        .await?;
+    Ok(Json(
+        rows.iter()
+            .filter(|r| r.state(now) == InvitationState::Pending)
+            .map(Row::view)
+            .collect(),
+    ))
+}
+
+/// Revokes an invitation: its token stops working at once. Revoking a
+/// revoked invitation is a no-op (204); an accepted one is 409.
+#[utoipa::path(delete, path = "/v1/invitations/{id}", tag = "tenancy", security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid)),
+    responses((status = 204), (status = 403, body = crate::http::Problem),
+        (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    p.require("members:manage")?;
+    let id = id.parse::<Uuid>().map_err(|_| not_found())?;
+    let now = state.clock.now();
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    let row: Row = tx
+        .fetch_optional(
+            &format!("SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND id = $2"),
+            vec![id.into()],
+        )
+        .await?
+        .ok_or_else(not_found)?;
+    match row.state(now) {
+        InvitationState::Revoked => return Ok(StatusCode::NO_CONTENT),
+        InvitationState::Accepted => {
+            return Err(
+                ApiError::new(StatusCode::CONFLICT, "tenancy.invitation_used")
+                    .with_detail("this invitation has been accepted: remove the member instead"),
+            );
+        }
+        InvitationState::Pending | InvitationState::Expired => {}
+    }
+    let n = tx
+        .execute(
+            "UPDATE invitations SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 \
+             AND accepted_at IS NULL AND revoked_at IS NULL",
+            vec![id.into(), now.into()],
+        )
+        .await?;
+    if n == 0 {
+        // Accepted or revoked concurrently.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tenancy.invitation_used",
+        ));
+    }
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        NewEvent::new(p.actor(), "tenancy.invitation.revoked")
+            .target(Target::new("invitation", id))
+            .details(serde_json::json!({ "email": row.email, "reason": "revoked" }))
+            .context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptInvitation {
+    #[schema(value_type = String, format = Password)]
+    pub token: SecretString,
+    /// New account only (no bearer token): the user's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New account only (no bearer token): checked against the inviting
+    /// tenant's password policy.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+}
+
+/// The tenant an invitation admits to.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InvitedTenant {
+    pub id: TenantId,
+    pub slug: String,
+    pub name: String,
+}
+
+impl InvitedTenant {
+    fn of(t: &Tenant) -> Self {
+        Self {
+            id: t.id,
+            slug: t.slug.clone(),
+            name: t.name.clone(),
+        }
+    }
+}
+
+/// An existing user's new membership.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AcceptedMembership {
+    pub tenant: InvitedTenant,
+    pub user_id: UserId,
+    pub role: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new account, signed in to the inviting tenant.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AcceptedAccount {
+    #[schema(value_type = Object)]
+    pub user: User,
+    pub tenant: InvitedTenant,
+    pub role: String,
+    #[serde(flatten)]
+    pub tokens: TokenResponse,
+}
+
+/// Accepts an invitation: as a new account (`name` and `password`, no
+/// bearer token; 201 with tokens and the refresh cookie), or as the signed-in
+/// user the invitation was sent to (`Authorization: Bearer`, token only;
+/// 200 with the new membership).
+#[utoipa::path(post, path = "/v1/invitations/accept", tag = "tenancy",
+    security((), ("bearer" = [])), request_body = AcceptInvitation,
+    responses((status = 200, body = AcceptedMembership), (status = 201, body = AcceptedAccount),
+        (status = 400, body = crate::http::Problem), (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 409, body = crate::http::Problem), (status = 410, body = crate::http::Problem),
+        (status = 429, body = crate::http::Problem)))]
+pub(crate) async fn accept(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    AuditContext(context): AuditContext,
+    MaybePrincipal(principal): MaybePrincipal,
+    ApiJson(req): ApiJson<AcceptInvitation>,
+) -> Result<Response, ApiError> {
+    let AcceptInvitation {
+        token,
+        name,
+        password,
+    } = req;
+    let invalid = |detail: &str| ApiError::bad_request("tenancy.invalid_accept", detail);
+    match (principal, name, password) {
+        (Some(p), None, None) => {
+            let token = parse_token(&token)?;
+            accept_as_member(&state, &p, &token).await
+        }
+        (Some(_), _, _) => Err(invalid(
+            "signed in: send only the token (name and password are for a new account)",
+        )),
+        (None, Some(name), Some(password)) => {
+            limit_ip(&state, ip, &context).await?;
+            let token = parse_token(&token)?;
+            accept_as_new_user(&state, &context, &token, &name, password).await
+        }
+        (None, _, _) => Err(invalid(
+            "send `name` and `password` to create an account, or sign in and send the token \
+             with your bearer token",
+        )),
+    }
+}
+
+/// An existing user joins the inviting tenant.
+async fn accept_as_member(
+    state: &AppState,
+    p: &Principal,
+    token: &InvitationToken,
+) -> Result<Response, ApiError> {
+    if p.impersonator.is_some() {
+        return Err(
+            ApiError::new(StatusCode::FORBIDDEN, "tenancy.impersonation_refused")
+                .with_detail("an impersonated session cannot accept invitations"),
+        );
+    }
+    let user = identity::find_user(&state.db, p.user_id)
+        .await?
+        .ok_or_else(ApiError::unauthenticated)?;
+    let tenant = active_tenant(state, token.tenant()).await?;
+    let clock = state.clock.as_ref();
+    let now = clock.now();
+    let mut tx = state.db.tenant_tx(token.tenant()).await?;
+    let inv = load_pending(&mut tx, token, now).await?;
+    if inv.email_key != user.email_key {
+        return Err(
+            ApiError::new(StatusCode::FORBIDDEN, "tenancy.invitation_email_mismatch")
+                .with_detail("this invitation was sent to another email address"),
+        );
+    }
+    claim(&mut tx, &inv, user.id, now).await?;
+    let membership = tenancy::add_member(&mut tx, clock, user.id, &inv.role)
+        .await
+        .map_err(tenancy_error)?;
+    audit::append(
+        &mut tx,
+        clock,
+        accepted_event(p.actor(), &inv, user.id, false).context(p.context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::OK,
+        Json(AcceptedMembership {
+            tenant: InvitedTenant::of(&tenant),
+            user_id: membership.user_id,
+            role: membership.role,
+            status: membership.status,
+            created_at: membership.created_at,
+        }),
+    )
+        .into_response())
+}
+
+/// A new account is created in the inviting tenant and signed in there.
+async fn accept_as_new_user(
+    state: &AppState,
+    context: &RequestContext,
+    token: &InvitationToken,
+    name: &str,
+    password: SecretString,
+) -> Result<Response, ApiError> {
+    let clock = state.clock.as_ref();
+    // Cheap refusals first, before any password hashing.
+    let (inv, policy) = {
+        let mut read = state.db.tenant_read(token.tenant()).await?;
+        let inv = load_pending(&mut read, token, clock.now()).await?;
+        let policy = tenancy::settings::load(&mut read).await?.password_policy;
+        (inv, policy)
+    };
+    let tenant = active_tenant(state, token.tenant()).await?;
+    let email = Email::parse(&inv.email).map_err(ApiError::internal)?;
+    if identity::find_auth_user(&state.db, email.key())
+        .await?
+        .is_some()
+    {
+        return Err(account_exists());
+    }
+    check_policy(&[policy], &password, &[email.as_str(), name, &tenant.slug])?;
+    let hash = state
+        .hasher
+        .hash(password)
+        .await
+        .map_err(ApiError::internal)?;
+    let now = clock.now();
+    let mut tx = state.db.global_tx().await?;
+    let user = identity::create_user_with_password(&mut tx, clock, &email, name, Some(&hash))
+        .await
+        .map_err(identity_error)?;
+    let mut tx = tx.scoped(token.tenant()).await?;
+    // Again, inside the transaction: it may have changed while hashing.
+    let inv = load_pending(&mut tx, token, now).await?;
+    claim(&mut tx, &inv, user.id, now).await?;
+    let membership = tenancy::add_member(&mut tx, clock, user.id, &inv.role)
+        .await
+        .map_err(tenancy_error)?;
+    let actor = Actor::User {
+        id: user.id,
+        impersonator: None,
+    };
+    audit::append(
+        &mut tx,
+        clock,
+        accepted_event(actor, &inv, user.id, true).context(context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let (session, refresh) =
+        sessions::create(&mut tx, clock, user.id, &state.session_policy, context)
+            .await
+            .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    let tokens = sessions::access_token(state, user.id, tenant.id, session.id, None)?;
+    Ok(sessions::with_cookie(
+        StatusCode::CREATED,
+        AcceptedAccount {
+            user,
+            tenant: InvitedTenant::of(&tenant),
+            role: membership.role,
+            tokens,
+        },
+        sessions::refresh_cookie(&refresh, state.session_policy.refresh_ttl),
+    ))
+}
+
+fn accepted_event(actor: Actor, inv: &Row, user: UserId, new_account: bool) -> NewEvent {
+    NewEvent::new(actor, "tenancy.invitation.accepted")
+        .target(Target::new("invitation", inv.id))
+        .details(serde_json::json!({
+            "email": inv.email,
+            "role": inv.role,
+            "user_id": user,
+            "invited_by": inv.invited_by,
+            "new_account": new_account,
+        }))
+}
+
+/// The bearer token's principal when an `Authorization` header is sent
+/// (and 401 if it does not authenticate); `None` without one.
+pub(crate) struct MaybePrincipal(Option<Principal>);
+
+impl FromRequestParts<AppState> for MaybePrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(Self(None));
+        }
+        Principal::from_request_parts(parts, state)
+            .await
+            .map(|p| Self(Some(p)))
+    }
+}
+
+fn parse_token(token: &SecretString) -> Result<InvitationToken, ApiError> {
+    use secrecy::ExposeSecret;
+    InvitationToken::parse(token.expose_secret()).ok_or_else(not_found)
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "tenancy.invitation_not_found")
+        .with_detail("no such invitation")
+}
+
+fn already_member() -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "tenancy.already_member")
+        .with_detail("this address already belongs to a member of this tenant")
+}
+
+fn account_exists() -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "tenancy.account_exists").with_detail(
+        "an account with this email exists: sign in, then accept the invitation with your \
+         bearer token",
+    )
+}
+
+fn tenancy_error(e: TenancyError) -> ApiError {
+    match e {
+        TenancyError::AlreadyMember => already_member(),
+        other => ApiError::internal(other),
+    }
+}
+
+fn identity_error(e: IdentityError) -> ApiError {
+    match e {
+        IdentityError::EmailTaken => account_exists(),
+        IdentityError::InvalidName => ApiError::bad_request("identity.invalid_name", e.to_string()),
+        other => ApiError::internal(other),
+    }
+}
+
+/// The inviting tenant, which must be active to be joined.
+async fn active_tenant(state: &AppState, id: TenantId) -> Result<Tenant, ApiError> {
+    let tenant = tenancy::find_by_id(&state.db, id)
+        .await?
+        .ok_or_else(not_found)?;
+    if tenant.status() != Some(tenancy::TenantStatus::Active) {
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "tenancy.tenant_inactive")
+                .with_detail("this tenant is not active"),
+        );
+    }
+    Ok(tenant)
+}
+
+/// The invitation `token` names, if it is still pending.
+async fn load_pending(
+    tx: &mut TenantTx,
+    token: &InvitationToken,
+    now: DateTime<Utc>,
+) -> Result<Row, ApiError> {
+    let row = find_by_token(tx, token).await?.ok_or_else(not_found)?;
+    match row.state(now).refusal() {
+        Some(refused) => Err(refused),
+        None => Ok(row),
+    }
+}
+
+async fn find_by_token(tx: &mut TenantTx, token: &InvitationToken) -> Result<Option<Row>, DbError> {
+    tx.fetch_optional(
+        &format!("SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND token_hash = $2"),
+        vec![token.hash().into()],
+    )
+    .await
+}
+
+/// Marks `inv` accepted by `user`, after checking the inviter may still
+/// grant its role. Of two concurrent acceptances exactly one claims it.
+async fn claim(
+    tx: &mut TenantTx,
+    inv: &Row,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if !inviter_may_still_grant(tx, inv).await? {
+        return Err(
+            ApiError::new(StatusCode::GONE, "tenancy.invitation_revoked")
+                .with_detail("this invitation is no longer valid: ask for a new one"),
+        );
+    }
+    let n = tx
+        .execute(
+            "UPDATE invitations SET accepted_at = $3, accepted_by = $4 \
+             WHERE tenant_id = $1 AND id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
+            vec![inv.id.into(), now.into(), user.into()],
+        )
+        .await?;
+    if n == 0 {
+        // Accepted or revoked since it was read: say which.
+        let state = tx
+            .fetch_optional::<Row>(
+                &format!("SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND id = $2"),
+                vec![inv.id.into()],
+            )
+            .await?
+            .map_or(InvitationState::Revoked, |r| r.state(now));
+        return Err(state.refusal().unwrap_or_else(not_found));
+    }
+    Ok(())
+}
+
+/// Whether the inviter is still an active member who may manage members
+/// and holds every permission of the invited role (which must still exist).
+async fn inviter_may_still_grant(tx: &mut TenantTx, inv: &Row) -> Result<bool, DbError> {
+    let inviter: Option<(String,)> = tx
+        .fetch_optional(
+            "SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id \
+             WHERE m.tenant_id = $1 AND m.user_id = $2 AND m.status = 'active' \
+             AND u.status = 'active'",
+            vec![inv.invited_by.into()],
+        )
+        .await?;
+    let Some((inviter_role,)) = inviter else {
+        return Ok(false);
+    };
+    let Some(held) = crate::rbac::role_permissions(tx, &inviter_role).await? else {
+        return Ok(false);
+    };
+    let Some(granted) = crate::rbac::role_permissions(tx, &inv.role).await? else {
+        return Ok(false);
+    };
+    Ok(held.allows("members:manage", None) && held.covers(&granted))
+}
+
+/// Whether an address already belongs to a member (active or not).
+async fn is_member(tx: &mut TenantTx, email_key: &str) -> Result<bool, DbError> {
+    let row: Option<(UserId,)> = tx
+        .fetch_optional(
+            "SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id \
+             WHERE m.tenant_id = $1 AND u.email_key = $2",
+            vec![email_key.into()],
+        )
+        .await?;
+    Ok(row.is_some())
+}
+
+async fn insert(tx: &mut TenantTx, row: &Row, token: &InvitationToken) -> Result<(), ApiError> {
+    tx.execute(
+        "INSERT INTO invitations (tenant_id, id, token_hash, email, email_key, role, invited_by, \
+         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            row.id.into(),
+            token.hash().into(),
+            row.email.as_str().into(),
+            row.email_key.as_str().into(),
+            row.role.as_str().into(),
+            row.invited_by.into(),
+            row.created_at.into(),
+            row.expires_at.into(),
+        ],
+    )
+    .await
+    .map_err(|e| match e {
+        // Another invitation for the address was created concurrently.
+        DbError::Unique(_) => ApiError::new(StatusCode::CONFLICT, "tenancy.invitation_pending")
+            .with_detail("an invitation for this address was just created"),
+        other => other.into(),
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_name_their_tenant_and_hide_their_secret() {
+        let tenant = TenantId::new();
+        let t = InvitationToken::generate(tenant).unwrap();
+        let encoded = t.encode();
+        let back = InvitationToken::parse(&encoded).unwrap();
+        assert_eq!(back.tenant(), tenant);
+        assert_eq!(back.hash(), t.hash());
+        assert_ne!(InvitationToken::generate(tenant).unwrap().hash(), t.hash());
+        assert!(InvitationToken::parse("").is_none());
+        assert!(InvitationToken::parse(&encoded[1..]).is_none());
+        assert!(!format!("{t:?}").contains(&encoded[33..]));
+    }
+
+    #[test]
+    fn states() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let later = now + INVITATION_TTL;
+        let s = InvitationState::of;
+        assert_eq!(s(None, None, later, now), InvitationState::Pending);
+        assert_eq!(s(None, None, now, now), InvitationState::Expired);
+        assert_eq!(s(None, Some(now), later, now), InvitationState::Revoked);
+        assert_eq!(s(Some(now), Some(now), now, now), InvitationState::Accepted);
+        assert!(InvitationState::Pending.refusal().is_none());
+        for (state, code) in [
+            (InvitationState::Accepted, "tenancy.invitation_used"),
+            (InvitationState::Revoked, "tenancy.invitation_revoked"),
+            (InvitationState::Expired, "tenancy.invitation_expired"),
+        ] {
+            let e = state.refusal().unwrap();
+            assert_eq!((e.status_code(), e.code()), (StatusCode::GONE, code));
+        }
+    }
+}
