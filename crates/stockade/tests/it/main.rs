@@ -12,6 +12,7 @@
 mod auth;
 mod cli;
 mod http;
+mod isolation;
 mod keyring;
 mod members;
 mod postgres_rls;

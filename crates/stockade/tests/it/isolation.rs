@@ -1,0 +1,237 @@
+//! The isolation property suite (SPEC §2.5): random tenants, roles, members,
+//! invitations and sessions; every endpoint that takes an id, called with
+//! another tenant's ids, answers 404, changes nothing and leaks nothing.
+//! Each capability that adds an id-taking endpoint adds it to `attacks`.
+
+use proptest::prelude::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::auth::{audit_actions, me, server, signup};
+use crate::testkit::{Backend, TestServer};
+
+/// What tenant B holds in one case.
+#[derive(Debug, Clone)]
+struct World {
+    roles: Vec<String>,
+    /// Roles of members who join B by invitation.
+    members: Vec<&'static str>,
+    pending_invitations: usize,
+}
+
+fn world() -> impl Strategy<Value = World> {
+    (
+        prop::collection::hash_set("[a-z]{3,12}", 1..3),
+        prop::collection::vec(
+            prop::sample::select(vec!["viewer", "editor", "admin"]),
+            0..3,
+        ),
+        0..3usize,
+    )
+        .prop_map(|(roles, members, pending_invitations)| World {
+            roles: roles.into_iter().map(|r| format!("role_{r}")).collect(),
+            members,
+            pending_invitations,
+        })
+}
+
+/// B's state as B sees it, to compare before and after the attacks.
+async fn snapshot(s: &TestServer, b: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for path in [
+        "/v1/roles",
+        "/v1/members",
+        "/v1/invitations",
+        "/v1/auth/sessions",
+        "/v1/tenant/settings",
+    ] {
+        let res = s
+            .client
+            .get(s.url(path))
+            .bearer_auth(b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        out.push(res.json().await.unwrap());
+    }
+    out
+}
+
+async fn populate(s: &TestServer, b: &str, w: &World) -> (Vec<String>, Vec<String>) {
+    for role in &w.roles {
+        let res = s
+            .client
+            .post(s.url("/v1/roles"))
+            .bearer_auth(b)
+            .json(&json!({"name": role, "permissions": ["records:read"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+    }
+    let mut users = Vec::new();
+    for (i, role) in w.members.iter().enumerate() {
+        let res = s
+            .client
+            .post(s.url("/v1/invitations"))
+            .bearer_auth(b)
+            .json(&json!({"email": format!("m{i}@b.test"), "role": role}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let token = res.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let res = s.client.post(s.url("/v1/invitations/accept"))
+            .json(&json!({"token": token, "name": format!("Member {i}"), "password": "Member-Strong-Passw0rd"}))
+            .send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
+        let access = res.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let m: Value = me(s, &access).await.json().await.unwrap();
+        users.push(m["user"]["id"].as_str().unwrap().to_owned());
+    }
+    let mut invitations = Vec::new();
+    for i in 0..w.pending_invitations {
+        let res = s
+            .client
+            .post(s.url("/v1/invitations"))
+            .bearer_auth(b)
+            .json(&json!({"email": format!("p{i}@b.test"), "role": "viewer"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        invitations.push(
+            res.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    (users, invitations)
+}
+
+async fn case(backend: Backend, w: World) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "tenant-a", "owner@a.test").await;
+    let b = signup(&s, "tenant-b", "owner@b.test").await;
+    let (b_users, b_invitations) = populate(&s, &b.access, &w).await;
+    let b_owner: Value = me(&s, &b.access).await.json().await.unwrap();
+    let b_session = b_owner["session_id"].as_str().unwrap().to_owned();
+    let b_owner_id = b_owner["user"]["id"].as_str().unwrap().to_owned();
+    let before = snapshot(&s, &b.access).await;
+    let audit_before = audit_actions(&s, "tenant-b").await;
+
+    // (method, path, body, the id that must not leak)
+    let mut attacks: Vec<(reqwest::Method, String, Option<Value>, String)> = Vec::new();
+    for role in &w.roles {
+        attacks.push((
+            reqwest::Method::GET,
+            format!("/v1/roles/{role}"),
+            None,
+            role.clone(),
+        ));
+        attacks.push((
+            reqwest::Method::PATCH,
+            format!("/v1/roles/{role}"),
+            Some(json!({"description": "x"})),
+            role.clone(),
+        ));
+        attacks.push((
+            reqwest::Method::DELETE,
+            format!("/v1/roles/{role}"),
+            None,
+            role.clone(),
+        ));
+    }
+    for user in b_users.iter().chain([&b_owner_id]) {
+        attacks.push((
+            reqwest::Method::PATCH,
+            format!("/v1/members/{user}"),
+            Some(json!({"role": "viewer"})),
+            user.clone(),
+        ));
+        attacks.push((
+            reqwest::Method::DELETE,
+            format!("/v1/members/{user}"),
+            None,
+            user.clone(),
+        ));
+    }
+    for inv in &b_invitations {
+        attacks.push((
+            reqwest::Method::DELETE,
+            format!("/v1/invitations/{inv}"),
+            None,
+            inv.clone(),
+        ));
+    }
+    attacks.push((
+        reqwest::Method::DELETE,
+        format!("/v1/auth/sessions/{b_session}"),
+        None,
+        b_session.clone(),
+    ));
+
+    for (method, path, body, id) in attacks {
+        let mut req = s
+            .client
+            .request(method.clone(), s.url(&path))
+            .bearer_auth(&a.access);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        let text = res.text().await.unwrap();
+        assert!(!text.contains(&id), "{method} {path} leaked {id}: {text}");
+    }
+    assert_eq!(snapshot(&s, &b.access).await, before, "tenant B changed");
+    assert_eq!(
+        audit_actions(&s, "tenant-b").await,
+        audit_before,
+        "tenant B's log changed"
+    );
+    // And A's own views never list B's objects.
+    let a_view = snapshot(&s, &a.access).await;
+    let text = serde_json::to_string(&a_view).unwrap();
+    for id in b_users
+        .iter()
+        .chain(&b_invitations)
+        .chain(&w.roles)
+        .chain([&b_session, &b_owner_id])
+    {
+        assert!(!text.contains(id.as_str()), "A sees {id}");
+    }
+}
+
+fn run(backend: Backend, w: World) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(case(backend, w));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn other_tenants_ids_are_not_found_on_sqlite(w in world()) {
+        run(Backend::Sqlite, w);
+    }
+
+    #[test]
+    fn other_tenants_ids_are_not_found_on_postgres(w in world()) {
+        run(Backend::Postgres, w);
+    }
+}
