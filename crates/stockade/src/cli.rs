@@ -591,7 +591,7 @@ async fn serve(config: Config) -> Result<(), Failure> {
         format!("embedded SQLite in {}", config.data_dir.display())
     };
     let url = match &config.public_url {
-        Some(_) => config.base_url(),
+        Some(_) => format!("http://{local} (public URL {})", config.base_url()),
         None => format!("http://{local}"),
     };
     let keyring = crate::crypto::keyring::load(&db, &keys, &SystemClock)

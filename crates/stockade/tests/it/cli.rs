@@ -893,3 +893,98 @@ async fn plaintext_password_never_stored_or_logged() {
         }
     }
 }
+
+/// Production profile with real (non-development) keys in `dir`.
+fn production_env(dir: &Path) -> Vec<(String, String)> {
+    use base64::Engine;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let master = dir.join("master.key");
+    std::fs::write(
+        &master,
+        base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
+    )
+    .unwrap();
+    let signing = dir.join("signing.pem");
+    let pem = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32])
+        .to_pkcs8_pem(Default::default())
+        .unwrap();
+    std::fs::write(&signing, pem.as_bytes()).unwrap();
+    for f in [&master, &signing] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    [
+        ("STOCKADE_PROFILE", "production".to_owned()),
+        ("STOCKADE_PUBLIC_URL", "https://app.example.test".to_owned()),
+        ("STOCKADE_MASTER_KEY_FILE", master.display().to_string()),
+        ("STOCKADE_SIGNING_KEY_FILE", signing.display().to_string()),
+        ("STOCKADE_SIGNUP", "open".to_owned()),
+        ("STOCKADE_ALLOW_OPEN_SIGNUP", "true".to_owned()),
+        ("RUST_LOG", "debug".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+#[tokio::test]
+async fn production_logs_queued_email_without_its_secret_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = production_env(dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let log = dir.path().join("server.log");
+    let (started, reader) = start_capturing(dir.path(), &env, &log);
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{}/v1/auth/signup", started.url))
+        .json(
+            &serde_json::json!({"tenant_name": "Acme", "tenant_slug": "acme",
+            "email": "owner@acme.test", "password": "Correct-Horse-Battery-42", "name": "Pat"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let res = client
+        .post(format!("{}/v1/auth/password-reset/request", started.url))
+        .json(&serde_json::json!({"email": "owner@acme.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    assert!(stop(started).success());
+    let stdout = reader.join().unwrap();
+    // The token, as the mail sender will see it: unsealed from the outbox.
+    let mut conn = sqlite_conn(dir.path()).await;
+    let (id, sealed): (uuid::Uuid, Vec<u8>) =
+        sqlx::query_as("SELECT id, sealed_body FROM email_outbox WHERE kind = 'password_reset'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    let body = stockade::crypto::seal::open(&[42u8; 32], &stockade::email::outbox_aad(id), &sealed)
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let text = body["body"].as_str().unwrap();
+    assert!(text.contains("https://app.example.test/reset-password#token="));
+    let token = text
+        .split("#token=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("email queued"),
+        "the debug line was written"
+    );
+    assert!(!logged.contains(token), "the reset token reached the log");
+    assert!(!stdout.contains(token));
+    // Nowhere on disk in clear either.
+    for file in files_under(&dir.path().join("stockade-data")) {
+        assert!(
+            !contains(&std::fs::read(&file).unwrap(), token),
+            "{}",
+            file.display()
+        );
+    }
+}
