@@ -119,6 +119,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::rbac::routes())
         .merge(crate::tenancy::routes())
         .merge(crate::tenancy::settings_api::routes())
+        .merge(crate::platform::routes())
         .fallback(|| async { ApiError::not_found() })
         .with_state(state);
     layers::apply(router, limits)

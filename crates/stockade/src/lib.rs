@@ -16,6 +16,7 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod ops;
+pub mod platform;
 pub mod ratelimit;
 pub mod rbac;
 pub mod sessions;

@@ -39,6 +39,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::rbac::RbacApi::openapi());
     doc.merge(crate::tenancy::TenancyApi::openapi());
     doc.merge(crate::tenancy::settings_api::SettingsApi::openapi());
+    doc.merge(crate::platform::PlatformApi::openapi());
     doc
 }
 

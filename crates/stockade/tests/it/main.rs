@@ -15,6 +15,7 @@ mod http;
 mod isolation;
 mod keyring;
 mod members;
+mod platform;
 mod postgres_rls;
 mod roles;
 mod settings;

@@ -1,0 +1,108 @@
+//! The platform operator's console API (SPEC §2.6): `/v1/platform/*`, open
+//! only to the allow-listed platform owners (`STOCKADE_PLATFORM_OWNERS`,
+//! user ids or emails). Tenants can be listed, suspended, reinstated and
+//! given a longer trial; users can be impersonated (a 15-minute session
+//! marked with the owner's id, the `act` claim) or sent a one-time sign-in
+//! link. Every change needs a recent password proof (step-up) and
+//! `"confirm": true`, and is audited in the platform log and in the
+//! affected tenant's log, in the same transaction as the change.
+
+pub mod routes;
+mod store;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+
+pub use routes::{PlatformApi, routes};
+
+use crate::app::AppState;
+use crate::audit::Actor;
+use crate::http::{ApiError, Principal};
+use crate::ids::UserId;
+
+/// A request from a platform owner acting as themselves (never through an
+/// impersonation session). Unauthenticated: 401; anyone else: 403
+/// `platform.forbidden`.
+#[derive(Debug, Clone)]
+pub struct PlatformOwner(pub Principal);
+
+impl PlatformOwner {
+    /// How platform actions are attributed in every log.
+    pub fn actor(&self) -> Actor {
+        Actor::PlatformOwner { id: self.0.user_id }
+    }
+}
+
+impl std::ops::Deref for PlatformOwner {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl FromRequestParts<AppState> for PlatformOwner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let p = Principal::from_request_parts(parts, state).await?;
+        // An impersonation session acts as its user, who is no owner; and
+        // an owner must not chain impersonation into platform powers.
+        if p.impersonator.is_some() {
+            return Err(forbidden());
+        }
+        let user = crate::identity::find_user(&state.db, p.user_id)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)?;
+        if !is_platform_owner(&state.config.platform_owners, user.id, &user.email_key) {
+            return Err(forbidden());
+        }
+        Ok(Self(p))
+    }
+}
+
+fn forbidden() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "platform.forbidden")
+        .with_detail("only platform owners may use the platform API")
+}
+
+/// Whether the allow-list names this user, by id (any UUID spelling) or by
+/// normalised email.
+pub fn is_platform_owner(owners: &[String], id: UserId, email_key: &str) -> bool {
+    owners.iter().any(|o| match uuid::Uuid::parse_str(o) {
+        Ok(uuid) => uuid == id.0,
+        Err(_) => o.trim().eq_ignore_ascii_case(email_key),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_match_by_id_or_email() {
+        let id = UserId::new();
+        let simple = id.0.simple().to_string().to_uppercase();
+        let owners = vec!["root@platform.test".to_owned(), simple];
+        assert!(is_platform_owner(&owners, id, "someone@else.test"));
+        assert!(is_platform_owner(
+            &owners,
+            UserId::new(),
+            "root@platform.test"
+        ));
+        assert!(!is_platform_owner(
+            &owners,
+            UserId::new(),
+            "root@platform.test.evil"
+        ));
+        assert!(!is_platform_owner(&[], id, "root@platform.test"));
+        assert!(!is_platform_owner(
+            &["root@platform.test".to_owned()],
+            UserId::new(),
+            ""
+        ));
+    }
+}

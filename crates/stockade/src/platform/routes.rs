@@ -1,0 +1,716 @@
+//! `/v1/platform/*` and the public redemption of one-time sign-in links
+//! (`POST /v1/auth/sign-in-link`).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use chrono::{DateTime, Duration, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::store::{self, NewLink};
+use super::{PlatformOwner, is_platform_owner};
+use crate::app::AppState;
+use crate::audit::{self, Actor, NewEvent, Outcome, Target};
+use crate::crypto::random;
+use crate::db::TenantTx;
+use crate::http::client_ip::ClientIp;
+use crate::http::{ApiError, ApiJson, AuditContext};
+use crate::identity::{self, User, UserMembership};
+use crate::ids::{TenantId, UserId};
+use crate::sessions::{self, TokenResponse};
+use crate::tenancy::Tenant;
+
+/// One-time sign-in links are valid this long.
+pub const SIGN_IN_LINK_TTL: Duration = Duration::minutes(15);
+
+/// Longest trial extension in one step.
+pub const MAX_TRIAL_EXTENSION_DAYS: i64 = 365;
+
+/// Tenants per page of `GET /v1/platform/tenants`, by default and at most.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 500;
+
+/// Characters of a sign-in link token: 32 random bytes, base64url.
+const LINK_TOKEN_LEN: usize = 43;
+
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        list_tenants,
+        suspend,
+        reinstate,
+        extend_trial,
+        impersonate,
+        create_sign_in_link,
+        redeem_sign_in_link
+    ),
+    components(schemas(
+        TenantView,
+        TenantPage,
+        ConfirmedAction,
+        ExtendTrialRequest,
+        ImpersonateRequest,
+        ImpersonationResponse,
+        Impersonated,
+        SignInLinkRequest,
+        SignInLinkResponse,
+        RedeemSignInLink
+    ))
+)]
+pub struct PlatformApi;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/platform/tenants", get(list_tenants))
+        .route("/v1/platform/tenants/{id}/suspend", post(suspend))
+        .route("/v1/platform/tenants/{id}/reinstate", post(reinstate))
+        .route("/v1/platform/tenants/{id}/extend-trial", post(extend_trial))
+        .route("/v1/platform/impersonate", post(impersonate))
+        .route("/v1/platform/sign-in-links", post(create_sign_in_link))
+        // Anything else under /v1/platform: 403 before 404, so the
+        // platform API cannot be mapped by anyone but its owners.
+        .route("/v1/platform/{*rest}", any(unknown))
+        .route("/v1/auth/sign-in-link", post(redeem_sign_in_link))
+}
+
+async fn unknown(_owner: PlatformOwner) -> ApiError {
+    ApiError::not_found()
+}
+
+/// A tenant as the platform console shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: TenantId,
+    pub slug: String,
+    pub name: String,
+    /// `active`, `suspended` or `pending_deletion`.
+    pub status: String,
+    pub plan: String,
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Tenant> for TenantView {
+    fn from(t: Tenant) -> Self {
+        Self {
+            id: t.id,
+            slug: t.slug,
+            name: t.name,
+            status: t.status,
+            plan: t.plan,
+            trial_ends_at: t.trial_ends_at,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantPage {
+    pub tenants: Vec<TenantView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub next_after: Option<TenantId>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// Every tenant, oldest first, in pages (`limit` 1–500, default 100;
+/// `after` = the last id of the previous page).
+#[utoipa::path(get, path = "/v1/platform/tenants", tag = "platform", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query), ("after" = Option<String>, Query, format = Uuid)),
+    responses((status = 200, body = TenantPage), (status = 400, body = crate::http::Problem),
+        (status = 401, body = crate::http::Problem), (status = 403, body = crate::http::Problem)))]
+async fn list_tenants(
+    State(state): State<AppState>,
+    _owner: PlatformOwner,
+    Query(params): Query<ListParams>,
+) -> Result<Json<TenantPage>, ApiError> {
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("platform.invalid_query", "`limit` must be 1 to 500")
+            })?,
+    };
+    let after = match params.after.as_deref() {
+        None => None,
+        Some(s) => Some(s.parse::<TenantId>().map_err(|_| {
+            ApiError::bad_request("platform.invalid_query", "`after` must be a tenant id")
+        })?),
+    };
+    let mut tx = state.db.global_read().await?;
+    let tenants = store::list_tenants(&mut tx, after, limit).await?;
+    let full = i64::try_from(tenants.len()).is_ok_and(|n| n == limit);
+    let next_after = tenants.last().filter(|_| full).map(|t| t.id);
+    Ok(Json(TenantPage {
+        tenants: tenants.into_iter().map(TenantView::from).collect(),
+        next_after,
+    }))
+}
+
+/// The body of a sensitive action on a tenant.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmedAction {
+    /// Must be `true`.
+    #[serde(default)]
+    pub confirm: bool,
+    /// Why (1–500 characters); kept in both audit logs.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Suspends a tenant: every session of it is revoked at once, its users get
+/// 403 `tenancy.suspended` at sign-in, its unused sign-in links die.
+#[utoipa::path(post, path = "/v1/platform/tenants/{id}/suspend", tag = "platform",
+    security(("bearer" = [])), params(("id" = String, Path, format = Uuid)),
+    request_body = ConfirmedAction,
+    responses((status = 200, body = TenantView), (status = 400, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 409, body = crate::http::Problem)))]
+async fn suspend(
+    State(state): State<AppState>,
+    owner: PlatformOwner,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ConfirmedAction>,
+) -> Result<Json<TenantView>, ApiError> {
+    let now = state.clock.now();
+    let reason = sensitive(&owner, now, req.confirm, &req.reason)?;
+    let tenant_id = tenant_id(&id)?;
+    if tenant_id == owner.tenant_id {
+        return Err(ApiError::new(StatusCode::CONFLICT, "platform.own_tenant")
+            .with_detail("you cannot suspend the tenant you are signed into"));
+    }
+    let mut tx = state.db.global_tx().await?;
+    let Some(tenant) = store::transition(&mut tx, tenant_id, "active", "suspended", now).await?
+    else {
+        return Err(not_in_state(&mut tx, tenant_id, "active").await);
+    };
+    let links = store::expire_sign_in_links(&mut tx, tenant_id, now).await?;
+    let mut tx = tx.scoped(tenant_id).await?;
+    let sessions = store::revoke_tenant_sessions(&mut tx, "tenant_suspended", now).await?;
+    let event = NewEvent::new(owner.actor(), "platform.tenant.suspended")
+        .target(Target::new("tenant", tenant_id))
+        .details(serde_json::json!({
+            "tenant_id": tenant_id,
+            "slug": tenant.slug,
+            "reason": reason,
+            "sessions_revoked": sessions,
+            "sign_in_links_expired": links,
+        }))
+        .context(owner.context.clone());
+    audit_both(&state, tx, event).await?;
+    Ok(Json(tenant.into()))
+}
+
+/// Reinstates a suspended tenant; its users sign in again.
+#[utoipa::path(post, path = "/v1/platform/tenants/{id}/reinstate", tag = "platform",
+    security(("bearer" = [])), params(("id" = String, Path, format = Uuid)),
+    request_body = ConfirmedAction,
+    responses((status = 200, body = TenantView), (status = 400, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 409, body = crate::http::Problem)))]
+async fn reinstate(
+    State(state): State<AppState>,
+    owner: PlatformOwner,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ConfirmedAction>,
+) -> Result<Json<TenantView>, ApiError> {
+    let now = state.clock.now();
+    let reason = sensitive(&owner, now, req.confirm, &req.reason)?;
+    let tenant_id = tenant_id(&id)?;
+    let mut tx = state.db.global_tx().await?;
+    let Some(tenant) = store::transition(&mut tx, tenant_id, "suspended", "active", now).await?
+    else {
+        return Err(not_in_state(&mut tx, tenant_id, "suspended").await);
+    };
+    let tx = tx.scoped(tenant_id).await?;
+    let event = NewEvent::new(owner.actor(), "platform.tenant.reinstated")
+        .target(Target::new("tenant", tenant_id))
+        .details(serde_json::json!({
+            "tenant_id": tenant_id,
+            "slug": tenant.slug,
+            "reason": reason,
+        }))
+        .context(owner.context.clone());
+    audit_both(&state, tx, event).await?;
+    Ok(Json(tenant.into()))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendTrialRequest {
+    /// 1–365: added to the later of now and the current trial end.
+    pub days: i64,
+    /// Must be `true`.
+    #[serde(default)]
+    pub confirm: bool,
+    /// Why (1–500 characters).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Extends a tenant's trial: `trial_ends_at = max(now, trial_ends_at) + days`.
+#[utoipa::path(post, path = "/v1/platform/tenants/{id}/extend-trial", tag = "platform",
+    security(("bearer" = [])), params(("id" = String, Path, format = Uuid)),
+    request_body = ExtendTrialRequest,
+    responses((status = 200, body = TenantView), (status = 400, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 409, body = crate::http::Problem)))]
+async fn extend_trial(
+    State(state): State<AppState>,
+    owner: PlatformOwner,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ExtendTrialRequest>,
+) -> Result<Json<TenantView>, ApiError> {
+    let now = state.clock.now();
+    let reason = sensitive(&owner, now, req.confirm, &req.reason)?;
+    if !(1..=MAX_TRIAL_EXTENSION_DAYS).contains(&req.days) {
+        return Err(ApiError::bad_request(
+            "platform.invalid_days",
+            "`days` must be 1 to 365",
+        ));
+    }
+    let tenant_id = tenant_id(&id)?;
+    let mut tx = state.db.global_tx().await?;
+    let current = store::lock_tenant(&mut tx, tenant_id, now)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if current.status == "pending_deletion" {
+        return Err(ApiError::new(StatusCode::CONFLICT, "platform.tenant_state")
+            .with_detail("the tenant is pending deletion"));
+    }
+    let from = current.trial_ends_at.map_or(now, |t| t.max(now));
+    let until = from + Duration::days(req.days);
+    let tenant = store::set_trial_end(&mut tx, tenant_id, until, now)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let tx = tx.scoped(tenant_id).await?;
+    let event = NewEvent::new(owner.actor(), "platform.tenant.trial_extended")
+        .target(Target::new("tenant", tenant_id))
+        .details(serde_json::json!({
+            "tenant_id": tenant_id,
+            "slug": tenant.slug,
+            "reason": reason,
+            "days": req.days,
+            "old_trial_ends_at": current.trial_ends_at,
+            "new_trial_ends_at": until,
+        }))
+        .context(owner.context.clone());
+    audit_both(&state, tx, event).await?;
+    Ok(Json(tenant.into()))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImpersonateRequest {
+    #[schema(value_type = String, format = Uuid)]
+    pub user_id: UserId,
+    /// Tenant slug; needed when the user is an active member of several.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Why (1–500 characters); kept in both audit logs.
+    #[serde(default)]
+    pub reason: String,
+    /// Must be `true`.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Impersonated {
+    #[schema(value_type = String, format = Uuid)]
+    pub user_id: UserId,
+    pub email: String,
+    #[schema(value_type = String, format = Uuid)]
+    pub tenant_id: TenantId,
+    /// The tenant's slug.
+    pub tenant: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImpersonationResponse {
+    #[serde(flatten)]
+    pub token: TokenResponse,
+    /// When the impersonation session ends (15 minutes; it cannot be
+    /// refreshed).
+    pub expires_at: DateTime<Utc>,
+    pub impersonating: Impersonated,
+}
+
+/// Acts as a user: a 15-minute access token with the `act` claim and no
+/// refresh token. Everything done with it is audited with the owner as
+/// impersonator; `GET /v1/me` shows `impersonated_by`.
+#[utoipa::path(post, path = "/v1/platform/impersonate", tag = "platform",
+    security(("bearer" = [])), request_body = ImpersonateRequest,
+    responses((status = 200, body = ImpersonationResponse),
+        (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem),
+        (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+async fn impersonate(
+    State(state): State<AppState>,
+    owner: PlatformOwner,
+    ApiJson(req): ApiJson<ImpersonateRequest>,
+) -> Result<Json<ImpersonationResponse>, ApiError> {
+    let now = state.clock.now();
+    let reason = sensitive(&owner, now, req.confirm, &req.reason)?;
+    let (user, membership) = resolve_target(&state, req.user_id, req.tenant.as_deref()).await?;
+    let clock = state.clock.as_ref();
+    let mut tx = state.db.tenant_tx(membership.tenant_id).await?;
+    let session =
+        sessions::create_impersonation(&mut tx, clock, user.id, owner.user_id, &owner.context)
+            .await
+            .map_err(ApiError::internal)?;
+    let event = NewEvent::new(owner.actor(), "platform.impersonation.started")
+        .target(Target::new("user", user.id))
+        .details(serde_json::json!({
+            "tenant_id": membership.tenant_id,
+            "slug": membership.slug,
+            "reason": reason,
+            "session_id": session.id,
+            "expires_at": session.absolute_expires_at,
+        }))
+        .context(owner.context.clone());
+    audit_both(&state, tx, event).await?;
+    let token = sessions::access_token(
+        &state,
+        user.id,
+        membership.tenant_id,
+        session.id,
+        Some(owner.user_id),
+    )?;
+    Ok(Json(ImpersonationResponse {
+        token,
+        expires_at: session.absolute_expires_at,
+        impersonating: Impersonated {
+            user_id: user.id,
+            email: user.email,
+            tenant_id: membership.tenant_id,
+            tenant: membership.slug,
+        },
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInLinkRequest {
+    #[schema(value_type = String, format = Uuid)]
+    pub user_id: UserId,
+    /// Tenant slug; needed when the user is an active member of several.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Why (1–500 characters); kept in both audit logs.
+    #[serde(default)]
+    pub reason: String,
+    /// Must be `true`.
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SignInLinkResponse {
+    /// `<public URL>/sign-in#link=<token>`: shown once, single use.
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Issues a one-time sign-in link for a user (15 minutes, single use). The
+/// session it opens is a normal one of that user, without a password
+/// proof: sensitive actions in it still need re-authentication.
+#[utoipa::path(post, path = "/v1/platform/sign-in-links", tag = "platform",
+    security(("bearer" = [])), request_body = SignInLinkRequest,
+    responses((status = 201, body = SignInLinkResponse),
+        (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem),
+        (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+async fn create_sign_in_link(
+    State(state): State<AppState>,
+    owner: PlatformOwner,
+    ApiJson(req): ApiJson<SignInLinkRequest>,
+) -> Result<(StatusCode, Json<SignInLinkResponse>), ApiError> {
+    let now = state.clock.now();
+    let reason = sensitive(&owner, now, req.confirm, &req.reason)?;
+    let (user, membership) = resolve_target(&state, req.user_id, req.tenant.as_deref()).await?;
+    let secret = random::secret_bytes::<32>().map_err(ApiError::internal)?;
+    let token = zeroize::Zeroizing::new(B64URL.encode(secret.as_slice()));
+    let hash = token_hash(&token);
+    let expires_at = now + SIGN_IN_LINK_TTL;
+    let mut tx = state.db.global_tx().await?;
+    store::insert_sign_in_link(
+        &mut tx,
+        &NewLink {
+            hash,
+            user: user.id,
+            tenant: membership.tenant_id,
+            created_by: owner.user_id,
+            created_at: now,
+            expires_at,
+        },
+    )
+    .await?;
+    let tx = tx.scoped(membership.tenant_id).await?;
+    let event = NewEvent::new(owner.actor(), "platform.sign_in_link.created")
+        .target(Target::new("user", user.id))
+        .details(serde_json::json!({
+            "tenant_id": membership.tenant_id,
+            "slug": membership.slug,
+            "reason": reason,
+            "link_id": link_id(&hash),
+            "expires_at": expires_at,
+        }))
+        .context(owner.context.clone());
+    audit_both(&state, tx, event).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SignInLinkResponse {
+            url: format!("{}/sign-in#link={}", state.issuer, token.as_str()),
+            expires_at,
+        }),
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemSignInLink {
+    /// The `link` value of the sign-in link's fragment.
+    #[schema(value_type = String, format = Password)]
+    pub token: SecretString,
+}
+
+/// Redeems a one-time sign-in link: a new session (access token and refresh
+/// cookie, like a login). Used, expired or unknown: 400
+/// `platform.link_invalid`.
+#[utoipa::path(post, path = "/v1/auth/sign-in-link", tag = "auth",
+    request_body = RedeemSignInLink,
+    responses((status = 200, body = TokenResponse), (status = 400, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem), (status = 429, body = crate::http::Problem)))]
+async fn redeem_sign_in_link(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    AuditContext(context): AuditContext,
+    ApiJson(req): ApiJson<RedeemSignInLink>,
+) -> Result<Response, ApiError> {
+    crate::identity::routes::limit_ip(&state, ip, &context).await?;
+    let invalid = || {
+        ApiError::bad_request(
+            "platform.link_invalid",
+            "the sign-in link is invalid, used or expired",
+        )
+    };
+    let token = req.token.expose_secret();
+    if token.len() != LINK_TOKEN_LEN {
+        return Err(invalid());
+    }
+    let hash = token_hash(token);
+    let now = state.clock.now();
+    let clock = state.clock.as_ref();
+    let mut tx = state.db.global_tx().await?;
+    let link = store::find_sign_in_link(&mut tx, hash)
+        .await?
+        .ok_or_else(invalid)?;
+    let refusal = match link.used_at {
+        Some(_) => Some("used"),
+        None if link.expires_at <= now => Some("expired"),
+        None => None,
+    };
+    let claimed = refusal.is_none() && store::claim_sign_in_link(&mut tx, hash, now).await?;
+    let mut tx = tx.scoped(link.tenant_id).await?;
+    if !claimed {
+        // A replayed or late link: the tenant learns someone holds it (who
+        // is unknown, so the system, not the user, records it).
+        audit::append(
+            &mut tx,
+            clock,
+            NewEvent::new(Actor::System, "auth.sign_in_link.rejected")
+                .target(Target::new("user", link.user_id))
+                .outcome(Outcome::Denied)
+                .details(serde_json::json!({
+                    "link_id": link_id(&hash),
+                    "reason": refusal.unwrap_or("used"),
+                }))
+                .context(context),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        tx.commit().await?;
+        return Err(invalid());
+    }
+    let standing = store::standing(&mut tx, link.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    if standing.user_status != "active" || standing.membership_status != "active" {
+        return Err(invalid());
+    }
+    if standing.tenant_status != "active" {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "tenancy.suspended")
+            .with_detail("this tenant is suspended"));
+    }
+    let (session, refresh) = sessions::create_unproven(
+        &mut tx,
+        clock,
+        link.user_id,
+        &state.session_policy,
+        &context,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    audit::append(
+        &mut tx,
+        clock,
+        NewEvent::new(
+            Actor::User {
+                id: link.user_id,
+                impersonator: None,
+            },
+            "auth.sign_in_link.used",
+        )
+        .target(Target::new("session", session.id))
+        .details(serde_json::json!({
+            "link_id": link_id(&hash),
+            "created_by": link.created_by,
+        }))
+        .context(context),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    let tokens = sessions::access_token(&state, link.user_id, link.tenant_id, session.id, None)?;
+    Ok(sessions::with_cookie(
+        StatusCode::OK,
+        tokens,
+        sessions::refresh_cookie(&refresh, state.session_policy.refresh_ttl),
+    ))
+}
+
+/// The gate of every sensitive platform action: a password proved within
+/// the step-up window, `"confirm": true`, and a reason. Returns the reason,
+/// trimmed.
+fn sensitive(
+    owner: &PlatformOwner,
+    now: DateTime<Utc>,
+    confirm: bool,
+    reason: &str,
+) -> Result<String, ApiError> {
+    owner.require_step_up(now)?;
+    if !confirm {
+        return Err(ApiError::bad_request(
+            "platform.confirm_required",
+            "this action needs \"confirm\": true",
+        ));
+    }
+    let reason = reason.trim();
+    let ok = (1..=500).contains(&reason.chars().count())
+        && !reason.chars().any(|c| c.is_control() && c != '\n');
+    if !ok {
+        return Err(ApiError::bad_request(
+            "platform.invalid_reason",
+            "`reason` must be 1 to 500 characters without control characters",
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
+    id.parse::<TenantId>().map_err(|_| ApiError::not_found())
+}
+
+/// Why a conditional status change matched nothing: 404 or 409.
+async fn not_in_state(tx: &mut crate::db::GlobalTx, id: TenantId, expected: &str) -> ApiError {
+    match store::find_tenant(tx, id).await {
+        Ok(Some(t)) => ApiError::new(StatusCode::CONFLICT, "platform.tenant_state")
+            .with_detail(format!("the tenant is {}, not {expected}", t.status)),
+        Ok(None) => ApiError::not_found(),
+        Err(e) => e.into(),
+    }
+}
+
+/// The user a platform action is about, and the membership it acts in.
+/// Unknown user, or not a member of the named tenant: 404. Several active
+/// memberships and no tenant named: 400. Another platform owner: 403.
+async fn resolve_target(
+    state: &AppState,
+    user_id: UserId,
+    tenant: Option<&str>,
+) -> Result<(User, UserMembership), ApiError> {
+    let user = identity::find_user(&state.db, user_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let mut active: Vec<UserMembership> = identity::memberships_of(&state.db, user_id)
+        .await?
+        .into_iter()
+        .filter(|m| m.status == "active")
+        .collect();
+    let membership = match tenant {
+        Some(slug) => active.into_iter().find(|m| m.slug == slug),
+        None if active.len() > 1 => {
+            return Err(ApiError::bad_request(
+                "platform.tenant_required",
+                "this user belongs to several tenants: name one in `tenant`",
+            )
+            .with_errors(serde_json::json!(
+                active.iter().map(|m| m.slug.clone()).collect::<Vec<_>>()
+            )));
+        }
+        None => active.pop(),
+    }
+    .ok_or_else(ApiError::not_found)?;
+    if is_platform_owner(&state.config.platform_owners, user.id, &user.email_key) {
+        return Err(
+            ApiError::new(StatusCode::FORBIDDEN, "platform.owner_protected")
+                .with_detail("platform owners cannot be impersonated or sent sign-in links"),
+        );
+    }
+    if user.status != "active" {
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "platform.user_inactive")
+                .with_detail("the user is deactivated"),
+        );
+    }
+    if membership.tenant_status != "active" {
+        return Err(ApiError::new(StatusCode::CONFLICT, "platform.tenant_state")
+            .with_detail(format!("the tenant is {}", membership.tenant_status)));
+    }
+    Ok((user, membership))
+}
+
+/// Appends `event` to the transaction's tenant log, then, continuing the
+/// same transaction, to the platform log, and commits: both entries exist
+/// if and only if the change does.
+async fn audit_both(state: &AppState, mut tx: TenantTx, event: NewEvent) -> Result<(), ApiError> {
+    let clock = state.clock.as_ref();
+    audit::append(&mut tx, clock, event.clone())
+        .await
+        .map_err(ApiError::internal)?;
+    let mut tx = tx.rescope(TenantId::PLATFORM).await?;
+    audit::append(&mut tx, clock, event)
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A public handle of a link for the audit logs (a prefix of its hash; it
+/// reveals nothing of the token).
+fn link_id(hash: &[u8; 32]) -> String {
+    hex::encode(hash.iter().take(8).copied().collect::<Vec<u8>>())
+}
