@@ -170,16 +170,48 @@ async fn logout(State(state): State<AppState>, p: Principal) -> Result<Response,
     let now = state.clock.now();
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
     store::revoke(&mut tx, p.session_id, "logout", now).await?;
-    audit::append(
-        &mut tx,
-        state.clock.as_ref(),
-        NewEvent::new(p.actor(), "auth.session.logged_out")
-            .target(Target::new("session", p.session_id))
-            .context(p.context.clone()),
-    )
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await?;
+    let mut events = vec![NewEvent::new(p.actor(), "auth.session.logged_out")];
+    if let Some(owner) = p.impersonator {
+        // The impersonation ends with its session; said in both logs.
+        events.push(
+            NewEvent::new(
+                crate::audit::Actor::PlatformOwner { id: owner },
+                "platform.impersonation.ended",
+            )
+            .details(serde_json::json!({ "user_id": p.user_id })),
+        );
+    }
+    for event in &events {
+        audit::append(
+            &mut tx,
+            state.clock.as_ref(),
+            event
+                .clone()
+                .target(Target::new("session", p.session_id))
+                .context(p.context.clone()),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    }
+    if p.impersonator.is_some() {
+        let mut ptx = tx.rescope(crate::ids::TenantId::PLATFORM).await?;
+        if let Some(ended) = events.get(1) {
+            audit::append(
+                &mut ptx,
+                state.clock.as_ref(),
+                ended
+                    .clone()
+                    .target(Target::new("session", p.session_id))
+                    .details(serde_json::json!({ "user_id": p.user_id, "tenant_id": p.tenant_id }))
+                    .context(p.context.clone()),
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        }
+        ptx.commit().await?;
+    } else {
+        tx.commit().await?;
+    }
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().insert(header::SET_COOKIE, clear_cookie());
     Ok(res)
