@@ -142,10 +142,15 @@ impl Conn {
         }
     }
 
-    async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
+    /// Remembers whether `sql` can change what a session may do.
+    fn note(&mut self, sql: &str) {
         if affects_liveness(sql) {
             self.touched_liveness = true;
         }
+    }
+
+    async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
+        self.note(sql);
         Ok(match &mut self.raw {
             RawConn::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
                 .execute(&mut **tx)
@@ -163,9 +168,7 @@ impl Conn {
         sql: &str,
         args: Vec<Value>,
     ) -> Result<Vec<T>, DbError> {
-        if affects_liveness(sql) {
-            self.touched_liveness = true;
-        }
+        self.note(sql);
         Ok(match &mut self.raw {
             RawConn::Sqlite(tx) => {
                 bind_all!(sqlx::query_as::<Sqlite, T>(sql), args)
@@ -185,9 +188,7 @@ impl Conn {
         sql: &str,
         args: Vec<Value>,
     ) -> Result<Option<T>, DbError> {
-        if affects_liveness(sql) {
-            self.touched_liveness = true;
-        }
+        self.note(sql);
         Ok(match &mut self.raw {
             RawConn::Sqlite(tx) => {
                 bind_all!(sqlx::query_as::<Sqlite, T>(sql), args)

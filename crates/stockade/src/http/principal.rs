@@ -80,7 +80,7 @@ impl FromRequestParts<AppState> for Principal {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
-        let AuditContext(context) = AuditContext::from_request_parts(parts, state).await?;
+        let context = request_context(parts, ip);
         let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
         let now = state.clock.now();
         let claims = state
@@ -204,17 +204,22 @@ impl FromRequestParts<AppState> for AuditContext {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
-        let text = |name: &str, max: usize| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.chars().take(max).collect::<String>())
-        };
-        Ok(Self(RequestContext {
-            ip: Some(ip.to_string()),
-            user_agent: text(header::USER_AGENT.as_str(), 256),
-            request_id: text(REQUEST_ID, 64),
-        }))
+        Ok(Self(request_context(parts, ip)))
+    }
+}
+
+/// The audit context of a request whose client address is known.
+fn request_context(parts: &Parts, ip: std::net::IpAddr) -> RequestContext {
+    let text = |name: &str, max: usize| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(max).collect::<String>())
+    };
+    RequestContext {
+        ip: Some(ip.to_string()),
+        user_agent: text(header::USER_AGENT.as_str(), 256),
+        request_id: text(REQUEST_ID, 64),
     }
 }
