@@ -30,6 +30,7 @@ use crate::tenancy::{self, NewTenant, Slug, TenancyError, Tenant, TenantName};
         login,
         switch_tenant,
         change_password,
+        reauth,
         me,
         jwks,
         super::reset::request,

@@ -10,9 +10,15 @@ use crate::db::{Db, DbError};
 pub const MAX_FAILURES: i64 = 10;
 pub const BASE_LOCK: Duration = Duration::minutes(15);
 
-/// The lock length after `previous_lockouts` earlier ones.
+/// Failures and lockouts older than this are forgotten: doubling answers a
+/// sustained attack, and a quiet day ends it, so nobody can keep someone
+/// else's account locked for weeks by failing on purpose once a day.
+pub const FORGET_AFTER: Duration = Duration::hours(24);
+
+/// The lock length after `previous_lockouts` earlier ones: 15 minutes,
+/// doubling, at most 16 hours.
 pub fn lock_duration(previous_lockouts: i64) -> Duration {
-    BASE_LOCK * (1i32 << previous_lockouts.clamp(0, 10))
+    BASE_LOCK * (1i32 << previous_lockouts.clamp(0, 6))
 }
 
 /// Until when `email_key` is locked, if it is.
@@ -43,9 +49,13 @@ pub async fn record_failure(
         .fetch_optional(
             "INSERT INTO login_throttle (email_key, failures, lockouts, updated_at) \
              VALUES ($1, 1, 0, $2) \
-             ON CONFLICT (email_key) DO UPDATE SET failures = login_throttle.failures + 1, \
+             ON CONFLICT (email_key) DO UPDATE SET \
+             failures = CASE WHEN login_throttle.updated_at < $3 THEN 1 \
+             ELSE login_throttle.failures + 1 END, \
+             lockouts = CASE WHEN login_throttle.updated_at < $3 THEN 0 \
+             ELSE login_throttle.lockouts END, \
              updated_at = $2 RETURNING CAST(failures AS BIGINT), CAST(lockouts AS BIGINT)",
-            vec![email_key.into(), now.into()],
+            vec![email_key.into(), now.into(), (now - FORGET_AFTER).into()],
         )
         .await?
         .unwrap_or((1, 0));
@@ -85,6 +95,7 @@ mod tests {
         assert_eq!(lock_duration(0), Duration::minutes(15));
         assert_eq!(lock_duration(1), Duration::minutes(30));
         assert_eq!(lock_duration(3), Duration::minutes(120));
-        assert_eq!(lock_duration(50), Duration::minutes(15 * 1024));
+        assert_eq!(lock_duration(6), Duration::hours(16));
+        assert_eq!(lock_duration(50), Duration::hours(16));
     }
 }

@@ -73,6 +73,8 @@ async fn patch_settings(
     ApiJson(patch): ApiJson<SettingsPatch>,
 ) -> Result<Json<TenantSettings>, ApiError> {
     p.require("settings:manage")?;
+    // Security settings are a sensitive action: a recent password proof.
+    p.require_step_up(state.clock.now())?;
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
     let old = settings::load(&mut tx).await?;
     let mut new = old.clone();

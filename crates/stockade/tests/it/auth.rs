@@ -1351,3 +1351,42 @@ async fn step_up_reauthentication(backend: Backend) {
     let m: Value = me(&s, &switched.access).await.json().await.unwrap();
     assert!(m["authenticated_at"].is_null());
 }
+
+#[tokio::test]
+async fn lockout_history_is_forgotten_after_a_quiet_day() {
+    let s = TestServer::start_with(&[("STOCKADE_TRUSTED_PROXIES", "127.0.0.1/32")], true).await;
+    signup(&s, "acme", "owner@acme.test").await;
+    let mut n = 0u32;
+    let mut fail_ten = || {
+        let mut reqs = Vec::new();
+        for _ in 0..10 {
+            n += 1;
+            reqs.push(
+                s.client
+                    .post(s.url("/v1/auth/login"))
+                    .header("x-forwarded-for", format!("198.51.{}.{}", n / 200, n % 200))
+                    .json(&json!({"email": "owner@acme.test", "password": "Wrong-Password-1"})),
+            );
+        }
+        reqs
+    };
+    for req in fail_ten() {
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    // Locked for 15 minutes; a day later the history is gone, so the next
+    // lockout is 15 minutes again, not 30.
+    s.clock.advance(chrono::Duration::hours(25));
+    for req in fail_ten() {
+        assert_eq!(req.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = s
+        .client
+        .post(s.url("/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.250")
+        .json(&json!({"email": "owner@acme.test", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.headers()["retry-after"], "900");
+}

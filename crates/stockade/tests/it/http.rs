@@ -115,7 +115,22 @@ async fn health_readiness_and_openapi() {
         .await
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/healthz", "/readyz", "/openapi.json"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/v1/auth/signup",
+        "/v1/auth/login",
+        "/v1/auth/refresh",
+        "/v1/auth/reauth",
+        "/v1/auth/sessions",
+        "/v1/me",
+        "/v1/tenant/settings",
+        "/v1/roles",
+        "/v1/members",
+        "/v1/invitations",
+        "/v1/platform/tenants",
+    ] {
         assert!(
             doc["paths"][path].is_object(),
             "{path} missing from OpenAPI"

@@ -283,8 +283,40 @@ async fn subdomain_must_agree_with_the_token(backend: Backend) {
 }
 
 crate::both_servers!(
+    changing_settings_needs_a_recent_password,
     subdomain_must_agree_with_the_token,
     settings_read_change_and_audit,
     settings_need_settings_manage,
     ip_allowlist_is_enforced_on_every_request,
 );
+
+async fn changing_settings_needs_a_recent_password(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let owner = signup(&s, "acme", "owner@acme.test").await;
+    s.clock.advance(chrono::Duration::minutes(6));
+    let patch = || {
+        s.client
+            .patch(s.url("/v1/tenant/settings"))
+            .bearer_auth(&owner.access)
+            .json(&json!({"session_idle_secs": 3600}))
+            .send()
+    };
+    let res = patch().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.json::<Problem>().await.unwrap().code,
+        "auth.step_up_required"
+    );
+    let res = s
+        .client
+        .post(s.url("/v1/auth/reauth"))
+        .bearer_auth(&owner.access)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(patch().await.unwrap().status(), StatusCode::OK);
+}
