@@ -15,7 +15,7 @@ use crate::audit::{Actor, RequestContext};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::jwt::RETIRED_KEY_GRACE;
-use crate::crypto::{keyring, keys};
+use crate::crypto::{envelope, keyring, keys};
 use crate::db::Db;
 use crate::identity::import::{ImportError, parse_import};
 use crate::identity::import_store::{self, ImportStoreError};
@@ -284,8 +284,10 @@ fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
 async fn keys_status(config: &Config) -> Result<(), Failure> {
     let db = open_migrated(config).await?;
     let stored = keyring::list(&db).await.map_err(Failure::one);
+    let tenant_keys = envelope::status(&db).await.map_err(Failure::one);
     db.close().await;
     let stored = stored?;
+    let tenant_keys = tenant_keys?;
     let now = SystemClock.now();
     if stored.is_empty() {
         println!(
@@ -310,7 +312,49 @@ async fn keys_status(config: &Config) -> Result<(), Failure> {
         );
     }
     println!("master key: {}", master_key_status(config));
+    print_tenant_keys(&tenant_keys);
     Ok(())
+}
+
+/// The tenant-key section of `keys status`: how many tenants hold each key
+/// version, under which master-key version (counts only, never a key).
+fn print_tenant_keys(status: &envelope::KeyStatus) {
+    let tenants = |n: usize| {
+        if n == 1 {
+            "1 tenant".to_owned()
+        } else {
+            format!("{n} tenants")
+        }
+    };
+    if status.keys.is_empty() {
+        println!("tenant keys: none stored yet (created at each tenant's first use)");
+    }
+    for ((purpose, version, master), n) in &status.keys {
+        let current = match purpose {
+            envelope::Purpose::Data => format!(
+                ", current for {}",
+                tenants(status.current_data.get(version).copied().unwrap_or(0))
+            ),
+            envelope::Purpose::Index => String::new(),
+        };
+        println!(
+            "tenant {} key v{version} wrapped by master v{master}: {}{current}",
+            purpose.as_str(),
+            tenants(*n)
+        );
+    }
+    if status.unprovisioned > 0 {
+        println!(
+            "tenant keys not created yet: {} (created at first use)",
+            tenants(status.unprovisioned)
+        );
+    }
+    if status.shredded > 0 {
+        println!(
+            "tenant keys destroyed (crypto-shredded): {}",
+            tenants(status.shredded)
+        );
+    }
 }
 
 /// Where the master key comes from, and whether it is a development key.

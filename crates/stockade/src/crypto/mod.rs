@@ -1,6 +1,7 @@
 //! Thin wrappers over vetted cryptography crates (RustCrypto, dalek). Nothing
 //! here invents a primitive: it generates, loads and names keys.
 
+pub mod envelope;
 pub mod jwt;
 pub mod keyring;
 pub mod keys;

@@ -41,6 +41,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "tenant_settings",
     "roles",
     "invitations",
+    "tenant_keys",
 ];
 
 /// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.

@@ -11,6 +11,7 @@
 
 mod auth;
 mod cli;
+mod envelope;
 mod http;
 mod isolation;
 mod keyring;

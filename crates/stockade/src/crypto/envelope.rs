@@ -1,0 +1,726 @@
+//! Envelope encryption per tenant (SPEC §2.9): the master key wraps each
+//! tenant's keys; the tenant's keys encrypt its data.
+//!
+//! A tenant has
+//! - one 256-bit **data key** per version: AES-256-GCM ([`seal`]) for
+//!   documents. The highest live version encrypts; every live version
+//!   decrypts, so a new version ([`new_data_key_version`]) never makes old
+//!   ciphertexts unreadable;
+//! - one 256-bit **index key**: HMAC-SHA256 blind indexes, so equality
+//!   filters work without storing the plaintext.
+//!
+//! Keys come from the OS CSPRNG and are stored only wrapped: sealed under the
+//! master key with associated data `stockade:tenant_key:<tenant>:<purpose>:<version>`
+//! ([`wrap_aad`]), so a wrapped key copied to another tenant, purpose or
+//! version fails to open and [`load`] reports [`EnvelopeError::Integrity`]
+//! instead of using a wrong key.
+//!
+//! A ciphertext is `data-key version (4 bytes, big-endian) || seal output`,
+//! and its associated data binds it to tenant, table, column and row
+//! ([`Aad`]): a ciphertext swapped between rows, columns, tables or tenants
+//! fails to decrypt.
+//!
+//! **Shredding marker.** Version 0 of purpose `data` is the tenant's key
+//! *state row*, never a key: empty `wrapped_key`, `retired_at` NULL while the
+//! keys live. [`destroy`] deletes every wrapped key and sets that row's
+//! `retired_at`; from then on [`load`], [`provision`] and
+//! [`new_data_key_version`] answer [`EnvelopeError::Shredded`] and never make
+//! new keys. Every writer touches the state row first, so on PostgreSQL its
+//! row lock orders a concurrent provisioning, new version and destruction (no
+//! key can be inserted "behind" a destruction); SQLite has one writer.
+//!
+//! Tenants created before this table existed get their keys lazily, at the
+//! first [`load`], in the caller's (read-write) transaction.
+//!
+//! For key rows, `retired_at` set means "no longer decrypts" (for the later
+//! `keys retire`); such versions are not loaded.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::crypto::keys::MasterKey;
+use crate::crypto::random;
+use crate::crypto::seal::{self, SealError};
+use crate::db::{Db, DbError, TenantTx};
+use crate::ids::TenantId;
+
+/// The version of the master key that wraps tenant keys. There is one master
+/// key until master-key rotation exists; the column records it already.
+pub const MASTER_VERSION: u32 = 1;
+
+/// Prefix of the associated data a tenant key is wrapped with.
+pub const WRAP_AAD_PREFIX: &str = "stockade:tenant_key:";
+
+/// Bytes of the data-key version in front of every ciphertext.
+pub const VERSION_LEN: usize = 4;
+
+/// Bytes a ciphertext adds to its plaintext.
+pub const OVERHEAD: usize = VERSION_LEN + seal::OVERHEAD;
+
+/// Domain labels, so that the bytes authenticated for a document and the
+/// bytes fed to a blind index can never be mistaken for one another.
+const DOCUMENT_LABEL: &[u8] = b"stockade:document:v1";
+const INDEX_LABEL: &[u8] = b"stockade:blind_index:v1";
+
+/// The version of the state row (see the module documentation).
+const STATE_VERSION: i64 = 0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A ciphertext or a stored key does not authenticate: tampered, moved to
+    /// another row or tenant, an unknown or retired key version, or a master
+    /// key other than the one that wrapped the keys. Deliberately one error.
+    #[error("integrity check failed")]
+    Integrity,
+    /// The tenant's keys were destroyed (crypto-shredding): its ciphertexts
+    /// are permanently unreadable and no new keys are made.
+    #[error("the tenant's keys were destroyed")]
+    Shredded,
+    /// [`provision`] on a tenant that already has keys.
+    #[error("the tenant already has keys")]
+    AlreadyProvisioned,
+    #[error("the OS random number generator failed")]
+    Random,
+    #[error("encryption failed")]
+    Encrypt,
+}
+
+/// What a ciphertext is bound to, besides its tenant (which [`TenantKeys`]
+/// adds): the table, column and row it is stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aad<'a> {
+    pub table: &'a str,
+    pub column: &'a str,
+    pub row: &'a str,
+}
+
+impl Aad<'_> {
+    /// The associated data actually authenticated: a label, then tenant,
+    /// table, column and row, each length-prefixed (so no two tuples encode
+    /// to the same bytes).
+    pub fn bytes(&self, tenant: TenantId) -> Vec<u8> {
+        let tenant = tenant.to_string();
+        length_prefixed(&[
+            DOCUMENT_LABEL,
+            tenant.as_bytes(),
+            self.table.as_bytes(),
+            self.column.as_bytes(),
+            self.row.as_bytes(),
+        ])
+    }
+}
+
+/// The associated data a tenant key is wrapped with.
+pub fn wrap_aad(tenant: TenantId, purpose: Purpose, version: u32) -> Vec<u8> {
+    format!("{WRAP_AAD_PREFIX}{tenant}:{}:{version}", purpose.as_str()).into_bytes()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Purpose {
+    Data,
+    Index,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Data => "data",
+            Self::Index => "index",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "data" => Some(Self::Data),
+            "index" => Some(Self::Index),
+            _ => None,
+        }
+    }
+}
+
+type Key = Zeroizing<[u8; 32]>;
+
+/// One tenant's unwrapped keys. Wiped from memory on drop; `Debug` shows
+/// the tenant and versions only.
+pub struct TenantKeys {
+    tenant: TenantId,
+    /// Live data keys by version; never empty.
+    data: BTreeMap<u32, Key>,
+    current: u32,
+    index: Key,
+}
+
+impl std::fmt::Debug for TenantKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantKeys")
+            .field("tenant", &self.tenant)
+            .field("data_versions", &self.data.keys().collect::<Vec<_>>())
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TenantKeys {
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// The data-key version new ciphertexts use.
+    pub fn current_version(&self) -> u32 {
+        self.current
+    }
+
+    /// Encrypts `plaintext` under the current data key, bound to this tenant
+    /// and `aad`. A fresh random nonce each time: the same plaintext twice
+    /// gives different ciphertexts.
+    pub fn encrypt(&self, aad: &Aad<'_>, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        let key = self
+            .data
+            .get(&self.current)
+            .ok_or(EnvelopeError::Integrity)?;
+        let sealed = seal::seal(key, &aad.bytes(self.tenant), plaintext).map_err(|e| match e {
+            SealError::Random => EnvelopeError::Random,
+            _ => EnvelopeError::Encrypt,
+        })?;
+        let mut out = Vec::with_capacity(VERSION_LEN + sealed.len());
+        out.extend_from_slice(&self.current.to_be_bytes());
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Decrypts a value made by [`TenantKeys::encrypt`] for the same tenant
+    /// and `aad`, with the key version its prefix names. Any failure is
+    /// [`EnvelopeError::Integrity`] and returns no data.
+    pub fn decrypt(
+        &self,
+        aad: &Aad<'_>,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+        let (version, sealed) = ciphertext
+            .split_first_chunk::<VERSION_LEN>()
+            .ok_or(EnvelopeError::Integrity)?;
+        let key = self
+            .data
+            .get(&u32::from_be_bytes(*version))
+            .ok_or(EnvelopeError::Integrity)?;
+        seal::open(key, &aad.bytes(self.tenant), sealed).map_err(|_| EnvelopeError::Integrity)
+    }
+
+    /// A keyed blind index of `value` in `field` of `collection`: equal
+    /// inputs give equal outputs within this tenant; other tenants, fields
+    /// or collections give unrelated ones.
+    pub fn blind_index(&self, collection: &str, field: &str, value: &str) -> [u8; 32] {
+        let mut mac = hmac_sha256(&self.index);
+        mac.update(&length_prefixed(&[
+            INDEX_LABEL,
+            collection.as_bytes(),
+            field.as_bytes(),
+            value.as_bytes(),
+        ]));
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// HMAC-SHA256 keyed with a 256-bit key. HMAC zero-pads a key shorter than
+/// the hash's 64-byte block (RFC 2104 §2), so padding it here is the same
+/// MAC as `new_from_slice`, without a fallible call (a unit test checks).
+fn hmac_sha256(key: &[u8; 32]) -> Hmac<Sha256> {
+    let mut block = Zeroizing::new([0u8; 64]);
+    for (dst, src) in block.iter_mut().zip(key.iter()) {
+        *dst = *src;
+    }
+    <Hmac<Sha256> as KeyInit>::new((&*block).into())
+}
+
+/// Each part as an 8-byte big-endian length, then its bytes.
+fn length_prefixed(parts: &[&[u8]]) -> Vec<u8> {
+    let total: usize = parts.iter().map(|p| 8 + p.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// Creates data key v1 and index key v1 for the transaction's tenant, with
+/// its state row. Refuses a tenant that already has keys, or whose keys were
+/// destroyed.
+pub async fn provision(
+    tx: &mut TenantTx,
+    master: &MasterKey,
+    clock: &dyn Clock,
+) -> Result<TenantKeys, EnvelopeError> {
+    match state(tx).await? {
+        Some(State::Shredded) => return Err(EnvelopeError::Shredded),
+        Some(State::Live) => return Err(EnvelopeError::AlreadyProvisioned),
+        None => {}
+    }
+    let now = clock.now();
+    let inserted = insert_state(tx, now, false).await.map_err(|e| match e {
+        EnvelopeError::Db(DbError::Unique(_)) => EnvelopeError::AlreadyProvisioned,
+        other => other,
+    })?;
+    if !inserted {
+        return Err(EnvelopeError::AlreadyProvisioned);
+    }
+    insert_first_keys(tx, master, now).await
+}
+
+/// Loads the tenant's live keys. A tenant with no keys at all (created
+/// before envelope encryption) gets them now, in this transaction, which
+/// must then be read-write. Destroyed keys: [`EnvelopeError::Shredded`].
+/// A stored key that does not open with `master`, or inconsistent rows:
+/// [`EnvelopeError::Integrity`].
+pub async fn load(
+    tx: &mut TenantTx,
+    master: &MasterKey,
+    clock: &dyn Clock,
+) -> Result<TenantKeys, EnvelopeError> {
+    let mut rows = select_rows(tx).await?;
+    if rows.is_empty() {
+        let now = clock.now();
+        // ON CONFLICT DO NOTHING: a concurrent first load (or destruction)
+        // that got there first wins; this one waits for it, then reads.
+        if insert_state(tx, now, true).await? {
+            return insert_first_keys(tx, master, now).await;
+        }
+        rows = select_rows(tx).await?;
+    }
+    build(tx.tenant(), &rows, master)
+}
+
+/// Makes data key version n+1 the current one; older versions keep
+/// decrypting. Returns the new version.
+pub async fn new_data_key_version(
+    tx: &mut TenantTx,
+    master: &MasterKey,
+    clock: &dyn Clock,
+) -> Result<u32, EnvelopeError> {
+    // Provisions a tenant without keys, refuses a shredded one, and checks
+    // that the stored keys open with this master key before adding to them.
+    load(tx, master, clock).await?;
+    // Lock the state row: orders this against a concurrent new version or
+    // destruction (which then waits, and deletes this key too).
+    let locked = tx
+        .execute(
+            "UPDATE tenant_keys SET retired_at = NULL \
+             WHERE tenant_id = $1 AND purpose = 'data' AND version = 0 AND retired_at IS NULL",
+            vec![],
+        )
+        .await?;
+    if locked == 0 {
+        return Err(EnvelopeError::Shredded);
+    }
+    let (max,): (i64,) = tx
+        .fetch_one(
+            "SELECT MAX(version) FROM tenant_keys WHERE tenant_id = $1 AND purpose = 'data'",
+            vec![],
+        )
+        .await?;
+    let version = u32::try_from(max)
+        .ok()
+        .and_then(|v| v.checked_add(1))
+        .ok_or(EnvelopeError::Integrity)?;
+    let key = new_key()?;
+    insert_key(tx, master, Purpose::Data, version, &key, clock.now()).await?;
+    Ok(version)
+}
+
+/// Crypto-shredding: deletes every wrapped key of the tenant and marks it
+/// shredded, in the caller's transaction. Idempotent (the first destruction
+/// time is kept). After commit no copy of the database, old backups
+/// included, holds a key that opens the tenant's ciphertexts, as long as
+/// backups older than the destruction are encrypted or expire.
+pub async fn destroy(tx: &mut TenantTx, clock: &dyn Clock) -> Result<(), EnvelopeError> {
+    let now = clock.now();
+    // The state row first: waits for a concurrent writer holding it, so the
+    // DELETE below (a later statement) sees every key it committed.
+    tx.execute(
+        "INSERT INTO tenant_keys \
+         (tenant_id, purpose, version, wrapped_key, master_version, created_at, retired_at) \
+         VALUES ($1, 'data', 0, $2, 0, $3, $3) \
+         ON CONFLICT (tenant_id, purpose, version) \
+         DO UPDATE SET retired_at = COALESCE(tenant_keys.retired_at, excluded.retired_at)",
+        vec![Vec::<u8>::new().into(), now.into()],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM tenant_keys WHERE tenant_id = $1 AND version > 0",
+        vec![],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What `stockade keys status` shows about tenant keys: counts, never keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// (purpose, key version, master version) → number of tenants with that
+    /// live key.
+    pub keys: BTreeMap<(Purpose, u32, u32), usize>,
+    /// Data-key version → number of tenants for which it is current.
+    pub current_data: BTreeMap<u32, usize>,
+    /// Tenants whose keys were destroyed.
+    pub shredded: usize,
+    /// Tenants with no keys yet (made at their first use).
+    pub unprovisioned: usize,
+}
+
+/// Counts tenant keys by version, one tenant-scoped read each (row-level
+/// security shows no transaction every tenant's keys). Opens no key.
+pub async fn status(db: &Db) -> Result<KeyStatus, EnvelopeError> {
+    let mut tx = db.global_read().await?;
+    let tenants: Vec<(TenantId,)> = tx
+        .fetch_all("SELECT id FROM tenants ORDER BY id", vec![])
+        .await?;
+    tx.commit().await?;
+    let mut status = KeyStatus::default();
+    for (tenant,) in tenants {
+        let mut tx = db.tenant_read(tenant).await?;
+        let rows = select_rows(&mut tx).await?;
+        tx.commit().await?;
+        if rows.is_empty() {
+            status.unprovisioned += 1;
+            continue;
+        }
+        if rows.iter().any(Row::is_shredded_state) {
+            status.shredded += 1;
+            continue;
+        }
+        let mut current = None;
+        for row in rows
+            .iter()
+            .filter(|r| r.version > 0 && r.retired_at.is_none())
+        {
+            let (Some(purpose), Ok(version), Ok(master)) = (
+                Purpose::parse(&row.purpose),
+                u32::try_from(row.version),
+                u32::try_from(row.master_version),
+            ) else {
+                continue;
+            };
+            *status.keys.entry((purpose, version, master)).or_default() += 1;
+            if purpose == Purpose::Data {
+                current = current.max(Some(version));
+            }
+        }
+        if let Some(v) = current {
+            *status.current_data.entry(v).or_default() += 1;
+        }
+    }
+    Ok(status)
+}
+
+enum State {
+    Live,
+    Shredded,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    purpose: String,
+    version: i64,
+    wrapped_key: Vec<u8>,
+    master_version: i64,
+    retired_at: Option<DateTime<Utc>>,
+}
+
+impl Row {
+    fn is_state(&self) -> bool {
+        self.purpose == Purpose::Data.as_str() && self.version == STATE_VERSION
+    }
+
+    fn is_shredded_state(&self) -> bool {
+        self.is_state() && self.retired_at.is_some()
+    }
+}
+
+async fn select_rows(tx: &mut TenantTx) -> Result<Vec<Row>, EnvelopeError> {
+    Ok(tx
+        .fetch_all(
+            "SELECT purpose, version, wrapped_key, master_version, retired_at \
+             FROM tenant_keys WHERE tenant_id = $1 ORDER BY purpose, version",
+            vec![],
+        )
+        .await?)
+}
+
+async fn state(tx: &mut TenantTx) -> Result<Option<State>, EnvelopeError> {
+    let row: Option<(Option<DateTime<Utc>>,)> = tx
+        .fetch_optional(
+            "SELECT retired_at FROM tenant_keys \
+             WHERE tenant_id = $1 AND purpose = 'data' AND version = 0",
+            vec![],
+        )
+        .await?;
+    Ok(row.map(|(retired_at,)| match retired_at {
+        None => State::Live,
+        Some(_) => State::Shredded,
+    }))
+}
+
+/// Inserts the live state row; false when one already exists and
+/// `if_absent` asked not to fail on that.
+async fn insert_state(
+    tx: &mut TenantTx,
+    now: DateTime<Utc>,
+    if_absent: bool,
+) -> Result<bool, EnvelopeError> {
+    let sql = if if_absent {
+        "INSERT INTO tenant_keys \
+         (tenant_id, purpose, version, wrapped_key, master_version, created_at, retired_at) \
+         VALUES ($1, 'data', 0, $2, 0, $3, NULL) \
+         ON CONFLICT (tenant_id, purpose, version) DO NOTHING"
+    } else {
+        "INSERT INTO tenant_keys \
+         (tenant_id, purpose, version, wrapped_key, master_version, created_at, retired_at) \
+         VALUES ($1, 'data', 0, $2, 0, $3, NULL)"
+    };
+    let n = tx
+        .execute(sql, vec![Vec::<u8>::new().into(), now.into()])
+        .await?;
+    Ok(n == 1)
+}
+
+async fn insert_first_keys(
+    tx: &mut TenantTx,
+    master: &MasterKey,
+    now: DateTime<Utc>,
+) -> Result<TenantKeys, EnvelopeError> {
+    let data = new_key()?;
+    let index = new_key()?;
+    insert_key(tx, master, Purpose::Data, 1, &data, now).await?;
+    insert_key(tx, master, Purpose::Index, 1, &index, now).await?;
+    Ok(TenantKeys {
+        tenant: tx.tenant(),
+        data: BTreeMap::from([(1, data)]),
+        current: 1,
+        index,
+    })
+}
+
+fn new_key() -> Result<Key, EnvelopeError> {
+    random::secret_bytes::<32>().map_err(|_| EnvelopeError::Random)
+}
+
+async fn insert_key(
+    tx: &mut TenantTx,
+    master: &MasterKey,
+    purpose: Purpose,
+    version: u32,
+    key: &Key,
+    now: DateTime<Utc>,
+) -> Result<(), EnvelopeError> {
+    let aad = wrap_aad(tx.tenant(), purpose, version);
+    let wrapped = seal::seal(master.expose(), &aad, key.as_slice()).map_err(|e| match e {
+        SealError::Random => EnvelopeError::Random,
+        _ => EnvelopeError::Encrypt,
+    })?;
+    tx.execute(
+        "INSERT INTO tenant_keys \
+         (tenant_id, purpose, version, wrapped_key, master_version, created_at, retired_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+        vec![
+            purpose.as_str().into(),
+            i64::from(version).into(),
+            wrapped.into(),
+            i64::from(MASTER_VERSION).into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Unwraps the live keys. Fails closed: a shredded tenant, a missing state
+/// row, no data or index key, or any key that does not open.
+fn build(tenant: TenantId, rows: &[Row], master: &MasterKey) -> Result<TenantKeys, EnvelopeError> {
+    let state = rows
+        .iter()
+        .find(|r| r.is_state())
+        .ok_or(EnvelopeError::Integrity)?;
+    if state.retired_at.is_some() {
+        return Err(EnvelopeError::Shredded);
+    }
+    let mut data = BTreeMap::new();
+    let mut index: Option<(u32, Key)> = None;
+    for row in rows
+        .iter()
+        .filter(|r| !r.is_state() && r.retired_at.is_none())
+    {
+        let purpose = Purpose::parse(&row.purpose).ok_or(EnvelopeError::Integrity)?;
+        let version = u32::try_from(row.version).map_err(|_| EnvelopeError::Integrity)?;
+        let key = unwrap_key(tenant, purpose, version, &row.wrapped_key, master)?;
+        match purpose {
+            Purpose::Data => {
+                data.insert(version, key);
+            }
+            Purpose::Index => {
+                if index.as_ref().is_none_or(|(v, _)| *v < version) {
+                    index = Some((version, key));
+                }
+            }
+        }
+    }
+    let current = *data.keys().next_back().ok_or(EnvelopeError::Integrity)?;
+    let (_, index) = index.ok_or(EnvelopeError::Integrity)?;
+    Ok(TenantKeys {
+        tenant,
+        data,
+        current,
+        index,
+    })
+}
+
+fn unwrap_key(
+    tenant: TenantId,
+    purpose: Purpose,
+    version: u32,
+    wrapped: &[u8],
+    master: &MasterKey,
+) -> Result<Key, EnvelopeError> {
+    let opened = seal::open(
+        master.expose(),
+        &wrap_aad(tenant, purpose, version),
+        wrapped,
+    )
+    .map_err(|_| EnvelopeError::Integrity)?;
+    let key: [u8; 32] = opened
+        .as_slice()
+        .try_into()
+        .map_err(|_| EnvelopeError::Integrity)?;
+    Ok(Zeroizing::new(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(tenant: TenantId, data: &[(u32, u8)], index: u8) -> TenantKeys {
+        let data: BTreeMap<u32, Key> = data
+            .iter()
+            .map(|&(v, b)| (v, Zeroizing::new([b; 32])))
+            .collect();
+        let current = *data.keys().next_back().unwrap();
+        TenantKeys {
+            tenant,
+            data,
+            current,
+            index: Zeroizing::new([index; 32]),
+        }
+    }
+
+    const AAD: Aad<'static> = Aad {
+        table: "records",
+        column: "data",
+        row: "row-1",
+    };
+
+    #[test]
+    fn round_trip_with_version_prefix() {
+        let k = keys(TenantId::new(), &[(1, 1), (7, 2)], 9);
+        let ct = k.encrypt(&AAD, b"invoice 42").unwrap();
+        assert_eq!(ct[..4], 7u32.to_be_bytes());
+        assert_eq!(ct.len(), b"invoice 42".len() + OVERHEAD);
+        assert_eq!(k.decrypt(&AAD, &ct).unwrap().as_slice(), b"invoice 42");
+    }
+
+    #[test]
+    fn every_tampered_or_truncated_ciphertext_is_an_integrity_error() {
+        let k = keys(TenantId::new(), &[(1, 1), (2, 2)], 9);
+        let ct = k.encrypt(&AAD, b"secret").unwrap();
+        for i in 0..ct.len() {
+            let mut bad = ct.clone();
+            bad[i] ^= 1;
+            assert!(matches!(
+                k.decrypt(&AAD, &bad),
+                Err(EnvelopeError::Integrity)
+            ));
+        }
+        for len in 0..ct.len() {
+            assert!(matches!(
+                k.decrypt(&AAD, &ct[..len]),
+                Err(EnvelopeError::Integrity)
+            ));
+        }
+        // The prefix naming the other (existing) version: wrong key.
+        let mut other = ct.clone();
+        other[..4].copy_from_slice(&1u32.to_be_bytes());
+        assert!(matches!(
+            k.decrypt(&AAD, &other),
+            Err(EnvelopeError::Integrity)
+        ));
+    }
+
+    #[test]
+    fn aad_parts_cannot_slide_into_each_other() {
+        let t = TenantId::new();
+        let a = Aad {
+            table: "ab",
+            column: "c",
+            row: "1",
+        };
+        let b = Aad {
+            table: "a",
+            column: "bc",
+            row: "1",
+        };
+        assert_ne!(a.bytes(t), b.bytes(t));
+        assert_ne!(a.bytes(t), a.bytes(TenantId::new()));
+        let k = keys(t, &[(1, 1)], 9);
+        let ct = k.encrypt(&a, b"x").unwrap();
+        assert!(matches!(k.decrypt(&b, &ct), Err(EnvelopeError::Integrity)));
+    }
+
+    #[test]
+    fn blind_index_is_keyed_and_separates_its_inputs() {
+        let t = TenantId::new();
+        let k = keys(t, &[(1, 1)], 9);
+        let same = keys(t, &[(1, 1)], 9);
+        let other = keys(t, &[(1, 1)], 10);
+        let v = k.blind_index("orders", "status", "paid");
+        assert_eq!(v, same.blind_index("orders", "status", "paid"));
+        assert_ne!(v, other.blind_index("orders", "status", "paid"));
+        assert_ne!(v, k.blind_index("orders", "state", "paid"));
+        assert_ne!(v, k.blind_index("order", "sstatus", "paid"));
+        assert_ne!(v, k.blind_index("orders", "status", "Paid"));
+    }
+
+    #[test]
+    fn padded_hmac_key_equals_the_crate_s_own_key_handling() {
+        let key = [0xA5u8; 32];
+        let mut ours = hmac_sha256(&key);
+        let mut theirs = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+        ours.update(b"message");
+        theirs.update(b"message");
+        assert_eq!(ours.finalize().into_bytes(), theirs.finalize().into_bytes());
+    }
+
+    #[test]
+    fn debug_shows_no_key_bytes() {
+        let k = keys(TenantId::PLATFORM, &[(1, 0xAB)], 0xCD);
+        let s = format!("{k:?}");
+        assert!(s.contains("current: 1"), "{s}");
+        for secret in ["171", "205", "ab", "AB", "cd", "CD"] {
+            assert!(!s.contains(secret), "{s}");
+        }
+    }
+
+    #[test]
+    fn wrap_aad_names_tenant_purpose_and_version() {
+        let t = TenantId::new();
+        assert_eq!(
+            wrap_aad(t, Purpose::Index, 3),
+            format!("stockade:tenant_key:{t}:index:3").into_bytes()
+        );
+    }
+}
