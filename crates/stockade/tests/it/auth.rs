@@ -95,7 +95,7 @@ pub async fn me(s: &TestServer, access: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn refresh(s: &TestServer, refresh: &str) -> reqwest::Response {
+pub async fn refresh(s: &TestServer, refresh: &str) -> reqwest::Response {
     s.client
         .post(s.url("/v1/auth/refresh"))
         .header("cookie", format!("__Host-stockade_refresh={refresh}"))

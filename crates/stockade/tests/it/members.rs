@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use stockade::clock::Clock;
 use stockade::http::Problem;
 
-use crate::auth::{PASSWORD, audit_actions, login, me, server, set_cookie, signup};
+use crate::auth::{PASSWORD, audit_actions, login, me, refresh, server, set_cookie, signup};
 use crate::testkit::{Backend, TestServer};
 
 const NEW_PASSWORD: &str = "Invited-Strong-Passw0rd";
@@ -175,15 +175,6 @@ async fn switch(s: &TestServer, access: &str, slug: &str) -> reqwest::Response {
         .post(s.url("/v1/auth/switch-tenant"))
         .bearer_auth(access)
         .json(&json!({"tenant": slug}))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn refresh(s: &TestServer, refresh: &str) -> reqwest::Response {
-    s.client
-        .post(s.url("/v1/auth/refresh"))
-        .header("cookie", format!("__Host-stockade_refresh={refresh}"))
         .send()
         .await
         .unwrap()
