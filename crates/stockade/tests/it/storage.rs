@@ -268,17 +268,33 @@ async fn verify_detects_an_edited_event(t: &TestDb) {
 }
 
 async fn verify_detects_an_edit_with_a_recomputed_hash(t: &TestDb) {
-    // An attacker who also rewrites the hash breaks the link to the next event.
+    // An attacker who edits an event and recomputes its hash correctly makes
+    // that event look sound, but breaks the link to the next one.
     let a = tenant(t, "rehashed").await;
     append_events(t, a.id, 4).await;
-    raw_execute(
+    let mut tx = t.db.tenant_read(a.id).await.unwrap();
+    let mut forged: stockade::audit::StoredEvent = tx
+        .fetch_one(
+            "SELECT * FROM audit_events WHERE tenant_id = $1 AND seq = 2",
+            vec![],
+        )
+        .await
+        .unwrap();
+    drop(tx);
+    forged.details = r#"{"n":99}"#.to_owned();
+    forged.hash = forged.compute_hash();
+    let n = raw_execute(
         &t.db,
-        "UPDATE audit_events SET hash = 'ff' || substr(hash, 3) WHERE tenant_id = $1 AND seq = 2",
+        &format!(
+            "UPDATE audit_events SET details = '{}', hash = '{}' WHERE tenant_id = $1 AND seq = 2",
+            forged.details, forged.hash
+        ),
         a.id.as_uuid(),
     )
     .await;
+    assert_eq!(n, 1);
     let r = audit::verify_tenant(&t.db, a.id).await.unwrap();
-    assert_eq!((r.ok, r.first_bad_seq), (false, Some(2)));
+    assert_eq!((r.ok, r.first_bad_seq), (false, Some(3)), "{r:?}");
 }
 
 async fn verify_detects_a_deleted_event(t: &TestDb) {
