@@ -188,7 +188,7 @@ fn session(c: &mut Criterion) {
     let live = rt
         .block_on(sessions::check(&f.db, f.tenant, f.session, f.user, f.now))
         .expect("check");
-    assert!(live.is_some(), "the fixture session must be live");
+    assert!(live.is_ok(), "the fixture session must be live");
 
     let mut group = c.benchmark_group("session");
     configure(&mut group);

@@ -102,7 +102,13 @@ impl FromRequestParts<AppState> for Principal {
             .session_cache
             .check(&state.db, tenant_id, session_id, user_id, now)
             .await?
-            .ok_or_else(ApiError::unauthenticated)?;
+            .map_err(|refusal| match refusal {
+                crate::sessions::Refusal::TenantSuspended => {
+                    ApiError::new(axum::http::StatusCode::FORBIDDEN, "tenancy.suspended")
+                        .with_detail("this tenant is suspended")
+                }
+                crate::sessions::Refusal::NotLive => ApiError::unauthenticated(),
+            })?;
         // The session, not the token, says who impersonates: the two agree.
         if live.impersonator != claimed_impersonator {
             return Err(ApiError::unauthenticated());

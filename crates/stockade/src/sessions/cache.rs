@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::store::{self, Live};
+use super::store::{self, Live, Refusal};
 use crate::db::{BackendKind, Db, DbError};
 use crate::ids::{SessionId, TenantId, UserId};
 
@@ -63,7 +63,7 @@ impl SessionCache {
         session: SessionId,
         user: UserId,
         now: DateTime<Utc>,
-    ) -> Result<Option<Live>, DbError> {
+    ) -> Result<Result<Live, Refusal>, DbError> {
         if !self.enabled {
             return store::check(db, tenant, session, user, now).await;
         }
@@ -71,10 +71,10 @@ impl SessionCache {
         let generation = db.liveness_generation();
         let key = (tenant, session);
         if let Some(hit) = self.lookup(&key, user, generation, now) {
-            return Ok(Some(hit));
+            return Ok(Ok(hit));
         }
         let live = store::check(db, tenant, session, user, now).await?;
-        if let Some(live) = &live {
+        if let Ok(live) = &live {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();

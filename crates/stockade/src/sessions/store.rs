@@ -348,6 +348,16 @@ struct CheckRow {
     tenant_status: String,
 }
 
+/// Why a credential's session cannot act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Unknown, revoked or expired session, or inactive user or membership.
+    NotLive,
+    /// The tenant is suspended (its sessions were revoked with it); said
+    /// plainly to the holder of a genuine credential of that tenant.
+    TenantSuspended,
+}
+
 /// The per-request check: the session is live, its user and membership are
 /// active and its tenant is active. One indexed query.
 pub async fn check(
@@ -356,7 +366,7 @@ pub async fn check(
     session: SessionId,
     user: UserId,
     now: DateTime<Utc>,
-) -> Result<Option<Live>, DbError> {
+) -> Result<Result<Live, Refusal>, DbError> {
     let mut tx = db.tenant_read(tenant).await?;
     let row: Option<CheckRow> = tx
         .fetch_optional(
@@ -376,7 +386,13 @@ pub async fn check(
             vec![session.into()],
         )
         .await?;
-    Ok(row.and_then(|r| {
+    let Some(r) = row else {
+        return Ok(Err(Refusal::NotLive));
+    };
+    if r.user_id == user && r.tenant_status == "suspended" {
+        return Ok(Err(Refusal::TenantSuspended));
+    }
+    Ok({
         let live = r.user_id == user
             && session_status(
                 r.revoked_at,
@@ -400,16 +416,19 @@ pub async fn check(
             .as_deref()
             .map(crate::tenancy::settings::parse_allowlist)
             .unwrap_or_default();
-        live.then_some(Live {
-            ip_allowlist: std::sync::Arc::new(ip_allowlist),
-            tenant_slug: r.tenant_slug,
-            authenticated_at: r.authenticated_at,
-            impersonator: r.impersonator_id,
-            role: r.role,
-            permissions: std::sync::Arc::new(permissions),
-            live_until,
-        })
-    }))
+        match live {
+            true => Ok(Live {
+                ip_allowlist: std::sync::Arc::new(ip_allowlist),
+                tenant_slug: r.tenant_slug,
+                authenticated_at: r.authenticated_at,
+                impersonator: r.impersonator_id,
+                role: r.role,
+                permissions: std::sync::Arc::new(permissions),
+                live_until,
+            }),
+            false => Err(Refusal::NotLive),
+        }
+    })
 }
 
 /// A membership's permissions: the built-in role's, or the custom role's as

@@ -588,6 +588,25 @@ async fn revocation_takes_effect_on_the_next_request(backend: Backend) {
     let a = signup(&s, "acme", "owner@acme.test").await;
     let b = login_ok(&s, "owner@acme.test").await;
     let c = login_ok(&s, "owner@acme.test").await;
+    // Each sign-in is audited with its client address.
+    let tenant = stockade::tenancy::find_by_slug(&s.db, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut tx = s.db.tenant_read(tenant.id).await.unwrap();
+    let logins: Vec<(String, Option<String>, Option<String>)> = tx
+        .fetch_all(
+            "SELECT outcome, ip, actor_type FROM audit_events WHERE tenant_id = $1 \
+             AND action = 'auth.login.succeeded'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(logins.len(), 2);
+    assert!(logins.iter().all(|l| l.0 == "success"
+        && l.1.as_deref() == Some("127.0.0.1")
+        && l.2.as_deref() == Some("user")));
     // Sessions list marks the current one.
     let list: Value = s
         .client
@@ -687,7 +706,13 @@ async fn deactivation_and_suspension_revoke_at_once(backend: Backend) {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(me(&s, &a.access).await.status(), StatusCode::UNAUTHORIZED);
+    // A suspended tenant's credentials are refused and say why.
+    let res = me(&s, &a.access).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.json::<Problem>().await.unwrap().code,
+        "tenancy.suspended"
+    );
     assert_eq!(me(&s, &b.access).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         login(&s, "owner@beta.test", PASSWORD, None).await.status(),

@@ -434,9 +434,14 @@ async fn suspension_revokes_at_once_and_reinstatement_restores(backend: Backend)
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "suspended");
 
-    // Every session of the tenant ends on its next request.
+    // Every session of the tenant ends on its next request, which says why.
     for token in [&w.pat.access, &second.access] {
-        assert_eq!(me(s, token).await.status(), StatusCode::UNAUTHORIZED);
+        expect(
+            me(s, token).await,
+            StatusCode::FORBIDDEN,
+            "tenancy.suspended",
+        )
+        .await;
     }
     let refreshed = s
         .client
