@@ -19,5 +19,6 @@ pub mod ops;
 pub mod platform;
 pub mod ratelimit;
 pub mod rbac;
+pub mod records;
 pub mod sessions;
 pub mod tenancy;

@@ -42,6 +42,9 @@ pub const TENANT_TABLES: &[&str] = &[
     "roles",
     "invitations",
     "tenant_keys",
+    "collections",
+    "records",
+    "record_index",
 ];
 
 /// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.

@@ -1,0 +1,4 @@
+//! Records: the tenant's business data (SPEC §2.10), collections of JSON
+//! documents stored encrypted under the tenant's data key (SPEC §2.9).
+
+pub mod cipher;
