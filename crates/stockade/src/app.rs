@@ -120,6 +120,8 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::tenancy::routes())
         .merge(crate::tenancy::settings_api::routes())
         .merge(crate::platform::routes())
+        .merge(crate::records::routes())
+        .merge(crate::apikeys::routes())
         .fallback(|| async { ApiError::not_found() })
         .with_state(state);
     layers::apply(router, limits)

@@ -4,6 +4,7 @@
 //! each capability's `model.rs`, queries in `store.rs`, HTTP in `routes.rs`.
 #![forbid(unsafe_code)]
 
+pub mod apikeys;
 pub mod app;
 pub mod audit;
 pub mod cli;

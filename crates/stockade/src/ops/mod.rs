@@ -40,6 +40,8 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::tenancy::TenancyApi::openapi());
     doc.merge(crate::tenancy::settings_api::SettingsApi::openapi());
     doc.merge(crate::platform::PlatformApi::openapi());
+    doc.merge(crate::records::RecordsApi::openapi());
+    doc.merge(crate::apikeys::ApiKeysApi::openapi());
     doc
 }
 

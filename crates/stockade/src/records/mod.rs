@@ -2,3 +2,16 @@
 //! documents stored encrypted under the tenant's data key (SPEC §2.9).
 
 pub mod cipher;
+
+use axum::Router;
+
+use crate::app::AppState;
+
+/// The OpenAPI description of these routes.
+#[derive(utoipa::OpenApi)]
+#[openapi()]
+pub struct RecordsApi;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}

@@ -9,6 +9,7 @@
 //! One integration-test binary (link time on 2 cores): a real server on
 //! 127.0.0.1:0, real SQLite files, real PostgreSQL databases.
 
+mod apikeys;
 mod auth;
 mod cli;
 mod envelope;
@@ -18,7 +19,9 @@ mod keyring;
 mod members;
 mod platform;
 mod postgres_rls;
+mod records;
 mod roles;
+mod rotation;
 mod settings;
 mod storage;
 mod testkit;

@@ -1,0 +1,3 @@
+//! criterion benchmarks: apikeys.
+
+fn main() {}

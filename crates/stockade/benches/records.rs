@@ -1,0 +1,3 @@
+//! criterion benchmarks: records.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Integration tests: apikeys (filled in by its issue).

@@ -1,0 +1,1 @@
+//! Integration tests: records (filled in by its issue).

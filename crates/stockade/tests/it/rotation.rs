@@ -1,0 +1,1 @@
+//! Integration tests: rotation (filled in by its issue).
