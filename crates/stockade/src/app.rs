@@ -92,6 +92,13 @@ impl AppState {
             .clone()
     }
 
+    /// The master key (wraps tenant keys and every stored secret). Call it
+    /// as `&state.master()`: the one accessor, so a reloadable master key
+    /// changes nothing at the call sites.
+    pub fn master(&self) -> Arc<crate::crypto::keys::MasterKey> {
+        self.keys.master.clone()
+    }
+
     /// Swaps in a reloaded keyring (after `stockade keys rotate`).
     pub fn set_keyring(&self, keyring: Keyring) {
         *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keyring);

@@ -69,7 +69,7 @@ impl SigningMaterial {
 
 #[derive(Debug)]
 pub struct Keys {
-    pub master: MasterKey,
+    pub master: std::sync::Arc<MasterKey>,
     pub signing: SigningMaterial,
     /// True when any key in use was generated for development.
     pub development: bool,
@@ -162,7 +162,7 @@ pub fn load(cfg: &Config) -> Result<Keys, Vec<String>> {
 
     match (master, signing) {
         (Some(master), Some(signing)) if problems.is_empty() => Ok(Keys {
-            master,
+            master: std::sync::Arc::new(master),
             signing,
             development,
         }),

@@ -7,3 +7,4 @@ pub mod keyring;
 pub mod keys;
 pub mod random;
 pub mod seal;
+pub mod server_keys;

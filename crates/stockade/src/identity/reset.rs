@@ -80,7 +80,7 @@ pub(crate) async fn request(
     email::enqueue(
         &mut tx,
         state.clock.as_ref(),
-        &state.keys.master,
+        &state.master(),
         &Message {
             to: &user.email,
             kind: "password_reset",

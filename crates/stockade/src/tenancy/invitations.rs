@@ -251,7 +251,7 @@ pub(crate) async fn create(
     email::enqueue(
         &mut tx,
         clock,
-        &state.keys.master,
+        &state.master(),
         &Message {
             to: email.as_str(),
             kind: "invitation",

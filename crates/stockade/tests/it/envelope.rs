@@ -24,7 +24,7 @@ const AAD: Aad<'static> = Aad {
 };
 
 /// A master key of `byte`s, loaded the way the server loads one.
-fn master(byte: u8) -> MasterKey {
+fn master(byte: u8) -> std::sync::Arc<MasterKey> {
     let dir = tempfile::tempdir().unwrap();
     let encoded = B64.encode([byte; 32]);
     let cfg = test_config(dir.path(), &[("STOCKADE_MASTER_KEY", encoded.as_str())]);
