@@ -19,13 +19,15 @@ use ed25519_dalek::SigningKey;
 use secrecy::SecretString;
 use stockade::audit::{self, Actor, NewEvent, RequestContext, Target};
 use stockade::clock::{Clock, ManualClock, SystemClock};
+use stockade::crypto::envelope;
 use stockade::crypto::jwt::{ACCESS_TOKEN_TTL, Claims, Keyring};
-use stockade::crypto::keys::SigningMaterial;
+use stockade::crypto::keys::{MasterKey, SigningMaterial};
 use stockade::crypto::seal;
 use stockade::db::{BackendKind, Db};
 use stockade::identity::{self, Email, password::Hasher};
 use stockade::ids::{SessionId, TenantId, UserId};
 use stockade::rbac;
+use stockade::records::cipher::{self, StoredDocument};
 use stockade::sessions::{self, RefreshToken, SessionCache, SessionPolicy};
 use stockade::tenancy::{self, NewTenant, Slug, TenantName};
 use tokio::runtime::Runtime;
@@ -138,6 +140,7 @@ async fn fixture() -> Fixture {
     let tenant = tenancy::create_tenant(
         &db,
         clock.as_ref(),
+        &bench_master(),
         NewTenant {
             slug: Slug::parse("bench").expect("slug"),
             name: TenantName::parse("Bench Ltd").expect("name"),
@@ -248,6 +251,48 @@ fn seal_bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// The master key the fixture's tenant keys are wrapped under.
+fn bench_master() -> MasterKey {
+    MasterKey::single(1, [7u8; 32])
+}
+
+/// A record of about 2 KiB through the one record cipher (SPEC §2.9):
+/// JSON encoding, AES-256-GCM under the tenant's data key, associated data
+/// binding tenant, table, column and row.
+fn record_cipher_bench(c: &mut Criterion) {
+    let rt = runtime();
+    let f = rt.block_on(fixture());
+    let keys = rt.block_on(async {
+        let mut tx = f.db.tenant_tx(f.tenant).await.expect("tenant tx");
+        let keys = envelope::load(&mut tx, &bench_master(), &SystemClock)
+            .await
+            .expect("tenant keys");
+        tx.commit().await.expect("commit");
+        keys
+    });
+    let doc = StoredDocument {
+        key: Some("INV-0001".to_owned()),
+        data: serde_json::json!({ "title": "Invoice", "notes": "x".repeat(2000) }),
+    };
+    let plain_len = serde_json::to_vec(&doc).expect("json").len();
+    assert!((2048..2200).contains(&plain_len), "{plain_len}");
+    let id = uuid::Uuid::now_v7();
+
+    let mut group = c.benchmark_group("records");
+    configure(&mut group);
+    group.throughput(Throughput::Bytes(2048));
+    group.bench_function("seal_open_document_2kib", |b| {
+        b.iter(|| {
+            let (body, _) =
+                cipher::seal_document(&keys, black_box("invoices"), id, black_box(&doc))
+                    .expect("seal");
+            cipher::open_document(&keys, "invoices", id, black_box(&body)).expect("open")
+        });
+    });
+    group.finish();
+    rt.block_on(f.db.close());
+}
+
 fn audit_bench(c: &mut Criterion) {
     let rt = runtime();
     let f = rt.block_on(fixture());
@@ -319,6 +364,7 @@ criterion_group!(
     session,
     rbac_check,
     seal_bench,
+    record_cipher_bench,
     audit_bench,
     refresh,
     password

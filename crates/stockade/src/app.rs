@@ -93,8 +93,11 @@ impl AppState {
     }
 
     /// The master key (wraps tenant keys and every stored secret). Call it
-    /// as `&state.master()`: the one accessor, so a reloadable master key
-    /// changes nothing at the call sites.
+    /// as `&state.master()`: the one accessor. It is reloadable: it re-reads
+    /// its key file when the file changed (before each seal, and when an item
+    /// names a version it does not hold), so a server keeps serving through
+    /// `stockade keys rotate` and `keys retire --master` without a restart
+    /// (see `crypto::master`).
     pub fn master(&self) -> Arc<crate::crypto::keys::MasterKey> {
         self.keys.master.clone()
     }

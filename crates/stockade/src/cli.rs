@@ -12,14 +12,15 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{self, AppState};
 use crate::audit::{Actor, RequestContext};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::crypto::jwt::RETIRED_KEY_GRACE;
-use crate::crypto::{envelope, keyring, keys};
+use crate::crypto::keys as master_keys;
 use crate::db::Db;
 use crate::identity::import::{ImportError, parse_import};
 use crate::identity::import_store::{self, ImportStoreError};
 use crate::tenancy::{self, NewTenant, Slug, TenantName};
+
+mod keys;
 
 /// The most rows `stockade users import` takes from one file.
 pub const MAX_IMPORT_ROWS: usize = 100_000;
@@ -73,7 +74,7 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
-    /// Create a tenant (writes its first audit event).
+    /// Create a tenant with its keys (writes its first audit event).
     Create {
         /// URL-safe handle: 3-63 of a-z, 0-9 and '-'.
         #[arg(long)]
@@ -92,17 +93,54 @@ pub enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// List the stored signing keys and the master key's status (never a key itself).
+    /// Show the signing keys, the master-key versions with what each wraps, and each
+    /// tenant's data-key versions with the records each protects (never a key itself).
     Status,
-    /// Rotate a key (only the signing key so far: `--signing`).
+    /// Rotate the master key (default), the token signing key or tenants' data keys.
     #[command(long_about = "Rotate a key.\n\n\
+        With no flag: adds a new master-key version to the key file (atomically, mode 0600) \
+        and re-wraps every tenant key, signing key, server key and queued email under it, in \
+        short transactions; no record is rewritten. Running servers pick the new version up \
+        from the file. Re-run after a crash, it finishes the interrupted rotation instead of \
+        adding another version.\n\n\
+        --tenant-data makes a new data-key version for each tenant (or the one named by \
+        --tenant) and re-encrypts its records in batches of 500, showing progress; the API \
+        keeps serving. Re-run after a crash, it resumes with the current version.\n\n\
         --signing generates a new token signing key of the configured algorithm, makes it \
         current and retires the previous one, whose tokens keep verifying until they expire \
-        (15 minutes). Master-key rotation is not available yet.")]
+        (15 minutes).")]
     Rotate {
         /// Rotate the token signing key.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tenant_data")]
         signing: bool,
+        /// Rotate the tenants' data keys and re-encrypt their records.
+        #[arg(long)]
+        tenant_data: bool,
+        /// Only this tenant (with --tenant-data).
+        #[arg(long, value_name = "SLUG", requires = "tenant_data")]
+        tenant: Option<String>,
+    },
+    /// Retire a tenant data-key version, or with --master a master-key version.
+    #[command(long_about = "Retire a key version: it no longer decrypts.\n\n\
+        VERSION [--tenant SLUG] retires that data-key version of every tenant that has it (or \
+        of the one tenant), and refuses, retiring nothing, while any record still uses it or \
+        while it is a tenant's current version: run `keys rotate --tenant-data` first.\n\n\
+        --master VERSION removes that master-key version from the key file, and refuses while \
+        any item is still wrapped by it (run `keys rotate` first) or when it is the current one.")]
+    Retire {
+        /// The tenant data-key version to retire.
+        #[arg(
+            value_name = "VERSION",
+            required_unless_present = "master",
+            conflicts_with = "master"
+        )]
+        version: Option<u32>,
+        /// Only this tenant.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+        /// Retire this master-key version instead.
+        #[arg(long, value_name = "VERSION", conflicts_with = "tenant")]
+        master: Option<u32>,
     },
 }
 
@@ -208,10 +246,13 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 plan: "free".to_owned(),
                 trial_ends_at: None,
             };
+            let keys =
+                crate::crypto::keys::load(&config).map_err(|lines| Failure { lines, code: 2 })?;
             let db = open_migrated(&config).await?;
             let tenant = tenancy::create_tenant(
                 &db,
                 &SystemClock,
+                &keys.master,
                 new,
                 Actor::System,
                 RequestContext::default(),
@@ -253,20 +294,28 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 })
             }
         }
-        Command::Keys(KeysCommand::Status) => keys_status(&config).await,
-        Command::Keys(KeysCommand::Rotate { signing }) => {
-            if !signing {
-                return Err(Failure {
-                    lines: vec![
-                        "say what to rotate: only --signing (the token signing key) is \
-                         supported; master-key rotation is not available yet"
-                            .to_owned(),
-                    ],
-                    code: 2,
-                });
-            }
-            rotate_signing(&config).await
-        }
+        Command::Keys(KeysCommand::Status) => keys::status(&config).await,
+        Command::Keys(KeysCommand::Rotate {
+            signing,
+            tenant_data,
+            tenant,
+        }) => match (signing, tenant_data) {
+            (true, _) => keys::rotate_signing(&config).await,
+            (false, true) => keys::rotate_tenant_data(&config, tenant.as_deref()).await,
+            (false, false) => keys::rotate_master(&config).await,
+        },
+        Command::Keys(KeysCommand::Retire {
+            version,
+            tenant,
+            master,
+        }) => match (master, version) {
+            (Some(v), _) => keys::retire_master(&config, v).await,
+            (None, Some(v)) => keys::retire_data(&config, v, tenant.as_deref()).await,
+            (None, None) => Err(Failure {
+                lines: vec!["say which version to retire (see --help)".to_owned()],
+                code: 2,
+            }),
+        },
         Command::Users(UsersCommand::Import { file, tenant }) => {
             users_import(&config, &file, &tenant).await
         }
@@ -277,145 +326,6 @@ const TIME_FORMAT: chrono::SecondsFormat = chrono::SecondsFormat::Secs;
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(TIME_FORMAT, true)
-}
-
-/// `keys status`: one line per stored signing key, then the master key's
-/// status. Reads only: no key is loaded or generated.
-async fn keys_status(config: &Config) -> Result<(), Failure> {
-    let db = open_migrated(config).await?;
-    let stored = keyring::list(&db).await.map_err(Failure::one);
-    let tenant_keys = envelope::status(&db).await.map_err(Failure::one);
-    db.close().await;
-    let stored = stored?;
-    let tenant_keys = tenant_keys?;
-    let now = SystemClock.now();
-    if stored.is_empty() {
-        println!(
-            "no signing key stored yet: `stockade serve` or `stockade keys rotate --signing` \
-             stores the first one"
-        );
-    }
-    for key in &stored {
-        let state = match key.retired_at {
-            None => "current".to_owned(),
-            Some(at) if now < at + RETIRED_KEY_GRACE => {
-                format!("verifies until {}", timestamp(at + RETIRED_KEY_GRACE))
-            }
-            Some(_) => "no longer verifies".to_owned(),
-        };
-        println!(
-            "signing key {} alg={} created={} retired={} {state}",
-            key.kid,
-            key.alg,
-            timestamp(key.created_at),
-            key.retired_at.map_or_else(|| "-".to_owned(), timestamp)
-        );
-    }
-    println!("master key: {}", master_key_status(config));
-    print_tenant_keys(&tenant_keys);
-    Ok(())
-}
-
-/// The tenant-key section of `keys status`: how many tenants hold each key
-/// version, under which master-key version (counts only, never a key).
-fn print_tenant_keys(status: &envelope::KeyStatus) {
-    let tenants = |n: usize| {
-        if n == 1 {
-            "1 tenant".to_owned()
-        } else {
-            format!("{n} tenants")
-        }
-    };
-    if status.keys.is_empty() {
-        println!("tenant keys: none stored yet (created at each tenant's first use)");
-    }
-    for ((purpose, version, master), n) in &status.keys {
-        let current = match purpose {
-            envelope::Purpose::Data => format!(
-                ", current for {}",
-                tenants(status.current_data.get(version).copied().unwrap_or(0))
-            ),
-            envelope::Purpose::Index => String::new(),
-        };
-        println!(
-            "tenant {} key v{version} wrapped by master v{master}: {}{current}",
-            purpose.as_str(),
-            tenants(*n)
-        );
-    }
-    if status.unprovisioned > 0 {
-        println!(
-            "tenant keys not created yet: {} (created at first use)",
-            tenants(status.unprovisioned)
-        );
-    }
-    if status.shredded > 0 {
-        println!(
-            "tenant keys destroyed (crypto-shredded): {}",
-            tenants(status.shredded)
-        );
-    }
-}
-
-/// Where the master key comes from, and whether it is a development key.
-fn master_key_status(config: &Config) -> String {
-    use secrecy::ExposeSecret;
-    match &config.master_key {
-        Some(secret) if secret.value.expose_secret().contains(keys::DEV_MARKER) => format!(
-            "development key, configured ({}): never use it in production",
-            secret.origin
-        ),
-        Some(secret) => format!("configured ({})", secret.origin),
-        None if config.is_production() => {
-            "missing: set STOCKADE_MASTER_KEY or STOCKADE_MASTER_KEY_FILE".to_owned()
-        }
-        None => {
-            let path = config.data_dir.join("keys").join("master.key");
-            if path.exists() {
-                format!(
-                    "development key, generated ({}): never use it in production",
-                    path.display()
-                )
-            } else {
-                "development key, generated at the first start (none yet)".to_owned()
-            }
-        }
-    }
-}
-
-/// `keys rotate --signing`.
-async fn rotate_signing(config: &Config) -> Result<(), Failure> {
-    let keys = keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
-    let db = open_migrated(config).await?;
-    let rotated = keyring::rotate(&db, &keys, &SystemClock).await;
-    let listed = match &rotated {
-        Ok(_) => keyring::list(&db).await.ok(),
-        Err(_) => None,
-    };
-    db.close().await;
-    let kid = rotated.map_err(Failure::one)?;
-    println!("new signing key {kid} is current");
-    // The previous key is the one retired last.
-    let previous = listed
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|k| k.kid != kid)
-        .filter_map(|k| k.retired_at.map(|at| (at, k.created_at, k.kid)))
-        .max();
-    let minutes = RETIRED_KEY_GRACE.num_minutes();
-    match previous {
-        Some((at, _, old)) => println!(
-            "tokens signed by the previous key {old} verify for {minutes} more minutes \
-             (until {})",
-            timestamp(at + RETIRED_KEY_GRACE)
-        ),
-        None => println!("tokens signed by the previous key verify for {minutes} more minutes"),
-    }
-    println!(
-        "running servers switch to {kid} within {} s (they re-read the keys periodically)",
-        app::KEYRING_RELOAD.as_secs()
-    );
-    Ok(())
 }
 
 /// `users import FILE --tenant SLUG`.
@@ -444,7 +354,7 @@ async fn users_import(config: &Config, path: &Path, slug: &str) -> Result<(), Fa
             .await
             .map_err(Failure::one)?
             .ok_or_else(|| Failure::one(format!("no tenant with slug `{slug}`")))?;
-        let progress = Progress::new(total);
+        let progress = Progress::new(total, "users", "imported");
         let imported =
             import_store::import_users(&db, &SystemClock, &tenant, rows, &source, |done| {
                 progress.set(done)
@@ -548,22 +458,27 @@ fn line_numbers(
 /// line on stdout every tenth of the work (at most one per 1000 rows).
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
+    /// What is counted ("users") and what was done to it ("imported").
+    unit: &'static str,
+    done_verb: &'static str,
     total: u64,
     every: u64,
     printed: std::cell::Cell<u64>,
 }
 
 impl Progress {
-    fn new(total: u64) -> Self {
+    fn new(total: u64, unit: &'static str, done_verb: &'static str) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let style = indicatif::ProgressStyle::with_template(
-                "{bar:40.cyan/blue} {pos}/{len} users {elapsed_precise} (eta {eta})",
-            )
+            let style = indicatif::ProgressStyle::with_template(&format!(
+                "{{bar:40.cyan/blue}} {{pos}}/{{len}} {unit} {{elapsed_precise}} (eta {{eta}})"
+            ))
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
             indicatif::ProgressBar::new(total).with_style(style)
         });
         Self {
             bar,
+            unit,
+            done_verb,
             total,
             every: (total / 10).max(1000),
             printed: std::cell::Cell::new(0),
@@ -574,9 +489,12 @@ impl Progress {
         match &self.bar {
             Some(bar) => bar.set_position(done),
             None => {
-                if done > self.printed.get() && done % self.every == 0 {
+                if done >= self.printed.get().saturating_add(self.every) {
                     self.printed.set(done);
-                    say(&format!("imported {done}/{}", self.total));
+                    say(&format!(
+                        "{} {done}/{} {}",
+                        self.done_verb, self.total, self.unit
+                    ));
                 }
             }
         }
@@ -591,7 +509,7 @@ impl Progress {
 
 fn config_check(config: &Config) -> Result<(), Failure> {
     if config.is_production() {
-        keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
+        master_keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
     }
     println!(
         "configuration OK: profile={}, database={}, listen={}, url={}",
@@ -618,7 +536,7 @@ async fn open_migrated(config: &Config) -> Result<Db, Failure> {
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {
-    let keys = keys::load(&config).map_err(|lines| Failure { lines, code: 2 })?;
+    let keys = master_keys::load(&config).map_err(|lines| Failure { lines, code: 2 })?;
     if keys.development {
         tracing::warn!("using development keys: never run production with them");
     }

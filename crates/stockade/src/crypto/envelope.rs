@@ -32,8 +32,10 @@
 //! Tenants created before this table existed get their keys lazily, at the
 //! first [`load`], in the caller's (read-write) transaction.
 //!
-//! For key rows, `retired_at` set means "no longer decrypts" (for the later
-//! `keys retire`); such versions are not loaded.
+//! For key rows, `retired_at` set means "no longer decrypts" (`stockade keys
+//! retire`); such versions are not loaded. Each key row records the
+//! master-key version that wrapped it; [`rewrap`] moves keys to the current
+//! one (`stockade keys rotate`).
 
 use std::collections::BTreeMap;
 
@@ -49,10 +51,6 @@ use crate::crypto::random;
 use crate::crypto::seal::{self, SealError};
 use crate::db::{Db, DbError, TenantTx};
 use crate::ids::TenantId;
-
-/// The version of the master key that wraps tenant keys. There is one master
-/// key until master-key rotation exists; the column records it already.
-pub const MASTER_VERSION: u32 = 1;
 
 /// Prefix of the associated data a tenant key is wrapped with.
 pub const WRAP_AAD_PREFIX: &str = "stockade:tenant_key:";
@@ -186,10 +184,7 @@ impl TenantKeys {
             .data
             .get(&self.current)
             .ok_or(EnvelopeError::Integrity)?;
-        let sealed = seal::seal(key, &aad.bytes(self.tenant), plaintext).map_err(|e| match e {
-            SealError::Random => EnvelopeError::Random,
-            _ => EnvelopeError::Encrypt,
-        })?;
+        let sealed = seal::seal(key, &aad.bytes(self.tenant), plaintext).map_err(seal_error)?;
         let mut out = Vec::with_capacity(VERSION_LEN + sealed.len());
         out.extend_from_slice(&self.current.to_be_bytes());
         out.extend_from_slice(&sealed);
@@ -361,6 +356,46 @@ pub async fn destroy(tx: &mut TenantTx, clock: &dyn Clock) -> Result<(), Envelop
     Ok(())
 }
 
+/// Re-wraps every key of the transaction's tenant that is not wrapped by
+/// the master key's current version (master-key rotation): unwraps it with
+/// the version it names, wraps it again with the current one. The keys
+/// themselves, and so every ciphertext, stay the same. Returns how many keys
+/// it re-wrapped (0: all were current already).
+pub async fn rewrap(tx: &mut TenantTx, master: &MasterKey) -> Result<u64, EnvelopeError> {
+    let target = i64::from(master.current_version());
+    let rows: Vec<Row> = tx
+        .fetch_all(
+            "SELECT purpose, version, wrapped_key, master_version, retired_at \
+             FROM tenant_keys WHERE tenant_id = $1 AND version > 0 AND master_version <> $2 \
+             ORDER BY purpose, version",
+            vec![target.into()],
+        )
+        .await?;
+    let mut done = 0;
+    for row in rows {
+        let purpose = Purpose::parse(&row.purpose).ok_or(EnvelopeError::Integrity)?;
+        let version = u32::try_from(row.version).map_err(|_| EnvelopeError::Integrity)?;
+        let old = u32::try_from(row.master_version).map_err(|_| EnvelopeError::Integrity)?;
+        let key = unwrap_key(tx.tenant(), purpose, version, &row.wrapped_key, master, old)?;
+        let aad = wrap_aad(tx.tenant(), purpose, version);
+        let (wrapped, used) = master.seal(&aad, key.as_slice()).map_err(seal_error)?;
+        done += tx
+            .execute(
+                "UPDATE tenant_keys SET wrapped_key = $2, master_version = $3 \
+                 WHERE tenant_id = $1 AND purpose = $4 AND version = $5 AND master_version = $6",
+                vec![
+                    wrapped.into(),
+                    i64::from(used).into(),
+                    purpose.as_str().into(),
+                    row.version.into(),
+                    row.master_version.into(),
+                ],
+            )
+            .await?;
+    }
+    Ok(done)
+}
+
 /// What `stockade keys status` shows about tenant keys: counts, never keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyStatus {
@@ -508,6 +543,13 @@ async fn insert_first_keys(
     })
 }
 
+fn seal_error(e: SealError) -> EnvelopeError {
+    match e {
+        SealError::Random => EnvelopeError::Random,
+        _ => EnvelopeError::Encrypt,
+    }
+}
+
 fn new_key() -> Result<Key, EnvelopeError> {
     random::secret_bytes::<32>().map_err(|_| EnvelopeError::Random)
 }
@@ -521,10 +563,7 @@ async fn insert_key(
     now: DateTime<Utc>,
 ) -> Result<(), EnvelopeError> {
     let aad = wrap_aad(tx.tenant(), purpose, version);
-    let wrapped = seal::seal(master.expose(), &aad, key.as_slice()).map_err(|e| match e {
-        SealError::Random => EnvelopeError::Random,
-        _ => EnvelopeError::Encrypt,
-    })?;
+    let (wrapped, master_version) = master.seal(&aad, key.as_slice()).map_err(seal_error)?;
     tx.execute(
         "INSERT INTO tenant_keys \
          (tenant_id, purpose, version, wrapped_key, master_version, created_at, retired_at) \
@@ -533,7 +572,7 @@ async fn insert_key(
             purpose.as_str().into(),
             i64::from(version).into(),
             wrapped.into(),
-            i64::from(MASTER_VERSION).into(),
+            i64::from(master_version).into(),
             now.into(),
         ],
     )
@@ -559,7 +598,16 @@ fn build(tenant: TenantId, rows: &[Row], master: &MasterKey) -> Result<TenantKey
     {
         let purpose = Purpose::parse(&row.purpose).ok_or(EnvelopeError::Integrity)?;
         let version = u32::try_from(row.version).map_err(|_| EnvelopeError::Integrity)?;
-        let key = unwrap_key(tenant, purpose, version, &row.wrapped_key, master)?;
+        let master_version =
+            u32::try_from(row.master_version).map_err(|_| EnvelopeError::Integrity)?;
+        let key = unwrap_key(
+            tenant,
+            purpose,
+            version,
+            &row.wrapped_key,
+            master,
+            master_version,
+        )?;
         match purpose {
             Purpose::Data => {
                 data.insert(version, key);
@@ -587,13 +635,11 @@ fn unwrap_key(
     version: u32,
     wrapped: &[u8],
     master: &MasterKey,
+    master_version: u32,
 ) -> Result<Key, EnvelopeError> {
-    let opened = seal::open(
-        master.expose(),
-        &wrap_aad(tenant, purpose, version),
-        wrapped,
-    )
-    .map_err(|_| EnvelopeError::Integrity)?;
+    let opened = master
+        .open(master_version, &wrap_aad(tenant, purpose, version), wrapped)
+        .map_err(|_| EnvelopeError::Integrity)?;
     let key: [u8; 32] = opened
         .as_slice()
         .try_into()

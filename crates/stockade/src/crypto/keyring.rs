@@ -23,9 +23,10 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::crypto::jwt::{KeyEntry, KeySecret, Keyring, RETIRED_KEY_GRACE, SigningAlg, TokenError};
+use crate::crypto::keys::MasterKey;
 use crate::crypto::keys::{Keys, SigningMaterial, kid_for};
 use crate::crypto::random;
-use crate::crypto::seal::{self, SealError};
+use crate::crypto::seal::SealError;
 use crate::db::{Db, DbError, GlobalTx};
 
 /// Prefix of the associated data a key's secret is sealed with (then the kid).
@@ -85,7 +86,7 @@ pub async fn load(db: &Db, keys: &Keys, clock: &dyn Clock) -> Result<Keyring, Ke
         Ok(rows)
     })
     .await?;
-    build(&rows, keys.master.expose(), clock.now())
+    build(&rows, &keys.master, clock.now())
 }
 
 /// Generates a key of the configured algorithm, stores it sealed as the
@@ -101,7 +102,7 @@ pub async fn rotate(db: &Db, keys: &Keys, clock: &dyn Clock) -> Result<String, K
         reconcile(&mut tx, keys, now).await?;
         let new = generate(alg)?;
         retire_current(&mut tx, now).await?;
-        insert(&mut tx, keys.master.expose(), &new, now).await?;
+        insert(&mut tx, &keys.master, &new, now).await?;
         tx.commit().await?;
         Ok(new.kid)
     })
@@ -143,6 +144,7 @@ struct KeyRow {
     kid: String,
     alg: String,
     sealed_secret: Vec<u8>,
+    master_version: i64,
     public_key: Option<Vec<u8>>,
     retired_at: Option<DateTime<Utc>>,
 }
@@ -227,7 +229,7 @@ async fn reconcile(tx: &mut GlobalTx, keys: &Keys, now: DateTime<Utc>) -> Result
     if !known {
         let new = configured_new_key(&keys.signing)?;
         retire_current(tx, now).await?;
-        insert(tx, keys.master.expose(), &new, now).await?;
+        insert(tx, &keys.master, &new, now).await?;
     } else if current_alg != Some(alg.as_str()) {
         retire_current(tx, now).await?;
         tx.execute(
@@ -250,19 +252,22 @@ async fn retire_current(tx: &mut GlobalTx, now: DateTime<Utc>) -> Result<(), Key
 
 async fn insert(
     tx: &mut GlobalTx,
-    master: &[u8; 32],
+    master: &MasterKey,
     key: &NewKey,
     now: DateTime<Utc>,
 ) -> Result<(), KeyringError> {
-    let sealed =
-        seal::seal(master, &secret_aad(&key.kid), &key.secret).map_err(KeyringError::Seal)?;
+    let (sealed, master_version) = master
+        .seal(&secret_aad(&key.kid), &key.secret)
+        .map_err(KeyringError::Seal)?;
     tx.execute(
-        "INSERT INTO signing_keys (kid, alg, sealed_secret, public_key, created_at, retired_at) \
-         VALUES ($1, $2, $3, $4, $5, NULL)",
+        "INSERT INTO signing_keys \
+         (kid, alg, sealed_secret, master_version, public_key, created_at, retired_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, NULL)",
         vec![
             key.kid.as_str().into(),
             key.alg.as_str().into(),
             sealed.into(),
+            i64::from(master_version).into(),
             key.public_key.clone().into(),
             now.into(),
         ],
@@ -274,7 +279,8 @@ async fn insert(
 async fn select_rows(tx: &mut GlobalTx) -> Result<Vec<KeyRow>, KeyringError> {
     Ok(tx
         .fetch_all(
-            "SELECT kid, alg, sealed_secret, public_key, retired_at FROM signing_keys \
+            "SELECT kid, alg, sealed_secret, master_version, public_key, retired_at \
+             FROM signing_keys \
              ORDER BY created_at DESC, kid",
             vec![],
         )
@@ -283,7 +289,7 @@ async fn select_rows(tx: &mut GlobalTx) -> Result<Vec<KeyRow>, KeyringError> {
 
 /// Opens every key that still verifies at `now`. Time is filtered here, not
 /// in SQL, so both backends compare timestamps the same way.
-fn build(rows: &[KeyRow], master: &[u8; 32], now: DateTime<Utc>) -> Result<Keyring, KeyringError> {
+fn build(rows: &[KeyRow], master: &MasterKey, now: DateTime<Utc>) -> Result<Keyring, KeyringError> {
     let mut current = None;
     let mut previous = Vec::new();
     for row in rows {
@@ -309,7 +315,7 @@ fn build(rows: &[KeyRow], master: &[u8; 32], now: DateTime<Utc>) -> Result<Keyri
 /// with the secret (a row is trusted only through the master key's seal).
 fn open_row(
     row: &KeyRow,
-    master: &[u8; 32],
+    master: &MasterKey,
     retired_at: Option<DateTime<Utc>>,
 ) -> Result<KeyEntry, KeyringError> {
     let corrupt = |reason| KeyringError::Corrupt {
@@ -317,11 +323,13 @@ fn open_row(
         reason,
     };
     let alg = SigningAlg::parse(&row.alg).ok_or_else(|| corrupt("unknown algorithm"))?;
-    let secret = seal::open(master, &secret_aad(&row.kid), &row.sealed_secret).map_err(|_| {
-        KeyringError::Unseal {
-            kid: row.kid.clone(),
-        }
-    })?;
+    let unseal = || KeyringError::Unseal {
+        kid: row.kid.clone(),
+    };
+    let version = u32::try_from(row.master_version).map_err(|_| unseal())?;
+    let secret = master
+        .open(version, &secret_aad(&row.kid), &row.sealed_secret)
+        .map_err(|_| unseal())?;
     let entry = |secret: KeySecret<'_>| match retired_at {
         None => KeyEntry::signing(row.kid.as_str(), secret),
         Some(at) => KeyEntry::verifying(row.kid.as_str(), secret, at),

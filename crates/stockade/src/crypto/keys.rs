@@ -24,20 +24,7 @@ use crate::crypto::random;
 pub const DEV_MARKER: &str =
     "# stockade development key: generated for development only, never use in production";
 
-/// The 256-bit master key; wiped on drop, never printed.
-pub struct MasterKey(Zeroizing<[u8; 32]>);
-
-impl MasterKey {
-    pub fn expose(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MasterKey(***)")
-    }
-}
+pub use crate::crypto::master::MasterKey;
 
 pub enum SigningMaterial {
     Ed25519 {
@@ -207,27 +194,17 @@ fn parse_master(
             return None;
         }
     }
-    match decode_master(text) {
+    match MasterKey::parse(text, secret.file.clone()) {
         Some(key) => Some(key),
         None => {
             problems.push(format!(
-                "{} is not a base64-encoded 32-byte key",
+                "{} is not a master key: one base64-encoded 32-byte key, or lines \
+                 `vN:<base64 32 bytes>` with distinct versions N >= 1",
                 secret.origin
             ));
             None
         }
     }
-}
-
-fn decode_master(text: &str) -> Option<MasterKey> {
-    let body: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect::<Vec<_>>()
-        .concat();
-    let bytes = Zeroizing::new(B64.decode(body.trim()).ok()?);
-    let array: [u8; 32] = bytes.as_slice().try_into().ok()?;
-    Some(MasterKey(Zeroizing::new(array)))
 }
 
 fn load_ed25519(
@@ -296,13 +273,14 @@ fn dev_master(dir: &Path) -> anyhow::Result<MasterKey> {
     let path = dir.join("master.key");
     if path.exists() {
         let text = Zeroizing::new(std::fs::read_to_string(&path)?);
-        return decode_master(&text)
+        return MasterKey::parse(&text, Some(path.clone()))
             .ok_or_else(|| anyhow::anyhow!("{} is not a valid master key", path.display()));
     }
     let bytes = random::secret_bytes::<32>()?;
     let body = Zeroizing::new(format!("{DEV_MARKER}\n{}\n", B64.encode(bytes.as_slice())));
     write_private(&path, body.as_bytes())?;
-    Ok(MasterKey(bytes))
+    MasterKey::parse(&body, Some(path))
+        .ok_or_else(|| anyhow::anyhow!("cannot read back the development master key"))
 }
 
 fn dev_signing(dir: &Path) -> anyhow::Result<SigningKey> {
@@ -380,9 +358,9 @@ mod tests {
             .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
         let second = load(&cfg).unwrap();
-        assert_eq!(first.master.expose(), second.master.expose());
+        assert_eq!(first.master.key_bytes(1), second.master.key_bytes(1));
         assert_eq!(first.signing.kid(), second.signing.kid());
-        assert!(!format!("{first:?}").contains(&B64.encode(first.master.expose())));
+        assert!(!format!("{first:?}").contains(&B64.encode(*first.master.key_bytes(1).unwrap())));
     }
 
     #[test]
@@ -432,7 +410,7 @@ mod tests {
         );
         let keys = load(&cfg).unwrap();
         assert!(!keys.development);
-        assert_eq!(keys.master.expose(), &[7u8; 32]);
+        assert_eq!(*keys.master.key_bytes(1).unwrap(), [7u8; 32]);
 
         std::fs::set_permissions(&signing, std::fs::Permissions::from_mode(0o644)).unwrap();
         let problems = load(&cfg).unwrap_err();

@@ -5,6 +5,8 @@ pub mod envelope;
 pub mod jwt;
 pub mod keyring;
 pub mod keys;
+pub mod master;
 pub mod random;
+pub mod rotation;
 pub mod seal;
 pub mod server_keys;

@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::crypto::keys::MasterKey;
-use crate::crypto::{random, seal};
+use crate::crypto::random;
 use crate::db::{Db, DbError};
 
 /// Prefix of the associated data a server key is sealed with.
@@ -39,36 +39,44 @@ pub async fn get_or_create(
 ) -> Result<Zeroizing<[u8; 32]>, ServerKeyError> {
     let aad = aad(purpose);
     let mut tx = db.global_tx().await?;
-    let existing: Option<(Vec<u8>,)> = tx
+    let existing: Option<(Vec<u8>, i64)> = tx
         .fetch_optional(
-            "SELECT sealed FROM server_keys WHERE purpose = $1",
+            "SELECT sealed, master_version FROM server_keys WHERE purpose = $1",
             vec![purpose.into()],
         )
         .await?;
     let sealed = match existing {
-        Some((sealed,)) => sealed,
+        Some(row) => row,
         None => {
             let key = random::secret_bytes::<32>().map_err(|_| ServerKeyError::Random)?;
-            let sealed = seal::seal(master.expose(), &aad, key.as_slice())
+            let (sealed, version) = master
+                .seal(&aad, key.as_slice())
                 .map_err(|_| ServerKeyError::Random)?;
             tx.execute(
                 "INSERT INTO server_keys (purpose, sealed, master_version, created_at) \
-                 VALUES ($1, $2, 1, $3) ON CONFLICT (purpose) DO NOTHING",
-                vec![purpose.into(), sealed.into(), clock.now().into()],
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (purpose) DO NOTHING",
+                vec![
+                    purpose.into(),
+                    sealed.into(),
+                    i64::from(version).into(),
+                    clock.now().into(),
+                ],
             )
             .await?;
-            let row: Option<(Vec<u8>,)> = tx
+            let row: Option<(Vec<u8>, i64)> = tx
                 .fetch_optional(
-                    "SELECT sealed FROM server_keys WHERE purpose = $1",
+                    "SELECT sealed, master_version FROM server_keys WHERE purpose = $1",
                     vec![purpose.into()],
                 )
                 .await?;
             row.ok_or_else(|| ServerKeyError::Integrity(purpose.to_owned()))?
-                .0
         }
     };
     tx.commit().await?;
-    let opened = seal::open(master.expose(), &aad, &sealed)
+    let version =
+        u32::try_from(sealed.1).map_err(|_| ServerKeyError::Integrity(purpose.to_owned()))?;
+    let opened = master
+        .open(version, &aad, &sealed.0)
         .map_err(|_| ServerKeyError::Integrity(purpose.to_owned()))?;
     let key: [u8; 32] = opened
         .as_slice()

@@ -6,7 +6,6 @@
 
 use crate::clock::Clock;
 use crate::crypto::keys::MasterKey;
-use crate::crypto::seal;
 use crate::db::{DbError, GlobalTx};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,17 +41,19 @@ pub async fn enqueue(
     let id = uuid::Uuid::now_v7();
     let payload =
         serde_json::json!({ "subject": message.subject, "body": message.body }).to_string();
-    let sealed = seal::seal(master.expose(), &outbox_aad(id), payload.as_bytes())
+    let (sealed, master_version) = master
+        .seal(&outbox_aad(id), payload.as_bytes())
         .map_err(|e| EmailError::Seal(e.to_string()))?;
     let now = clock.now();
     tx.execute(
-        "INSERT INTO email_outbox (id, to_address, kind, sealed_body, status, attempts, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5)",
+        "INSERT INTO email_outbox (id, to_address, kind, sealed_body, master_version, status, attempts, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6)",
         vec![
             id.into(),
             message.to.into(),
             message.kind.into(),
             sealed.into(),
+            i64::from(master_version).into(),
             now.into(),
         ],
     )

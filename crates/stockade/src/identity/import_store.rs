@@ -242,6 +242,7 @@ mod tests {
         let tenant = tenancy::create_tenant(
             &db,
             &crate::clock::SystemClock,
+            &crate::crypto::keys::MasterKey::single(1, [7u8; 32]),
             NewTenant {
                 slug: Slug::parse("acme").unwrap(),
                 name: TenantName::parse("Acme").unwrap(),

@@ -225,6 +225,9 @@ async fn signup(
         .await
         .map_err(identity_error)?;
     let mut tx = tx.scoped(tenant.id).await?;
+    tenancy::provision_keys(&mut tx, clock, &state.master())
+        .await
+        .map_err(tenancy_error)?;
     tenancy::add_member(&mut tx, clock, user.id, "owner")
         .await
         .map_err(tenancy_error)?;

@@ -13,4 +13,5 @@ pub use routes::{TenancyApi, routes};
 pub use settings::TenantSettings;
 pub use store::{
     add_member, create_tenant, find_by_id, find_by_slug, insert_tenant, list_members, list_tenants,
+    provision_keys,
 };

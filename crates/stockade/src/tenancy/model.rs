@@ -21,6 +21,8 @@ pub enum TenancyError {
     Audit(#[from] crate::audit::AuditError),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    #[error("cannot create the tenant's keys: {0}")]
+    Keys(#[from] crate::crypto::envelope::EnvelopeError),
 }
 
 /// Slugs that would collide with routes, subdomains or support

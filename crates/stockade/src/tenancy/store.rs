@@ -3,13 +3,17 @@
 use super::model::{Membership, NewTenant, TenancyError, Tenant, validate_role};
 use crate::audit::{self, Actor, NewEvent, RequestContext, Target};
 use crate::clock::Clock;
+use crate::crypto::envelope;
+use crate::crypto::keys::MasterKey;
 use crate::db::{Db, DbError, GlobalTx, TenantTx};
 use crate::ids::{TenantId, UserId};
 
-/// Creates a tenant and writes its first audit event, atomically.
+/// Creates a tenant with its keys (one data key and one index key, wrapped
+/// under `master`) and writes its first audit event, atomically.
 pub async fn create_tenant(
     db: &Db,
     clock: &dyn Clock,
+    master: &MasterKey,
     new: NewTenant,
     actor: Actor,
     context: RequestContext,
@@ -17,6 +21,7 @@ pub async fn create_tenant(
     let mut tx = db.global_tx().await?;
     let tenant = insert_tenant(&mut tx, clock, &new).await?;
     let mut tx = tx.scoped(tenant.id).await?;
+    provision_keys(&mut tx, clock, master).await?;
     audit::append(
         &mut tx,
         clock,
@@ -28,6 +33,17 @@ pub async fn create_tenant(
     .await?;
     tx.commit().await?;
     Ok(tenant)
+}
+
+/// Creates the keys of a tenant being created, in its creating transaction
+/// (SPEC §2.9: one data key per tenant, created with the tenant).
+pub async fn provision_keys(
+    tx: &mut TenantTx,
+    clock: &dyn Clock,
+    master: &MasterKey,
+) -> Result<(), TenancyError> {
+    envelope::provision(tx, master, clock).await?;
+    Ok(())
 }
 
 pub async fn insert_tenant(

@@ -890,12 +890,12 @@ async fn reset_token_from_outbox(s: &TestServer) -> String {
             .unwrap();
     let (id, sealed, kind) = rows.first().unwrap().clone();
     assert_eq!(kind, "password_reset");
-    let body = stockade::crypto::seal::open(
-        s.state.keys.master.expose(),
-        &stockade::email::outbox_aad(id),
-        &sealed,
-    )
-    .unwrap();
+    let body = s
+        .state
+        .keys
+        .master
+        .open(1, &stockade::email::outbox_aad(id), &sealed)
+        .unwrap();
     let body: Value = serde_json::from_slice(&body).unwrap();
     let text = body["body"].as_str().unwrap();
     let token = text

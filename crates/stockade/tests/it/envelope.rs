@@ -31,22 +31,24 @@ fn master(byte: u8) -> std::sync::Arc<MasterKey> {
     keys::load(&cfg).unwrap().master
 }
 
+fn new_tenant(slug: &str) -> NewTenant {
+    NewTenant {
+        slug: Slug::parse(slug).unwrap(),
+        name: TenantName::parse(slug).unwrap(),
+        plan: "free".into(),
+        trial_ends_at: None,
+    }
+}
+
+/// A tenant without keys, as tenants created before envelope encryption
+/// are (the tests provision or load them explicitly).
 async fn tenant(db: &Db, slug: &str) -> TenantId {
-    tenancy::create_tenant(
-        db,
-        fixed_clock().as_ref(),
-        NewTenant {
-            slug: Slug::parse(slug).unwrap(),
-            name: TenantName::parse(slug).unwrap(),
-            plan: "free".into(),
-            trial_ends_at: None,
-        },
-        Actor::System,
-        RequestContext::default(),
-    )
-    .await
-    .unwrap()
-    .id
+    let mut tx = db.global_tx().await.unwrap();
+    let t = tenancy::insert_tenant(&mut tx, fixed_clock().as_ref(), &new_tenant(slug))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    t.id
 }
 
 /// Provisions the tenant's keys in their own transaction.
@@ -142,7 +144,8 @@ fn unwrap(
     version: u32,
     w: &[u8],
 ) -> Vec<u8> {
-    seal::open(master.expose(), &wrap_aad(tenant, purpose, version), w)
+    master
+        .open(1, &wrap_aad(tenant, purpose, version), w)
         .unwrap()
         .to_vec()
 }
@@ -271,7 +274,7 @@ async fn the_database_holds_only_wrapped_keys(t: &TestDb) {
             Purpose::Index
         };
         let v = u32::try_from(*version).unwrap();
-        assert!(seal::open(master(2).expose(), &wrap_aad(a, p, v), w).is_err());
+        assert!(master(2).open(1, &wrap_aad(a, p, v), w).is_err());
         let key = unwrap(&m, a, p, v, w);
         assert_eq!(key.len(), 32);
         assert!(!w.windows(32).any(|win| win == key.as_slice()));
@@ -534,7 +537,47 @@ async fn postgres_row_level_security_hides_other_tenants_keys() {
     assert!(err.to_string().contains("row-level security"), "{err}");
 }
 
+/// SPEC §2.9: one data key per tenant, created with the tenant, in the same
+/// transaction, under the master key given.
+async fn create_tenant_provisions_its_keys(t: &TestDb) {
+    let m = master(3);
+    let a = tenancy::create_tenant(
+        &t.db,
+        fixed_clock().as_ref(),
+        &m,
+        new_tenant("acme"),
+        Actor::System,
+        RequestContext::default(),
+    )
+    .await
+    .unwrap()
+    .id;
+    let rows = raw_rows(&t.db, a).await;
+    let kinds: Vec<(&str, i64)> = rows.iter().map(|(p, v, _)| (p.as_str(), *v)).collect();
+    assert_eq!(kinds, [("data", 0), ("data", 1), ("index", 1)]);
+    let keys = load(&t.db, a, &m).await.unwrap();
+    assert_eq!(keys.current_version(), 1);
+    assert!(is_integrity(&load(&t.db, a, &master(4)).await));
+    // The slug is taken: refused; the first tenant keeps its one set of keys.
+    let again = tenancy::create_tenant(
+        &t.db,
+        fixed_clock().as_ref(),
+        &m,
+        new_tenant("acme"),
+        Actor::System,
+        RequestContext::default(),
+    )
+    .await;
+    assert!(matches!(again, Err(tenancy::TenancyError::SlugTaken(_))));
+    let mut tx = t.db.tenant_tx(a).await.unwrap();
+    assert!(matches!(
+        envelope::provision(&mut tx, &m, fixed_clock().as_ref()).await,
+        Err(EnvelopeError::AlreadyProvisioned)
+    ));
+}
+
 crate::both_backends!(
+    create_tenant_provisions_its_keys,
     round_trip_with_fresh_nonces,
     associated_data_binds_table_column_and_row,
     tenants_have_different_keys,
@@ -573,10 +616,18 @@ async fn keys_status_lists_tenant_key_versions() {
     cli(&["tenant", "create", "--slug", "acme", "--name", "Acme"]);
     cli(&["tenant", "create", "--slug", "globex", "--name", "Globex"]);
     cli(&["tenant", "create", "--slug", "initech", "--name", "Initech"]);
+    // Each tenant got its keys when it was created.
     let before = cli(&["keys", "status"]);
-    assert!(before.contains("tenant keys: none stored yet"), "{before}");
     assert!(
-        before.contains("tenant keys not created yet: 3 tenants"),
+        before
+            .lines()
+            .any(|l| l
+                == "tenant data key v1 wrapped by master v1: 3 tenants, current for 3 tenants"),
+        "{before}"
+    );
+    assert!(!before.contains("not created yet"), "{before}");
+    assert!(
+        before.contains("tenant acme data key v1 (current): 0 records"),
         "{before}"
     );
 

@@ -13,7 +13,6 @@ use stockade::crypto::jwt::{
 };
 use stockade::crypto::keyring::{self, KeyringError};
 use stockade::crypto::keys::{self, Keys, SigningMaterial};
-use stockade::crypto::seal;
 use stockade::db::Db;
 
 use crate::testkit::{TestDb, fixed_clock, test_config};
@@ -288,9 +287,7 @@ fn opened_secrets(keys: &Keys, rows: &[RawRow]) -> Vec<Vec<u8>> {
         .map(|(kid, sealed, _)| {
             let aad = keyring::secret_aad(kid);
             assert!(aad.starts_with(b"stockade:signing_key:"));
-            seal::open(keys.master.expose(), &aad, sealed)
-                .unwrap()
-                .to_vec()
+            keys.master.open(1, &aad, sealed).unwrap().to_vec()
         })
         .collect()
 }

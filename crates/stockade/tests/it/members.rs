@@ -88,12 +88,12 @@ async fn invitation_token_from_outbox(s: &TestServer, to: &str) -> String {
             .unwrap();
     let (id, sealed, kind, to_address) = rows.first().unwrap().clone();
     assert_eq!((kind.as_str(), to_address.as_str()), ("invitation", to));
-    let body = stockade::crypto::seal::open(
-        s.state.keys.master.expose(),
-        &stockade::email::outbox_aad(id),
-        &sealed,
-    )
-    .unwrap();
+    let body = s
+        .state
+        .keys
+        .master
+        .open(1, &stockade::email::outbox_aad(id), &sealed)
+        .unwrap();
     let body: Value = serde_json::from_slice(&body).unwrap();
     let text = body["body"].as_str().unwrap();
     assert!(text.contains("/accept-invitation#token="), "{text}");

@@ -18,6 +18,7 @@ async fn two_tenants() -> Option<(TestDb, uuid::Uuid, uuid::Uuid)> {
         let tenant = tenancy::create_tenant(
             &t.db,
             clock.as_ref(),
+            &stockade::crypto::keys::MasterKey::single(1, [7u8; 32]),
             NewTenant {
                 slug: Slug::parse(slug).unwrap(),
                 name: TenantName::parse(slug).unwrap(),

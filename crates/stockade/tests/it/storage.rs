@@ -13,6 +13,7 @@ async fn tenant(t: &TestDb, slug: &str) -> Tenant {
     tenancy::create_tenant(
         &t.db,
         clock.as_ref(),
+        &stockade::crypto::keys::MasterKey::single(1, [7u8; 32]),
         NewTenant {
             slug: Slug::parse(slug).unwrap(),
             name: TenantName::parse(&format!("{slug} Ltd")).unwrap(),
@@ -52,6 +53,7 @@ async fn tenant_slugs_unique_and_first_event_written(t: &TestDb) {
     let err = tenancy::create_tenant(
         &t.db,
         clock.as_ref(),
+        &stockade::crypto::keys::MasterKey::single(1, [7u8; 32]),
         NewTenant {
             slug: Slug::parse("acme").unwrap(),
             name: TenantName::parse("Other").unwrap(),
