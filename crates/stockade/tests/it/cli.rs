@@ -44,6 +44,7 @@ fn every_command_has_help() {
         vec!["audit", "verify", "--help"],
         vec!["keys", "status", "--help"],
         vec!["keys", "rotate", "--help"],
+        vec!["keys", "retire", "--help"],
         vec!["users", "import", "--help"],
     ] {
         let out = run(stockade(dir.path()).args(&args));
