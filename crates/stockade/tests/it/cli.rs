@@ -66,7 +66,7 @@ fn errors_are_one_line_and_non_zero() {
             1,
         ),
         (vec!["tenant", "create", "--slug", "acme"], 2),
-        (vec!["keys", "rotate"], 2),
+        (vec!["keys", "retire"], 2),
         (vec!["users", "import", "users.csv"], 2),
         (
             vec!["users", "import", "missing.csv", "--tenant", "acme"],
@@ -313,8 +313,10 @@ async fn migrate_and_tenant_create_on_postgres() {
     assert!(out2.status.success(), "{:?}", stderr_lines(&out2));
     assert!(out3.status.success(), "{:?}", stderr_lines(&out3));
     assert!(String::from_utf8_lossy(&out3.stdout).contains("events=1"));
-    // Embedded mode was not touched.
-    assert!(!dir.path().join("stockade-data").exists());
+    // Embedded mode was not touched: no SQLite database (the data dir holds
+    // only the development keys, which the new tenant's keys are wrapped by).
+    assert!(!dir.path().join("stockade-data/stockade.db").exists());
+    assert!(dir.path().join("stockade-data/keys/master.key").exists());
 }
 
 fn stdout_of(out: &Output) -> String {
@@ -750,7 +752,7 @@ async fn users_import_on_postgres() {
     assert!(verified.status.success(), "{:?}", stderr_lines(&verified));
     assert!(stdout_of(&verified).contains("events=2 head_seq=2"));
     assert_eq!(counts, (2, 2));
-    assert!(!dir.path().join("stockade-data").exists());
+    assert!(!dir.path().join("stockade-data/stockade.db").exists());
 }
 
 /// Like [`start`], with stderr written to `log` and stdout collected by a
