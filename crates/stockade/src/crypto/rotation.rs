@@ -58,13 +58,6 @@ impl Wrapped {
     pub fn total(&self) -> u64 {
         self.tenant_keys + self.signing_keys + self.server_keys + self.outbox
     }
-
-    fn add(&mut self, other: &Wrapped) {
-        self.tenant_keys += other.tenant_keys;
-        self.signing_keys += other.signing_keys;
-        self.server_keys += other.server_keys;
-        self.outbox += other.outbox;
-    }
 }
 
 impl std::fmt::Display for Wrapped {
@@ -515,13 +508,4 @@ pub async fn retire_data_version(
         .await?;
     tx.commit().await?;
     Ok(n == 1)
-}
-
-/// Sums usage over versions (for `keys status`).
-pub fn total(usage: &BTreeMap<u32, Wrapped>) -> Wrapped {
-    let mut all = Wrapped::default();
-    for w in usage.values() {
-        all.add(w);
-    }
-    all
 }
