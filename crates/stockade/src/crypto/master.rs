@@ -300,31 +300,33 @@ fn edit_file<T>(
     Ok(result)
 }
 
-/// A lock file created exclusively and removed on drop.
-struct LockFile(PathBuf);
+/// An advisory lock (`flock`) on a lock file beside the key file, held
+/// while the value lives. The kernel releases it when the process ends, so
+/// a crashed rotation never leaves a stale lock behind; the (empty) lock
+/// file itself stays and is harmless.
+struct LockFile(#[allow(dead_code)] std::fs::File); // reason: held only for its lock
 
 impl LockFile {
     fn acquire(path: &Path) -> anyhow::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(false)
             .mode(0o600)
             .open(path)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot take the lock {} ({e}): another key change is running, or one \
-                     crashed (then remove the file)",
-                    path.display()
-                )
-            })?;
-        Ok(Self(path.to_path_buf()))
-    }
-}
-
-impl Drop for LockFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+            .map_err(|e| anyhow::anyhow!("cannot open the lock {} ({e})", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+                "another key change is running (it holds {})",
+                path.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!(
+                "cannot take the lock {} ({e})",
+                path.display()
+            )),
+        }
     }
 }
 
@@ -409,7 +411,24 @@ mod tests {
         remove_version(&path, 1).unwrap();
         assert_eq!(m.current_version(), 2);
         assert!(m.open(1, b"a", &old).is_err(), "retired: gone");
-        // No temporary or lock file is left behind.
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // No temporary file is left behind: the key file and its lock file.
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".master.key.lock", "master.key"]);
+    }
+
+    #[test]
+    fn a_held_lock_refuses_a_second_change_and_a_released_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        std::fs::write(&path, format!("{}\n", B64.encode([1u8; 32]))).unwrap();
+        let held = LockFile::acquire(&dir.path().join(".master.key.lock")).unwrap();
+        let err = append_version(&path).unwrap_err().to_string();
+        assert!(err.contains("another key change is running"), "{err}");
+        drop(held); // as when a crashed process's descriptors close
+        assert_eq!(append_version(&path).unwrap(), 2);
     }
 }

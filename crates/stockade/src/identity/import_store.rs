@@ -157,7 +157,7 @@ pub async fn import_users(
 /// Counts one more write and reports the whole rows done (two writes each).
 fn step(writes: &mut u64, progress: &impl Fn(u64)) {
     *writes = writes.saturating_add(1);
-    if *writes % 2 == 0 {
+    if writes.is_multiple_of(2) {
         progress(*writes / 2);
     }
 }
