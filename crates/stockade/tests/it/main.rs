@@ -20,6 +20,7 @@ mod members;
 mod platform;
 mod postgres_rls;
 mod records;
+mod records_at_rest;
 mod roles;
 mod rotation;
 mod settings;
