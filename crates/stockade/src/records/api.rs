@@ -225,7 +225,6 @@ pub(crate) async fn patch_record(
 ) -> Result<Response, ApiError> {
     let access = Access::new(&p, &collection, "records:write")?;
     let id = parse_id(&id)?;
-    let expected = if_match(&headers, true)?;
     service::check_object(&body.data)?;
     let now = state.clock.now();
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
@@ -237,6 +236,8 @@ pub(crate) async fn patch_record(
     if !access.sees(&old.data) {
         return Err(not_found());
     }
+    // After the lookup: a record the caller cannot see is 404 either way.
+    let expected = if_match(&headers, true)?;
     if expected != Some(old.version) {
         return Err(version_mismatch(old.version));
     }

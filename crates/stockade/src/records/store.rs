@@ -121,9 +121,9 @@ pub async fn key_taken(
     collection: &str,
     key_index: [u8; 32],
 ) -> Result<bool, DbError> {
-    let row: Option<(i64,)> = tx
+    let row: Option<(Uuid,)> = tx
         .fetch_optional(
-            "SELECT 1 FROM records WHERE tenant_id = $1 AND collection = $2 AND key_index = $3",
+            "SELECT id FROM records WHERE tenant_id = $1 AND collection = $2 AND key_index = $3",
             vec![collection.into(), key_index.into()],
         )
         .await?;

@@ -21,6 +21,7 @@ mod platform;
 mod postgres_rls;
 mod records;
 mod records_at_rest;
+mod records_import;
 mod roles;
 mod rotation;
 mod settings;
