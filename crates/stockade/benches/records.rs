@@ -35,7 +35,10 @@ fn list_page(c: &mut Criterion) {
         .expect("tokio runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let mut env = BTreeMap::new();
-    env.insert("STOCKADE_DATA_DIR".to_owned(), dir.path().display().to_string());
+    env.insert(
+        "STOCKADE_DATA_DIR".to_owned(),
+        dir.path().display().to_string(),
+    );
     let cfg = Config::load(None, &env).expect("config");
     let master = stockade::crypto::keys::load(&cfg).expect("keys").master;
     let clock = Arc::new(ManualClock::new(

@@ -22,6 +22,7 @@ mod postgres_rls;
 mod records;
 mod records_at_rest;
 mod records_import;
+mod records_rules;
 mod roles;
 mod rotation;
 mod settings;
