@@ -117,6 +117,20 @@ async fn crud_round_trip(backend: Backend) {
         let (status, p) = create(&s, &a.access, "orders", body).await;
         assert_eq!((status, p["code"].as_str().unwrap()), (want, code), "{p}");
     }
+    // The import route's larger limit (20 MiB by default) does not widen the
+    // JSON body limit (1 MiB).
+    let big = json!({"data": {"x": "y".repeat(1024 * 1024 + 10)}});
+    let res = s
+        .client
+        .post(s.url("/v1/collections/orders/records"))
+        .bearer_auth(&a.access)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let p: Value = res.json().await.unwrap();
+    assert_eq!(p["code"], "request.too_large");
     for coll in ["Orders", "1x", "a-b", "_x"] {
         let (status, p) = create(&s, &a.access, coll, json!({"data": {}})).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
