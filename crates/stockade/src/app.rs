@@ -118,8 +118,11 @@ impl Deref for AppState {
 /// The whole HTTP application: every capability's routes behind the standard
 /// layer stack.
 pub fn app(state: AppState) -> Router {
+    // The outer limit admits the largest body any route takes (a CSV
+    // import); every other route keeps `body_limit` through the
+    // DefaultBodyLimit below, which bounds all body extractors.
     let limits = Limits {
-        body_limit: state.config.body_limit,
+        body_limit: state.config.body_limit.max(state.config.import_max_bytes),
         request_timeout: state.config.request_timeout,
     };
     let router = Router::new()
@@ -133,6 +136,10 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::records::routes())
         .merge(crate::apikeys::routes())
         .fallback(|| async { ApiError::not_found() })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.body_limit,
+        ))
+        .merge(crate::records::import_routes())
         .with_state(state);
     layers::apply(router, limits)
 }

@@ -76,6 +76,12 @@ pub struct Config {
     /// Platform owners: user ids or emails (lower-cased) allowed on
     /// `/v1/platform/*`. Empty: nobody.
     pub platform_owners: Vec<String>,
+    /// Largest record document (its `data` as JSON), bytes; above it 413.
+    pub record_max_bytes: usize,
+    /// Largest CSV import body, bytes (its route's body limit; 413 above).
+    pub import_max_bytes: usize,
+    /// Most data rows one CSV import may hold.
+    pub import_max_rows: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -115,11 +121,17 @@ const KEYS: &[&str] = &[
     "trusted_proxies",
     "tenant_domain",
     "platform_owners",
+    "record_max_bytes",
+    "import_max_bytes",
+    "import_max_rows",
 ];
 const SECRET_KEYS: &[&str] = &["database_url", "master_key", "jwt_secret"];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+pub const DEFAULT_RECORD_MAX_BYTES: usize = 256 * 1024;
+pub const DEFAULT_IMPORT_MAX_BYTES: usize = 20 * 1024 * 1024;
+pub const DEFAULT_IMPORT_MAX_ROWS: usize = 100_000;
 /// HS256 secrets shorter than this are refused (SPEC §1: 512 bits).
 pub const MIN_HS256_SECRET_BYTES: usize = 64;
 
@@ -382,6 +394,24 @@ impl Raw {
                 .filter(|n| (1024..=64 * 1024 * 1024).contains(n))
                 .ok_or_else(|| invalid("body_limit", s, "a byte count from 1024 to 67108864"))?,
         };
+        let record_max_bytes = parse_size(
+            &self,
+            "record_max_bytes",
+            DEFAULT_RECORD_MAX_BYTES,
+            1024..=16 * 1024 * 1024,
+        )?;
+        let import_max_bytes = parse_size(
+            &self,
+            "import_max_bytes",
+            DEFAULT_IMPORT_MAX_BYTES,
+            1024..=1024 * 1024 * 1024,
+        )?;
+        let import_max_rows = parse_size(
+            &self,
+            "import_max_rows",
+            DEFAULT_IMPORT_MAX_ROWS,
+            1..=10_000_000,
+        )?;
         let request_timeout = match self.get("request_timeout_secs") {
             None => Duration::from_secs(30),
             Some(s) => s
@@ -480,7 +510,33 @@ impl Raw {
             trusted_proxies,
             tenant_domain,
             platform_owners,
+            record_max_bytes,
+            import_max_bytes,
+            import_max_rows,
         })
+    }
+}
+
+/// A count in `range`, or `default` when unset.
+fn parse_size(
+    raw: &Raw,
+    name: &str,
+    default: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<usize, ConfigError> {
+    match raw.get(name) {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    name,
+                    s,
+                    &format!("a number from {} to {}", range.start(), range.end()),
+                )
+            }),
     }
 }
 
@@ -520,6 +576,9 @@ mod tests {
         assert!(!cfg.is_postgres());
         assert_eq!(cfg.signup, SignupMode::Open);
         assert_eq!(cfg.body_limit, 1024 * 1024);
+        assert_eq!(cfg.record_max_bytes, 256 * 1024);
+        assert_eq!(cfg.import_max_bytes, 20 * 1024 * 1024);
+        assert_eq!(cfg.import_max_rows, 100_000);
     }
 
     #[test]

@@ -44,6 +44,7 @@ async fn snapshot(s: &TestServer, b: &str) -> Vec<Value> {
         "/v1/invitations",
         "/v1/auth/sessions",
         "/v1/tenant/settings",
+        "/v1/collections/orders/records",
     ] {
         let res = s
             .client
@@ -127,6 +128,13 @@ async fn case(backend: Backend, w: World) {
     let b_owner: Value = me(&s, &b.access).await.json().await.unwrap();
     let b_session = b_owner["session_id"].as_str().unwrap().to_owned();
     let b_owner_id = b_owner["user"]["id"].as_str().unwrap().to_owned();
+    let b_record = crate::records::created_id(
+        &s,
+        &b.access,
+        "orders",
+        json!({"data": {"secret": "b-only"}, "key": "B-1"}),
+    )
+    .await;
     let before = snapshot(&s, &b.access).await;
     let audit_before = audit_actions(&s, "tenant-b").await;
 
@@ -174,6 +182,21 @@ async fn case(backend: Backend, w: World) {
             inv.clone(),
         ));
     }
+    for (method, body) in [
+        (reqwest::Method::GET, None),
+        (
+            reqwest::Method::PATCH,
+            Some(json!({"data": {"secret": "a"}})),
+        ),
+        (reqwest::Method::DELETE, None),
+    ] {
+        attacks.push((
+            method,
+            format!("/v1/collections/orders/records/{b_record}"),
+            body,
+            b_record.clone(),
+        ));
+    }
     attacks.push((
         reqwest::Method::DELETE,
         format!("/v1/auth/sessions/{b_session}"),
@@ -203,12 +226,11 @@ async fn case(backend: Backend, w: World) {
     // And A's own views never list B's objects.
     let a_view = snapshot(&s, &a.access).await;
     let text = serde_json::to_string(&a_view).unwrap();
-    for id in b_users
-        .iter()
-        .chain(&b_invitations)
-        .chain(&w.roles)
-        .chain([&b_session, &b_owner_id])
-    {
+    for id in b_users.iter().chain(&b_invitations).chain(&w.roles).chain([
+        &b_session,
+        &b_owner_id,
+        &b_record,
+    ]) {
         assert!(!text.contains(id.as_str()), "A sees {id}");
     }
 }

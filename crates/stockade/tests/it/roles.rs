@@ -11,7 +11,7 @@ use crate::testkit::{Backend, TestServer};
 
 /// Adds a new user to tenant `slug` with `role`, straight in the database,
 /// and signs them in.
-async fn member(s: &TestServer, slug: &str, email: &str, role: &str) -> Login {
+pub async fn member(s: &TestServer, slug: &str, email: &str, role: &str) -> Login {
     let hash = s
         .state
         .hasher
@@ -41,7 +41,7 @@ async fn member(s: &TestServer, slug: &str, email: &str, role: &str) -> Login {
 }
 
 /// One API call; the body as JSON (`Null` when empty).
-async fn call(
+pub async fn call(
     s: &TestServer,
     method: Method,
     path: &str,

@@ -1,0 +1,214 @@
+//! `POST /v1/collections/{c}/import`: a CSV file into records, all or
+//! nothing, with every problem listed by line.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::access::Access;
+use super::cipher::StoredDocument;
+use super::import::{self, FormulaCells, MAX_LISTED_ERRORS, ParseError, RowError};
+use super::model::KEY_FIELD;
+use super::service;
+use super::store::{self, NewRow};
+use crate::app::AppState;
+use crate::audit::Target;
+use crate::http::{ApiError, Principal};
+
+/// What an import stored.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ImportResult {
+    pub(crate) collection: String,
+    /// Records created.
+    pub(crate) imported: usize,
+}
+
+/// Imports a CSV file (`Content-Type: text/csv`): the header row names the
+/// fields, a `key` column is the record key, values are strings. All rows or
+/// none: any problem answers 400 `records.import_invalid` listing up to 100
+/// of them as `errors: [{line, field?, message}]`.
+#[utoipa::path(post, path = "/v1/collections/{collection}/import", tag = "records",
+    security(("bearer" = [])),
+    request_body(content = String, content_type = "text/csv"),
+    params(("collection" = String, Path),
+        ("formula_cells" = Option<String>, Query, description = "`escape`: store cells starting with = + - @ tab CR prefixed with `'` instead of refusing them")),
+    responses((status = 201, body = ImportResult),
+        (status = 400, body = crate::http::Problem, description = "`records.import_invalid` (per-row errors), `records.import_malformed`, `records.import_bad_header`, `records.import_not_utf8`"),
+        (status = 403, body = crate::http::Problem),
+        (status = 409, body = crate::http::Problem, description = "`records.key_conflict`"),
+        (status = 413, body = crate::http::Problem, description = "`request.too_large` or `records.import_too_many_rows`"),
+        (status = 415, body = crate::http::Problem)))]
+pub(crate) async fn import(
+    State(state): State<AppState>,
+    Path(collection): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    p: Principal,
+    body: Body,
+) -> Result<(StatusCode, Json<ImportResult>), ApiError> {
+    let access = Access::new(&p, &collection, "records:write")?;
+    let formula = formula_mode(raw.as_deref())?;
+    let is_csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("text/csv"));
+    if !is_csv {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request.unsupported_media_type",
+        )
+        .with_detail("expected Content-Type: text/csv"));
+    }
+    let limit = state.config.import_max_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request.too_large")
+            .with_detail(format!("an import file may be at most {limit} bytes"))
+    })?;
+    let rows = import::parse(&bytes, state.config.import_max_rows, formula).map_err(parse_error)?;
+    let mut errors: Vec<RowError> = Vec::new();
+    for row in &rows {
+        if service::check_size(&state, &row.data).is_err() {
+            errors.push(row_error(row.line, "the record is larger than allowed"));
+        } else if access.check_write(&row.data).is_err() {
+            errors.push(row_error(row.line, "outside your record rule"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(rows_error(errors));
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    let keys = service::keys(&mut tx, &state).await?;
+    let coll = store::ensure_collection(&mut tx, &collection, now).await?;
+    let mut key_indexes = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let index = row
+            .key
+            .as_deref()
+            .map(|k| keys.blind_index(&collection, KEY_FIELD, k));
+        if let Some(index) = index
+            && store::key_taken(&mut tx, &collection, index).await?
+        {
+            errors.push(RowError {
+                line: row.line,
+                field: Some(import::KEY_COLUMN.to_owned()),
+                message: "a record of this collection already has this key".to_owned(),
+            });
+        }
+        key_indexes.push(index);
+    }
+    if !errors.is_empty() {
+        return Err(rows_error(errors));
+    }
+    let count = rows.len();
+    for (row, key_index) in rows.into_iter().zip(key_indexes) {
+        let id = Uuid::now_v7();
+        let doc = StoredDocument {
+            key: row.key,
+            data: row.data,
+        };
+        let (sealed, key_version) = service::seal(&keys, &collection, id, &doc)?;
+        store::insert(
+            &mut tx,
+            NewRow {
+                id,
+                collection: &collection,
+                key_index,
+                body: sealed,
+                key_version,
+                created_by: p.user_id.0,
+                now,
+            },
+        )
+        .await
+        .map_err(super::api::key_conflict)?;
+        store::write_index(
+            &mut tx,
+            &keys,
+            &collection,
+            id,
+            &coll.indexed_fields,
+            &doc.data,
+        )
+        .await?;
+    }
+    service::audit(
+        &mut tx,
+        &state,
+        &p,
+        "records.import.completed",
+        Target::new("collection", &collection),
+        json!({ "collection": collection, "count": count }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ImportResult {
+            collection,
+            imported: count,
+        }),
+    ))
+}
+
+fn formula_mode(raw: Option<&str>) -> Result<FormulaCells, ApiError> {
+    let mut mode = FormulaCells::Reject;
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match (k.as_ref(), v.as_ref()) {
+            ("formula_cells", "escape") => mode = FormulaCells::Escape,
+            ("formula_cells", "reject") => mode = FormulaCells::Reject,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "records.invalid_query",
+                    "the query takes formula_cells=escape|reject only",
+                ));
+            }
+        }
+    }
+    Ok(mode)
+}
+
+fn row_error(line: u64, message: &str) -> RowError {
+    RowError {
+        line,
+        field: None,
+        message: message.to_owned(),
+    }
+}
+
+/// 400 `records.import_invalid` listing the first 100 problems.
+fn rows_error(mut errors: Vec<RowError>) -> ApiError {
+    errors.sort_by_key(|e| e.line);
+    let total = errors.len();
+    errors.truncate(MAX_LISTED_ERRORS);
+    ApiError::bad_request(
+        "records.import_invalid",
+        format!("{total} problem(s) in the file (the first {MAX_LISTED_ERRORS} are listed); nothing was imported"),
+    )
+    .with_errors(serde_json::to_value(errors).unwrap_or_default())
+}
+
+fn parse_error(e: ParseError) -> ApiError {
+    match e {
+        ParseError::NotUtf8 => {
+            ApiError::bad_request("records.import_not_utf8", "the file is not UTF-8 text")
+        }
+        ParseError::Malformed { line, message } => ApiError::bad_request(
+            "records.import_malformed",
+            format!("line {line}: {message}"),
+        )
+        .with_errors(json!([{ "line": line, "message": message }])),
+        ParseError::Header(m) => ApiError::bad_request("records.import_bad_header", m),
+        ParseError::TooManyRows(max) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "records.import_too_many_rows",
+        )
+        .with_detail(format!("an import may hold at most {max} rows")),
+        ParseError::Rows(errors) => rows_error(errors),
+    }
+}
