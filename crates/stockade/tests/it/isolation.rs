@@ -44,6 +44,7 @@ async fn snapshot(s: &TestServer, b: &str) -> Vec<Value> {
         "/v1/invitations",
         "/v1/auth/sessions",
         "/v1/tenant/settings",
+        "/v1/api-keys",
     ] {
         let res = s
             .client
@@ -127,6 +128,18 @@ async fn case(backend: Backend, w: World) {
     let b_owner: Value = me(&s, &b.access).await.json().await.unwrap();
     let b_session = b_owner["session_id"].as_str().unwrap().to_owned();
     let b_owner_id = b_owner["user"]["id"].as_str().unwrap().to_owned();
+    let b_key: Value = s
+        .client
+        .post(s.url("/v1/api-keys"))
+        .bearer_auth(&b.access)
+        .json(&json!({"name": "b", "scopes": ["records:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b_key_id = b_key["id"].as_str().unwrap().to_owned();
     let before = snapshot(&s, &b.access).await;
     let audit_before = audit_actions(&s, "tenant-b").await;
 
@@ -181,6 +194,16 @@ async fn case(backend: Backend, w: World) {
         b_session.clone(),
     ));
 
+    for (method, path) in [
+        (reqwest::Method::DELETE, format!("/v1/api-keys/{b_key_id}")),
+        (
+            reqwest::Method::POST,
+            format!("/v1/api-keys/{b_key_id}/rotate"),
+        ),
+    ] {
+        attacks.push((method, path, None, b_key_id.clone()));
+    }
+
     for (method, path, body, id) in attacks {
         let mut req = s
             .client
@@ -203,12 +226,11 @@ async fn case(backend: Backend, w: World) {
     // And A's own views never list B's objects.
     let a_view = snapshot(&s, &a.access).await;
     let text = serde_json::to_string(&a_view).unwrap();
-    for id in b_users
-        .iter()
-        .chain(&b_invitations)
-        .chain(&w.roles)
-        .chain([&b_session, &b_owner_id])
-    {
+    for id in b_users.iter().chain(&b_invitations).chain(&w.roles).chain([
+        &b_session,
+        &b_owner_id,
+        &b_key_id,
+    ]) {
         assert!(!text.contains(id.as_str()), "A sees {id}");
     }
 }
