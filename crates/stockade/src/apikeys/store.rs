@@ -104,7 +104,7 @@ pub async fn insert(tx: &mut TenantTx, key: &NewKey<'_>) -> Result<(), DbError> 
     )
     .await?;
     tx.execute(
-        "INSERT INTO api_key_ids (public_id, tenant_id) VALUES ($2, $1)",
+        "INSERT INTO api_key_ids (public_id, owner_tenant) VALUES ($2, $1)",
         vec![key.public_id.into()],
     )
     .await?;
@@ -199,7 +199,7 @@ pub async fn tenant_of(db: &Db, public_id: &str) -> Result<Option<TenantId>, DbE
         .global_read()
         .await?
         .fetch_optional(
-            "SELECT tenant_id FROM api_key_ids WHERE public_id = $1",
+            "SELECT owner_tenant FROM api_key_ids WHERE public_id = $1",
             vec![public_id.into()],
         )
         .await?;
