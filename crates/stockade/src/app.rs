@@ -51,6 +51,8 @@ pub struct Inner {
     /// One audit event per (tenant, address) refused by an IP allowlist per
     /// five minutes, so a blocked client cannot flood the tenant's log.
     pub allowlist_denials: RateLimiter<(crate::ids::TenantId, IpAddr)>,
+    /// API keys: HMAC key (loaded once), rate limits, denial sampling.
+    pub api_keys: crate::apikeys::ApiKeyState,
     keyring: RwLock<Arc<Keyring>>,
 }
 
@@ -76,6 +78,7 @@ impl AppState {
                 burst: 1,
                 period: chrono::Duration::minutes(5),
             }),
+            api_keys: crate::apikeys::ApiKeyState::default(),
             keyring: RwLock::new(Arc::new(keyring)),
             config,
             db,

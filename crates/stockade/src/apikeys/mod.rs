@@ -1,15 +1,47 @@
 //! API keys (SPEC §2.8): tenant-scoped, permission-scoped keys for a
-//! tenant's own integrations, stored as keyed hashes.
+//! tenant's own integrations, stored as keyed hashes. See docs/api-keys.md.
+//!
+//! - `model`: the key format, its strict parser, generation, HMAC.
+//! - `store`: rows (`api_keys`, tenant-owned; `api_key_ids`, the global
+//!   public id → tenant map).
+//! - `auth`: authenticating `Authorization: Bearer stk_…` (used by
+//!   `http::Principal`), the per-key and per-address rate limits.
+//! - `denials`: sampled `api_keys.key.denied` audit events.
+//! - `routes`: `/v1/api-keys`.
+
+mod auth;
+mod denials;
+mod model;
+mod routes;
+mod store;
 
 use axum::Router;
+use axum::routing::{get, post};
+
+pub use auth::{
+    ApiKeyState, Authenticated, FAILURE_QUOTA, HMAC_PURPOSE, TOUCH_EVERY, admit, authenticate,
+    effective, hmac_key,
+};
+pub use denials::{DENIAL_WINDOW, DenialAudit, DeniedKey, record_later};
+pub use model::{
+    ApiKey, KEY_LEN, KeyEnv, PREFIX, ParseError, display_prefix, looks_like_key, parse,
+};
+pub use routes::{CreateKey, CreatedKey, MAX_EXPIRY_DAYS, MAX_GRACE_SECONDS, RotateKey};
+pub use store::{AuthRow, KeyView, NewKey, auth_row, insert, tenant_of};
 
 use crate::app::AppState;
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
-#[openapi()]
+#[openapi(
+    paths(routes::create, routes::list, routes::revoke, routes::rotate),
+    components(schemas(CreateKey, RotateKey, CreatedKey, KeyView))
+)]
 pub struct ApiKeysApi;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/v1/api-keys", get(routes::list).post(routes::create))
+        .route("/v1/api-keys/{id}", axum::routing::delete(routes::revoke))
+        .route("/v1/api-keys/{id}/rotate", post(routes::rotate))
 }

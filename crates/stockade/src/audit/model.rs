@@ -27,8 +27,11 @@ pub enum Actor {
         /// The platform owner acting as this user, when impersonated.
         impersonator: Option<UserId>,
     },
+    /// An API key (its id), acting for the user who created it: the
+    /// creator is recorded in the event's details as `api_key_creator`.
     ApiKey {
         id: String,
+        creator: UserId,
     },
     PlatformOwner {
         id: UserId,
@@ -49,7 +52,7 @@ impl Actor {
     fn id(&self) -> Option<String> {
         match self {
             Self::User { id, .. } | Self::PlatformOwner { id } => Some(id.to_string()),
-            Self::ApiKey { id } => Some(id.clone()),
+            Self::ApiKey { id, .. } => Some(id.clone()),
             Self::System => None,
         }
     }
@@ -159,8 +162,15 @@ impl NewEvent {
         prev_hash: String,
     ) -> Result<StoredEvent, AuditError> {
         validate_action(&self.action)?;
-        if !self.details.is_object() {
+        let mut details = self.details;
+        let Some(fields) = details.as_object_mut() else {
             return Err(AuditError::InvalidDetails);
+        };
+        if let Actor::ApiKey { creator, .. } = &self.actor {
+            fields.insert(
+                "api_key_creator".to_owned(),
+                serde_json::Value::String(creator.to_string()),
+            );
         }
         let mut event = StoredEvent {
             tenant_id,
@@ -178,7 +188,7 @@ impl NewEvent {
             target_id: self.target.map(|t| t.id),
             outcome: self.outcome.as_str().to_owned(),
             // serde_json's map is ordered by key, so this text is canonical.
-            details: self.details.to_string(),
+            details: details.to_string(),
             prev_hash,
             hash: String::new(),
         };

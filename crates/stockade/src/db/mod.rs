@@ -45,6 +45,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "collections",
     "records",
     "record_index",
+    "api_keys",
 ];
 
 /// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.

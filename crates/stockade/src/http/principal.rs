@@ -2,6 +2,12 @@
 //! and checks, on every request, that its session is still live (so logout,
 //! remote sign-out, password change, deactivation and suspension take effect
 //! on the next request, not at token expiry).
+//!
+//! A bearer token starting `stk_` is an API key instead (`apikeys::auth`):
+//! it acts for its creator in one tenant with the key's scopes that the
+//! creator still holds; it has no session, never passes step-up, and is
+//! refused on the sign-in, session, `/v1/me`, invitation-acceptance and
+//! platform routes (`API_KEY_REFUSED`).
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -27,15 +33,58 @@ pub struct Principal {
     /// When the user last proved their password in this session.
     pub authenticated_at: Option<chrono::DateTime<chrono::Utc>>,
     pub context: RequestContext,
+    /// Set when an API key authenticated the request (then `user_id` is
+    /// the key's creator and `session_id` is nil).
+    pub api_key: Option<ApiKeyRef>,
+}
+
+/// The API key behind a request.
+#[derive(Clone)]
+pub struct ApiKeyRef {
+    pub id: uuid::Uuid,
+    /// `stk_<env>_<public id>`.
+    pub prefix: String,
+    state: AppState,
+}
+
+impl std::fmt::Debug for ApiKeyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyRef")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl Principal {
     pub fn actor(&self) -> Actor {
-        Actor::User {
-            id: self.user_id,
-            impersonator: self.impersonator,
+        match &self.api_key {
+            Some(key) => Actor::ApiKey {
+                id: key.id.to_string(),
+                creator: self.user_id,
+            },
+            None => Actor::User {
+                id: self.user_id,
+                impersonator: self.impersonator,
+            },
         }
     }
+}
+
+/// Routes an API key may never call: signing in and sessions, the
+/// caller's own account, accepting invitations, the platform.
+pub const API_KEY_REFUSED: &[&str] = &[
+    "/v1/auth",
+    "/v1/me",
+    "/v1/invitations/accept",
+    "/v1/platform",
+];
+
+fn refused_for_api_keys(path: &str) -> bool {
+    API_KEY_REFUSED.iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
 }
 
 impl Principal {
@@ -68,6 +117,20 @@ impl Principal {
             Some(c) => format!("{permission}:{c}"),
             None => permission.to_owned(),
         };
+        if let Some(key) = &self.api_key {
+            crate::apikeys::record_later(
+                &key.state,
+                crate::apikeys::DeniedKey {
+                    tenant: self.tenant_id,
+                    id: key.id,
+                    prefix: key.prefix.clone(),
+                    creator: self.user_id,
+                },
+                "out_of_scope",
+                serde_json::json!({ "permission": named }),
+                self.context.clone(),
+            );
+        }
         Err(ApiError::forbidden_permission(&named))
     }
 }
@@ -82,6 +145,9 @@ impl FromRequestParts<AppState> for Principal {
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
         let context = request_context(parts, ip);
         let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
+        if crate::apikeys::looks_like_key(token) {
+            return api_key_principal(parts, state, token, ip, context).await;
+        }
         let now = state.clock.now();
         let claims = state
             .keyring()
@@ -113,22 +179,8 @@ impl FromRequestParts<AppState> for Principal {
         if live.impersonator != claimed_impersonator {
             return Err(ApiError::unauthenticated());
         }
-        if let Some(slug) = subdomain_tenant(parts, state.config.tenant_domain.as_deref())
-            && slug != live.tenant_slug
-        {
-            return Err(ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                "tenancy.subdomain_mismatch",
-            )
-            .with_detail("this credential belongs to another tenant than this address"));
-        }
-        if !crate::tenancy::settings::ip_allowed(&live.ip_allowlist, ip) {
-            refuse_address(state, tenant_id, user_id, ip, &context).await?;
-            return Err(
-                ApiError::new(axum::http::StatusCode::FORBIDDEN, "tenancy.ip_not_allowed")
-                    .with_detail("this tenant cannot be reached from your address"),
-            );
-        }
+        check_subdomain(parts, state, &live.tenant_slug)?;
+        check_address(state, tenant_id, user_id, &live.ip_allowlist, ip, &context).await?;
         Ok(Self {
             user_id,
             tenant_id,
@@ -138,8 +190,84 @@ impl FromRequestParts<AppState> for Principal {
             impersonator: live.impersonator,
             authenticated_at: live.authenticated_at,
             context,
+            api_key: None,
         })
     }
+}
+
+/// The principal of a request carrying an API key.
+async fn api_key_principal(
+    parts: &Parts,
+    state: &AppState,
+    token: &str,
+    ip: std::net::IpAddr,
+    context: RequestContext,
+) -> Result<Principal, ApiError> {
+    if refused_for_api_keys(parts.uri.path()) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "auth.api_key_not_allowed",
+        )
+        .with_detail("this endpoint needs a signed-in user, not an API key"));
+    }
+    let key = crate::apikeys::authenticate(state, token, ip, &context).await?;
+    check_subdomain(parts, state, &key.tenant_slug)?;
+    check_address(
+        state,
+        key.tenant_id,
+        key.creator,
+        &key.ip_allowlist,
+        ip,
+        &context,
+    )
+    .await?;
+    crate::apikeys::admit(state, &key, ip).await?;
+    Ok(Principal {
+        user_id: key.creator,
+        tenant_id: key.tenant_id,
+        session_id: SessionId(uuid::Uuid::nil()),
+        role: key.role,
+        permissions: key.permissions,
+        impersonator: None,
+        authenticated_at: None,
+        context,
+        api_key: Some(ApiKeyRef {
+            id: key.key_id,
+            prefix: key.prefix,
+            state: state.clone(),
+        }),
+    })
+}
+
+/// 403 `tenancy.subdomain_mismatch` when the host names another tenant.
+fn check_subdomain(parts: &Parts, state: &AppState, tenant_slug: &str) -> Result<(), ApiError> {
+    match subdomain_tenant(parts, state.config.tenant_domain.as_deref()) {
+        Some(slug) if slug != tenant_slug => Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "tenancy.subdomain_mismatch",
+        )
+        .with_detail("this credential belongs to another tenant than this address")),
+        _ => Ok(()),
+    }
+}
+
+/// 403 `tenancy.ip_not_allowed` (audited) outside the tenant's allowlist.
+async fn check_address(
+    state: &AppState,
+    tenant: TenantId,
+    user: UserId,
+    allowlist: &[ipnet::IpNet],
+    ip: std::net::IpAddr,
+    context: &RequestContext,
+) -> Result<(), ApiError> {
+    if crate::tenancy::settings::ip_allowed(allowlist, ip) {
+        return Ok(());
+    }
+    refuse_address(state, tenant, user, ip, context).await?;
+    Err(
+        ApiError::new(axum::http::StatusCode::FORBIDDEN, "tenancy.ip_not_allowed")
+            .with_detail("this tenant cannot be reached from your address"),
+    )
 }
 
 /// Audits a request refused by the tenant's IP allowlist (once per address

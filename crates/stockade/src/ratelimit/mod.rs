@@ -63,8 +63,15 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
 
     /// Counts one request for `key` at `now`.
     pub fn check(&self, key: &K, now: DateTime<Utc>) -> Decision {
-        let interval = self.quota.interval();
-        let tolerance = self.quota.period - interval;
+        self.check_quota(key, self.quota, now)
+    }
+
+    /// Like [`RateLimiter::check`], under a quota chosen per call (e.g. a
+    /// tenant's setting). A key should keep one quota; a changed quota
+    /// applies from the key's next request.
+    pub fn check_quota(&self, key: &K, quota: Quota, now: DateTime<Utc>) -> Decision {
+        let interval = quota.interval();
+        let tolerance = quota.period - interval;
         let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= PRUNE_AT {
             map.retain(|_, (tat, _)| *tat > now);
@@ -86,6 +93,21 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         }
         map.insert(key.clone(), (tat + interval, announced));
         Decision::Allow
+    }
+
+    /// Whether a request for `key` would be refused now, without counting
+    /// one: callers that count only failures look before they try.
+    pub fn peek(&self, key: &K, now: DateTime<Utc>) -> Option<u64> {
+        let tolerance = self.quota.period - self.quota.interval();
+        let map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        let (tat, _) = map.get(key).copied()?;
+        let allow_at = tat.max(now) - tolerance;
+        (now < allow_at).then(|| {
+            u64::try_from((allow_at - now).num_milliseconds().max(0))
+                .unwrap_or(0)
+                .div_ceil(1000)
+                .max(1)
+        })
     }
 
     /// Forgets `key` (e.g. after a successful sign-in).
@@ -153,6 +175,33 @@ mod tests {
             assert!(matches!(rl.check(&1, t0()), Decision::Deny { .. }));
         }
         assert_eq!(rl.check(&1, t0() + Duration::seconds(30)), Decision::Allow);
+    }
+
+    #[test]
+    fn peek_does_not_count_and_quota_can_vary() {
+        let rl = RateLimiter::new(Quota {
+            burst: 2,
+            period: Duration::seconds(60),
+        });
+        for _ in 0..10 {
+            assert_eq!(rl.peek(&1, t0()), None);
+        }
+        rl.check(&1, t0());
+        rl.check(&1, t0());
+        assert_eq!(rl.peek(&1, t0()), Some(30));
+        assert_eq!(rl.peek(&1, t0() + Duration::seconds(30)), None);
+        let tight = Quota {
+            burst: 1,
+            period: Duration::seconds(10),
+        };
+        assert_eq!(rl.check_quota(&2, tight, t0()), Decision::Allow);
+        assert!(matches!(
+            rl.check_quota(&2, tight, t0()),
+            Decision::Deny {
+                retry_after_secs: 10,
+                ..
+            }
+        ));
     }
 
     #[test]

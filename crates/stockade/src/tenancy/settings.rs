@@ -47,6 +47,8 @@ pub struct TenantSettings {
     #[schema(value_type = Vec<String>)]
     pub ip_allowlist: Vec<IpNet>,
     pub audit_retention_days: i64,
+    /// Requests per minute each API key may make (SPEC §2.8).
+    pub api_key_rate_per_minute: i64,
 }
 
 impl Default for TenantSettings {
@@ -58,6 +60,7 @@ impl Default for TenantSettings {
             mfa_required: MfaRequired::Off,
             ip_allowlist: Vec::new(),
             audit_retention_days: 90,
+            api_key_rate_per_minute: 600,
         }
     }
 }
@@ -68,6 +71,8 @@ pub const IDLE_RANGE: std::ops::RangeInclusive<i64> = 300..=30 * 86_400;
 pub const ABSOLUTE_RANGE: std::ops::RangeInclusive<i64> = 3600..=365 * 86_400;
 pub const RETENTION_RANGE: std::ops::RangeInclusive<i64> = 1..=3650;
 pub const MAX_ALLOWLIST: usize = 100;
+/// Requests per minute per API key: 1 to 100000.
+pub const API_KEY_RATE_RANGE: std::ops::RangeInclusive<i64> = 1..=100_000;
 
 impl TenantSettings {
     pub fn validate(&self) -> Result<(), String> {
@@ -86,6 +91,9 @@ impl TenantSettings {
         }
         if self.ip_allowlist.len() > MAX_ALLOWLIST {
             return Err(format!("ip_allowlist holds at most {MAX_ALLOWLIST} CIDRs"));
+        }
+        if !API_KEY_RATE_RANGE.contains(&self.api_key_rate_per_minute) {
+            return Err("api_key_rate_per_minute must be from 1 to 100000".into());
         }
         Ok(())
     }
@@ -133,6 +141,7 @@ struct Row {
     mfa_required: String,
     ip_allowlist: String,
     audit_retention_days: i64,
+    api_key_rate_per_minute: i64,
 }
 
 /// The tenant's settings (the defaults when it never changed them). A stored
@@ -141,7 +150,8 @@ pub async fn load(tx: &mut TenantTx) -> Result<TenantSettings, DbError> {
     let row: Option<Row> = tx
         .fetch_optional(
             "SELECT password_policy, session_idle_secs, session_absolute_secs, mfa_required, \
-             ip_allowlist, CAST(audit_retention_days AS BIGINT) AS audit_retention_days \
+             ip_allowlist, CAST(audit_retention_days AS BIGINT) AS audit_retention_days, \
+             CAST(api_key_rate_per_minute AS BIGINT) AS api_key_rate_per_minute \
              FROM tenant_settings WHERE tenant_id = $1",
             vec![],
         )
@@ -158,6 +168,7 @@ pub async fn load(tx: &mut TenantTx) -> Result<TenantSettings, DbError> {
             mfa_required: MfaRequired::parse(&r.mfa_required),
             ip_allowlist: parse_allowlist(&r.ip_allowlist),
             audit_retention_days: r.audit_retention_days,
+            api_key_rate_per_minute: r.api_key_rate_per_minute,
         },
     })
 }
@@ -183,11 +194,11 @@ pub async fn save(
         .map_err(|e| SettingsError::Invalid(e.to_string()))?;
     tx.execute(
         "INSERT INTO tenant_settings (tenant_id, password_policy, session_idle_secs, \
-         session_absolute_secs, mfa_required, ip_allowlist, audit_retention_days, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         session_absolute_secs, mfa_required, ip_allowlist, audit_retention_days, updated_at, \
+         api_key_rate_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (tenant_id) DO UPDATE SET password_policy = $2, session_idle_secs = $3, \
          session_absolute_secs = $4, mfa_required = $5, ip_allowlist = $6, \
-         audit_retention_days = $7, updated_at = $8",
+         audit_retention_days = $7, updated_at = $8, api_key_rate_per_minute = $9",
         vec![
             policy.into(),
             settings.session_idle_secs.into(),
@@ -198,6 +209,7 @@ pub async fn save(
                 .unwrap_or(90)
                 .into(),
             clock.now().into(),
+            settings.api_key_rate_per_minute.into(),
         ],
     )
     .await?;
@@ -230,6 +242,13 @@ mod tests {
         let mut s = TenantSettings::default();
         s.password_policy.min_length = 4;
         assert!(s.validate().is_err());
+        for rate in [0, 100_001] {
+            let s = TenantSettings {
+                api_key_rate_per_minute: rate,
+                ..TenantSettings::default()
+            };
+            assert!(s.validate().is_err(), "{rate}");
+        }
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct SettingsPatch {
     pub ip_allowlist: Option<Vec<IpNet>>,
     #[serde(default)]
     pub audit_retention_days: Option<i64>,
+    #[serde(default)]
+    pub api_key_rate_per_minute: Option<i64>,
 }
 
 /// Changes settings. Audited with old and new values. An allowlist that
@@ -95,6 +97,9 @@ async fn patch_settings(
     }
     if let Some(v) = patch.audit_retention_days {
         new.audit_retention_days = v;
+    }
+    if let Some(v) = patch.api_key_rate_per_minute {
+        new.api_key_rate_per_minute = v;
     }
     new.validate()
         .map_err(|e| ApiError::bad_request("tenancy.invalid_settings", e))?;

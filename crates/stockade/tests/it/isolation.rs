@@ -45,6 +45,7 @@ async fn snapshot(s: &TestServer, b: &str) -> Vec<Value> {
         "/v1/auth/sessions",
         "/v1/tenant/settings",
         "/v1/collections/orders/records",
+        "/v1/api-keys",
     ] {
         let res = s
             .client
@@ -135,6 +136,18 @@ async fn case(backend: Backend, w: World) {
         json!({"data": {"secret": "b-only"}, "key": "B-1"}),
     )
     .await;
+    let b_key: Value = s
+        .client
+        .post(s.url("/v1/api-keys"))
+        .bearer_auth(&b.access)
+        .json(&json!({"name": "b", "scopes": ["records:read"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b_key_id = b_key["id"].as_str().unwrap().to_owned();
     let before = snapshot(&s, &b.access).await;
     let audit_before = audit_actions(&s, "tenant-b").await;
 
@@ -204,6 +217,16 @@ async fn case(backend: Backend, w: World) {
         b_session.clone(),
     ));
 
+    for (method, path) in [
+        (reqwest::Method::DELETE, format!("/v1/api-keys/{b_key_id}")),
+        (
+            reqwest::Method::POST,
+            format!("/v1/api-keys/{b_key_id}/rotate"),
+        ),
+    ] {
+        attacks.push((method, path, None, b_key_id.clone()));
+    }
+
     for (method, path, body, id) in attacks {
         let mut req = s
             .client
@@ -230,6 +253,7 @@ async fn case(backend: Backend, w: World) {
         &b_session,
         &b_owner_id,
         &b_record,
+        &b_key_id,
     ]) {
         assert!(!text.contains(id.as_str()), "A sees {id}");
     }
