@@ -132,6 +132,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::platform::routes())
         .merge(crate::records::routes())
         .merge(crate::apikeys::routes())
+        .merge(crate::audit::api::routes())
         .fallback(|| async { ApiError::not_found() })
         .with_state(state);
     layers::apply(router, limits)
