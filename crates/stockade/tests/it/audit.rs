@@ -222,6 +222,34 @@ async fn verify_reports_only_the_callers_chain(backend: Backend) {
     s.stop().await;
 }
 
+/// Deleting the last three events (as the PostgreSQL owner; through the
+/// purge gate on SQLite) leaves a chain that is sound on its own, but the
+/// head record still names the old end: verify fails at the first missing seq.
+async fn verify_catches_the_last_three_events_deleted(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    let ta = tenant_id(&s, "acme").await;
+    append(&s, ta, sample()).await;
+    let head = audit::verify_tenant(&s.db, ta).await.unwrap().head_seq;
+    let n = raw_execute(
+        &s.db,
+        &format!(
+            "DELETE FROM audit_events WHERE tenant_id = $1 AND seq > {}",
+            head - 3
+        ),
+        ta.as_uuid(),
+    )
+    .await;
+    assert_eq!(n, 3);
+    let r: Value = get(&s, &a, "/v1/audit/verify").await.json().await.unwrap();
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["first_bad_seq"], head - 2, "{r}");
+    assert_eq!(r["events_checked"], head - 3, "{r}");
+    s.stop().await;
+}
+
 /// Recomputes the chain from NDJSON lines; returns the events.
 fn check_chain(text: &str, mut prev: String, mut seq: i64) -> Vec<StoredEvent> {
     let mut out = Vec::new();
@@ -365,6 +393,7 @@ crate::both_servers!(
     read_filters_pages_and_isolation,
     bad_queries_are_400_problems,
     verify_reports_only_the_callers_chain,
+    verify_catches_the_last_three_events_deleted,
     export_streams_a_verifiable_chain_and_resumes,
     events_are_append_only_for_the_server,
 );
