@@ -176,6 +176,35 @@ async fn bad_queries_are_400_problems(backend: Backend) {
         assert!(p["errors"].get(param).is_some(), "{path}: {p}");
         assert_eq!(crate::auth::audit_actions(&s, "acme").await.len(), before);
     }
+    // A viewer has no `audit:read`: 403 on every route.
+    let viewer = crate::members::join(&s, &a.access, "viewer@acme.test", "viewer").await;
+    for path in ["/v1/audit/events", "/v1/audit/verify", "/v1/audit/export"] {
+        let res = s
+            .client
+            .get(s.url(path))
+            .bearer_auth(&viewer.access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{path}");
+        let p: Value = res.json().await.unwrap();
+        assert_eq!(p["code"], "rbac.forbidden", "{path}");
+        assert_eq!(p["errors"]["permission"], "audit:read", "{path}");
+    }
+    // The routes are in the OpenAPI document.
+    let doc: Value = s
+        .client
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["/v1/audit/events", "/v1/audit/verify", "/v1/audit/export"] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path}");
+    }
+    assert!(doc["components"]["schemas"]["StoredEvent"].is_object());
     // No token: 401.
     let res = s
         .client
