@@ -216,7 +216,8 @@ fn session(c: &mut Criterion) {
                 .expect("live")
         });
     });
-    assert_eq!(cache.len(), 1, "the cached bench must hit one entry");
+    // At most one entry (none when a filter skipped this bench).
+    assert!(cache.len() <= 1, "the cached bench must hit one entry");
     group.finish();
     rt.block_on(f.db.close());
 }
@@ -325,6 +326,48 @@ fn audit_bench(c: &mut Criterion) {
     rt.block_on(f.db.close());
 }
 
+/// `verify_tenant` over a 10,000-event chain on SQLite: read in pages of
+/// 1,000, every hash recomputed, compared with the head. Reported as events/s.
+fn audit_verify_bench(c: &mut Criterion) {
+    const EVENTS: u64 = 10_000;
+    let rt = runtime();
+    let f = rt.block_on(fixture());
+    let clock = ManualClock::new(t0());
+    rt.block_on(async {
+        let mut tx = f.db.tenant_tx(f.tenant).await.expect("tenant tx");
+        for i in 0..EVENTS {
+            audit::append(
+                &mut tx,
+                &clock,
+                NewEvent::new(
+                    Actor::User {
+                        id: f.user,
+                        impersonator: None,
+                    },
+                    "records.record.updated",
+                )
+                .target(Target::new("record", i))
+                .details(serde_json::json!({ "fields": ["title"] })),
+            )
+            .await
+            .expect("append");
+        }
+        tx.commit().await.expect("commit");
+    });
+    let mut group = c.benchmark_group("audit");
+    configure(&mut group);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(EVENTS));
+    group.bench_function("verify_10k_sqlite", |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = audit::verify_tenant(&f.db, f.tenant).await.expect("verify");
+            assert!(r.ok && r.events_checked > EVENTS);
+        });
+    });
+    group.finish();
+    rt.block_on(f.db.close());
+}
+
 fn refresh(c: &mut Criterion) {
     let tenant = TenantId::new();
     let mut group = c.benchmark_group("refresh");
@@ -366,6 +409,7 @@ criterion_group!(
     seal_bench,
     record_cipher_bench,
     audit_bench,
+    audit_verify_bench,
     refresh,
     password
 );

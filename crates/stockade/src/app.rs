@@ -138,6 +138,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::platform::routes())
         .merge(crate::records::routes())
         .merge(crate::apikeys::routes())
+        .merge(crate::audit::api::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.body_limit,

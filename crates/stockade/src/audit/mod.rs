@@ -4,7 +4,9 @@
 //! exists if and only if the change it describes was committed. [`verify`]
 //! walks a chain and names the first sequence number that does not hold.
 
+pub mod api;
 mod model;
+pub mod query;
 mod store;
 
 pub use model::{

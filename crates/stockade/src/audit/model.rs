@@ -1,7 +1,7 @@
 //! Pure rules of the audit log: event shape, canonical encoding, hash chain.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ids::{EventId, TenantId, UserId};
@@ -215,7 +215,7 @@ fn validate_action(action: &str) -> Result<(), AuditError> {
 }
 
 /// One stored event, as read back from the database.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub tenant_id: TenantId,
     pub seq: i64,

@@ -42,6 +42,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::platform::PlatformApi::openapi());
     doc.merge(crate::records::RecordsApi::openapi());
     doc.merge(crate::apikeys::ApiKeysApi::openapi());
+    doc.merge(crate::audit::api::AuditApi::openapi());
     doc
 }
 

@@ -11,7 +11,7 @@ use base64::Engine;
 const BIN: &str = env!("CARGO_BIN_EXE_stockade");
 
 /// The binary with a clean environment (no STOCKADE_* from the caller).
-fn stockade(dir: &Path) -> Command {
+pub fn stockade(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -20,7 +20,7 @@ fn stockade(dir: &Path) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
 }
 
@@ -42,6 +42,7 @@ fn every_command_has_help() {
         vec!["config", "check", "--help"],
         vec!["tenant", "create", "--help"],
         vec!["audit", "verify", "--help"],
+        vec!["audit", "export", "--help"],
         vec!["keys", "status", "--help"],
         vec!["keys", "rotate", "--help"],
         vec!["keys", "retire", "--help"],
@@ -111,10 +112,15 @@ fn tenant_create_then_audit_verify_and_tamper_detection() {
         let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
             .await
             .unwrap();
-        sqlx::query("UPDATE audit_events SET details = '{\"slug\":\"evil\"}' WHERE seq = 1")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        // With the file, one can open the append-only gate (migration 0016).
+        sqlx::raw_sql(
+            "UPDATE audit_purge_gate SET open = 1; \
+             UPDATE audit_events SET details = '{\"slug\":\"evil\"}' WHERE seq = 1; \
+             UPDATE audit_purge_gate SET open = 0;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
         conn.close().await.unwrap();
     });
     let out = run(stockade(dir.path()).args(["audit", "verify"]));

@@ -10,6 +10,7 @@
 //! 127.0.0.1:0, real SQLite files, real PostgreSQL databases.
 
 mod apikeys;
+mod audit;
 mod auth;
 mod cli;
 mod envelope;

@@ -13,8 +13,8 @@ use crate::testkit::{Backend, TestServer};
 const NEW_PASSWORD: &str = "Invited-Strong-Passw0rd";
 
 /// A signed-in member: access token, refresh cookie value, user id.
-struct Member {
-    access: String,
+pub struct Member {
+    pub access: String,
     refresh: String,
     id: String,
 }
@@ -129,7 +129,7 @@ async fn accept_bearer(s: &TestServer, access: &str, token: &str) -> reqwest::Re
 }
 
 /// Invites `email` with `role` and accepts as a new user: signed in.
-async fn join(s: &TestServer, inviter: &str, email: &str, role: &str) -> Member {
+pub async fn join(s: &TestServer, inviter: &str, email: &str, role: &str) -> Member {
     let token = invite_ok(s, inviter, email, role).await;
     let res = accept_new(s, &token, "Invited Person", NEW_PASSWORD).await;
     assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);

@@ -115,15 +115,27 @@ impl Drop for TestDb {
 }
 
 /// Runs raw SQL as someone with direct database access (the SQLite file, or
-/// the PostgreSQL owner): how the tests tamper with rows.
+/// the PostgreSQL owner): how the tests tamper with rows. On SQLite such a
+/// person can open the audit purge gate (migration 0016), so this does.
 pub async fn raw_execute(db: &Db, sql: &str, tenant: uuid::Uuid) -> u64 {
     if let Some(pool) = db.sqlite_pool() {
-        return sqlx::query(sql)
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("UPDATE audit_purge_gate SET open = 1")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let n = sqlx::query(sql)
             .bind(tenant)
-            .execute(pool)
+            .execute(&mut *tx)
             .await
             .unwrap()
             .rows_affected();
+        sqlx::query("UPDATE audit_purge_gate SET open = 0")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        return n;
     }
     let pool = db.postgres_owner_pool().unwrap();
     sqlx::query(sql)
