@@ -179,10 +179,10 @@ impl EventQuery {
                 _ => return Err(bad(k, "unknown query parameter")),
             }
         }
-        if let (Some(s), Some(u)) = (q.since, q.until) {
-            if s > u {
-                return Err(bad("until", "must not be before `since`"));
-            }
+        if let (Some(s), Some(u)) = (q.since, q.until)
+            && s > u
+        {
+            return Err(bad("until", "must not be before `since`"));
         }
         if let Some((order, seq)) = cursor {
             if order != q.order {

@@ -34,8 +34,14 @@ async fn append(s: &TestServer, tenant: TenantId, events: Vec<NewEvent>) {
 fn sample() -> Vec<NewEvent> {
     let mut v: Vec<NewEvent> = (0..5)
         .map(|i| {
-            NewEvent::new(Actor::ApiKey { id: "k1".into() }, "records.record.created")
-                .target(Target::new("record", format!("r{i}")))
+            NewEvent::new(
+                Actor::ApiKey {
+                    id: "k1".into(),
+                    creator: stockade::ids::UserId::new(),
+                },
+                "records.record.created",
+            )
+            .target(Target::new("record", format!("r{i}")))
         })
         .collect();
     for _ in 0..2 {
