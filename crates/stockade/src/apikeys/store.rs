@@ -152,6 +152,22 @@ pub(super) async fn revoke(
         == 1)
 }
 
+/// Revokes every live key `creator` made in the transaction's tenant (a
+/// member removed from it); the number revoked. Keys already revoked keep
+/// their first `revoked_at`.
+pub async fn revoke_created_by(
+    tx: &mut TenantTx,
+    creator: UserId,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    tx.execute(
+        "UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND created_by = $2 \
+         AND revoked_at IS NULL",
+        vec![creator.into(), now.into()],
+    )
+    .await
+}
+
 /// Marks `old` as replaced by `new`, valid until `grace_until`; false when
 /// another rotation or a revocation got there first.
 pub(super) async fn mark_rotated(

@@ -312,6 +312,10 @@ async fn login(
         .map(|e| e.key().to_owned())
         .unwrap_or_else(|_| req.email.trim().to_lowercase());
     if let Some(until) = throttle::locked_until(&state.db, &email_key, now).await? {
+        // Audited like any attempt (SPEC §2.3), without hashing and without
+        // counting as a failure: the lockout does not extend itself.
+        let user = users::find_auth_user(&state.db, &email_key).await?;
+        audit_failed_login(&state, &email_key, user.as_ref(), None, &context).await?;
         let secs = u64::try_from((until - now).num_seconds())
             .unwrap_or(1)
             .max(1);
@@ -456,6 +460,25 @@ async fn failed_login(
 ) -> Result<(), ApiError> {
     let now = state.clock.now();
     let locked = throttle::record_failure(&state.db, email_key, now).await?;
+    audit_failed_login(state, email_key, user, Some((reason, locked)), context).await
+}
+
+/// Writes `auth.login.failed` in every tenant of `user` (the platform's
+/// chain for an unknown address), followed by `auth.account.locked` when this
+/// failure locked the account. `failure` is `(reason, locked_until)` for a
+/// counted failure (outcome `failure`); `None` for an attempt refused because
+/// the account is locked (reason `account_locked`, outcome `denied`).
+async fn audit_failed_login(
+    state: &AppState,
+    email_key: &str,
+    user: Option<&AuthUser>,
+    failure: Option<(&str, Option<chrono::DateTime<chrono::Utc>>)>,
+    context: &RequestContext,
+) -> Result<(), ApiError> {
+    let (reason, outcome, locked) = match failure {
+        Some((reason, locked)) => (reason, Outcome::Failure, locked),
+        None => ("account_locked", Outcome::Denied, None),
+    };
     let (tenants, actor) = match user {
         Some(u) => (
             users::memberships_of(&state.db, u.id)
@@ -474,7 +497,7 @@ async fn failed_login(
         let mut tx = state.db.tenant_tx(tenant).await?;
         let mut events = vec![
             NewEvent::new(actor.clone(), "auth.login.failed")
-                .outcome(Outcome::Failure)
+                .outcome(outcome)
                 .details(serde_json::json!({ "reason": reason, "email": email_key })),
         ];
         if let Some(until) = locked {

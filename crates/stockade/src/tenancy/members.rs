@@ -13,7 +13,11 @@
 //!   changes of one tenant are serialised, so two owners cannot demote each
 //!   other at the same time.
 //! - Deactivating or removing a member revokes their sessions in this tenant
-//!   in the same transaction: their next request answers 401.
+//!   in the same transaction: their next request answers 401. Removing them
+//!   also marks every API key they created here revoked (`revoked_at`, shown
+//!   by `GET /v1/api-keys`), in that transaction; a deactivated member's keys
+//!   only stop (the per-request creator check) and work again on
+//!   reactivation.
 //! - A user id that is not a member of the caller's tenant (another tenant's
 //!   user, say) is 404, like any other tenant's object.
 
@@ -175,6 +179,7 @@ pub(crate) async fn remove(
     check_may_manage(&mut tx, &p, &current).await?;
     refuse_last_owner(&mut tx, &current, false).await?;
     let sessions_revoked = revoke_member_access(&mut tx, user, "member_removed", now).await?;
+    let api_keys_revoked = crate::apikeys::revoke_created_by(&mut tx, user, now).await?;
     tx.execute(
         "DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2",
         vec![user.into()],
@@ -189,6 +194,7 @@ pub(crate) async fn remove(
                 "role": current.role,
                 "was_active": current.is_active(),
                 "sessions_revoked": sessions_revoked,
+                "api_keys_revoked": api_keys_revoked,
             }))
             .context(p.context.clone()),
     )
@@ -336,8 +342,10 @@ async fn lock_members(tx: &mut TenantTx) -> Result<(), DbError> {
 /// tenants are untouched). The UPDATE bumps the liveness generation on
 /// commit, so cached session checks see it on the next request.
 ///
-/// API keys do not exist yet; when they land, the member's keys for this
-/// tenant must be revoked here too, in the same transaction.
+/// Their API keys stop too: every key request checks that its creator is
+/// an active member (`apikeys::auth`). Removal also marks the keys revoked
+/// (`apikeys::revoke_created_by`, in `remove`); deactivation does not, so
+/// reactivating the member restores their keys.
 async fn revoke_member_access(
     tx: &mut TenantTx,
     user: UserId,

@@ -7,6 +7,7 @@
 use proptest::prelude::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use stockade::clock::Clock;
 use stockade::http::Problem;
 
 use crate::auth::{Login, PASSWORD, audit_actions, login_ok, server, signup};
@@ -350,7 +351,8 @@ async fn the_creator_bounds_the_key_at_every_request(backend: Backend) {
     };
     let owner = signup(&s, "acme", "owner@acme.test").await;
     let (admin, admin_id) = member(&s, "acme", "ad@acme.test", "admin").await;
-    let (key, _) = create_key(&s, &admin.access, &["settings:manage", "members:manage"]).await;
+    let (key, key_id) = create_key(&s, &admin.access, &["settings:manage", "members:manage"]).await;
+    let (_, owner_key_id) = create_key(&s, &owner.access, &["settings:manage"]).await;
     assert_eq!(get(&s, "/v1/tenant/settings", &key).await, StatusCode::OK);
     assert_eq!(get(&s, "/v1/members", &key).await, StatusCode::OK);
     // Demoting the creator narrows the key on the next request.
@@ -412,6 +414,18 @@ async fn the_creator_bounds_the_key_at_every_request(backend: Backend) {
     .await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(get(&s, "/v1/members", &key).await, StatusCode::UNAUTHORIZED);
+    // Deactivation stops the key without revoking it (reactivation restores it).
+    let revoked_at = |list: &Value, id: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id)
+            .unwrap()["revoked_at"]
+            .clone()
+    };
+    let (_, list) = call(&s, Method::GET, "/v1/api-keys", &owner.access, None).await;
+    assert!(revoked_at(&list, &key_id).is_null(), "{list}");
+    s.clock.advance(chrono::Duration::seconds(7));
     let (st, _) = call(
         &s,
         Method::DELETE,
@@ -422,6 +436,15 @@ async fn the_creator_bounds_the_key_at_every_request(backend: Backend) {
     .await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     assert_eq!(get(&s, "/v1/members", &key).await, StatusCode::UNAUTHORIZED);
+    // Removal marks the member's keys revoked, at the removal's time; other
+    // members' keys are untouched.
+    let (_, list) = call(&s, Method::GET, "/v1/api-keys", &owner.access, None).await;
+    let at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(revoked_at(&list, &key_id)).unwrap();
+    assert_eq!(at, s.clock.now(), "{list}");
+    assert!(revoked_at(&list, &owner_key_id).is_null(), "{list}");
+    let removed = audit_details(&s, "acme", "tenancy.member.removed").await;
+    assert_eq!(removed[0]["api_keys_revoked"], 1);
     s.clock.advance(chrono::Duration::minutes(5));
     let tenant = stockade::tenancy::find_by_slug(&s.db, "acme")
         .await

@@ -281,3 +281,141 @@ proptest! {
         run(Backend::Postgres, w);
     }
 }
+
+// ---- API keys ----
+
+/// One call with `bearer` (and a `Host` header when given); status and body.
+async fn key_call(
+    s: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    bearer: &str,
+    host: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, String) {
+    let mut req = s.client.request(method, s.url(path)).bearer_auth(bearer);
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    (res.status(), res.text().await.unwrap())
+}
+
+/// Tenant A's API key with `records:read` and `records:write`: B's record
+/// ids are 404 for GET/PATCH/DELETE and leave B's record as it was, B's
+/// records never appear in A's list, and the key cannot be taken to B's
+/// subdomain or through a tenant switch.
+async fn an_api_key_reaches_only_its_own_tenant(backend: Backend) {
+    let Some(s) = server(backend, &[("STOCKADE_TENANT_DOMAIN", "example.com")]).await else {
+        return;
+    };
+    let a = signup(&s, "tenant-a", "owner@a.test").await;
+    let b = signup(&s, "tenant-b", "owner@b.test").await;
+    let orders = "/v1/collections/orders/records";
+    let a_record =
+        crate::records::created_id(&s, &a.access, "orders", json!({"data": {"n": 1}})).await;
+    let b_record = crate::records::created_id(
+        &s,
+        &b.access,
+        "orders",
+        json!({"data": {"secret": "b-only"}, "key": "B-1"}),
+    )
+    .await;
+    let (status, created) = key_call(
+        &s,
+        reqwest::Method::POST,
+        "/v1/api-keys",
+        &a.access,
+        None,
+        Some(json!({"name": "a", "scopes": ["records:read", "records:write"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let created: Value = serde_json::from_str(&created).unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    let b_path = format!("{orders}/{b_record}");
+    let (_, b_before) = key_call(&s, reqwest::Method::GET, &b_path, &b.access, None, None).await;
+    let b_audit = audit_actions(&s, "tenant-b").await;
+
+    for (method, body) in [
+        (reqwest::Method::GET, None),
+        (
+            reqwest::Method::PATCH,
+            Some(json!({"data": {"secret": "a"}})),
+        ),
+        (reqwest::Method::DELETE, None),
+    ] {
+        let (status, text) = key_call(&s, method.clone(), &b_path, &key, None, body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {text}");
+        assert!(!text.contains(&b_record), "{method} leaked: {text}");
+        assert!(!text.contains("b-only"), "{method} leaked: {text}");
+    }
+    // A's own record works with the same key: the 404s are not a scope problem.
+    let a_path = format!("{orders}/{a_record}");
+    let (status, _) = key_call(&s, reqwest::Method::GET, &a_path, &key, None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    // The list shows A's record only.
+    let (status, list) = key_call(&s, reqwest::Method::GET, orders, &key, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert!(list.contains(&a_record), "{list}");
+    assert!(
+        !list.contains(&b_record),
+        "A's key lists B's record: {list}"
+    );
+    assert!(!list.contains("b-only"), "{list}");
+    // B's record and log are unchanged.
+    let (_, b_after) = key_call(&s, reqwest::Method::GET, &b_path, &b.access, None, None).await;
+    assert_eq!(b_after, b_before);
+    assert_eq!(audit_actions(&s, "tenant-b").await, b_audit);
+
+    // Another tenant's subdomain: 403, even for a route in scope; its own: 200.
+    for (host, want, code) in [
+        (
+            "tenant-b.example.com",
+            StatusCode::FORBIDDEN,
+            "tenancy.subdomain_mismatch",
+        ),
+        ("tenant-a.example.com", StatusCode::OK, ""),
+    ] {
+        let (status, text) =
+            key_call(&s, reqwest::Method::GET, orders, &key, Some(host), None).await;
+        assert_eq!(status, want, "{host}: {text}");
+        if !code.is_empty() {
+            let p: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(p["code"], code);
+        }
+    }
+    let (status, text) = key_call(
+        &s,
+        reqwest::Method::DELETE,
+        &b_path,
+        &key,
+        Some("tenant-b.example.com"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    // No tenant switch with a key, whatever the target.
+    for target in ["tenant-b", "tenant-a"] {
+        let (status, text) = key_call(
+            &s,
+            reqwest::Method::POST,
+            "/v1/auth/switch-tenant",
+            &key,
+            None,
+            Some(json!({"tenant": target})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{target}: {text}");
+        let p: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(p["code"], "auth.api_key_not_allowed");
+    }
+    let (_, b_after) = key_call(&s, reqwest::Method::GET, &b_path, &b.access, None, None).await;
+    assert_eq!(b_after, b_before, "B's record changed");
+    s.stop().await;
+}
+
+crate::both_servers!(an_api_key_reaches_only_its_own_tenant);

@@ -1,0 +1,174 @@
+//! The audit scenario (issue #6 item 1, SPEC §2.7), on SQLite and PostgreSQL:
+//! one tenant's life through the HTTP API, then the owner reads
+//! `GET /v1/audit/events?order=asc` and the exact sequence of actions,
+//! actor types and actor ids is asserted.
+//!
+//! **Every later capability adds its events to this test**: extend the
+//! scenario with the steps that write them and the expected list with the
+//! events, in order (and `docs/audit-events.md` with the action).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::auth::{PASSWORD, login_ok, server, signup};
+use crate::roles::call;
+use crate::testkit::Backend;
+
+const OWNER: &str = "owner@acme.test";
+
+async fn audit_trail_of_a_tenant(backend: Backend) {
+    let Some(s) = server(backend, &[("STOCKADE_TRUSTED_PROXIES", "127.0.0.1/32")]).await else {
+        return;
+    };
+    // Sign up.
+    let owner = signup(&s, "acme", OWNER).await;
+    let owner_id = crate::records::user_id(&s, &owner.access).await;
+    // Failed sign-ins up to the lockout (10), each from its own address so
+    // the per-address limit stays out of the way; then one attempt while
+    // locked, with the right password.
+    let attempt = |password: &'static str, n: u32| {
+        s.client
+            .post(s.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("198.51.100.{n}"))
+            .json(&json!({"email": OWNER, "password": password}))
+            .send()
+    };
+    for n in 1..=stockade::identity::throttle::MAX_FAILURES {
+        let res = attempt("Wrong-Password-1", u32::try_from(n).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    let res = attempt(PASSWORD, 99).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Invite a member, who accepts as a new user; change their role.
+    let member = crate::members::join(&s, &owner.access, "sam@acme.test", "viewer").await;
+    let member_id = crate::records::user_id(&s, &member.access).await;
+    let (st, body) = call(
+        &s,
+        Method::PATCH,
+        &format!("/v1/members/{member_id}"),
+        &owner.access,
+        Some(json!({"role": "editor"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    // Records: create, update, delete; a CSV import.
+    let record =
+        crate::records::created_id(&s, &owner.access, "orders", json!({"data": {"total": 10}}))
+            .await;
+    let path = format!("/v1/collections/orders/records/{record}");
+    let (st, body) = crate::records::patch(
+        &s,
+        &owner.access,
+        &path,
+        Some("\"1\""),
+        json!({"data": {"total": 11}}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, body) = call(&s, Method::DELETE, &path, &owner.access, None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    let res = s
+        .client
+        .post(s.url("/v1/collections/orders/import"))
+        .bearer_auth(&owner.access)
+        .header("content-type", "text/csv")
+        .body("key,total\nK-1,1\nK-2,2\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
+    // A settings change needs a recent password (step-up).
+    s.clock.advance(chrono::Duration::minutes(6));
+    let (st, body) = call(
+        &s,
+        Method::POST,
+        "/v1/auth/reauth",
+        &owner.access,
+        Some(json!({"password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    let (st, body) = call(
+        &s,
+        Method::PATCH,
+        "/v1/tenant/settings",
+        &owner.access,
+        Some(json!({"session_idle_secs": 3600})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    // Sign out; once the lockout is over, sign in again to read the log.
+    let (st, body) = call(&s, Method::POST, "/v1/auth/logout", &owner.access, None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
+    s.clock.advance(chrono::Duration::minutes(15));
+    let owner = login_ok(&s, OWNER).await;
+
+    let (st, page) = call(
+        &s,
+        Method::GET,
+        "/v1/audit/events?order=asc&limit=500",
+        &owner.access,
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    assert!(page["next_cursor"].is_null(), "{page}");
+    let got: Vec<(String, String, Option<String>)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor_type"].as_str().unwrap().to_owned(),
+                e["actor_id"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    let user = |action: &str, id: &str| (action.to_owned(), "user".to_owned(), Some(id.to_owned()));
+    let system = |action: &str| (action.to_owned(), "system".to_owned(), None);
+    let mut want = vec![
+        user("tenancy.tenant.created", &owner_id),
+        user("auth.user.signed_up", &owner_id),
+    ];
+    for _ in 1..stockade::identity::throttle::MAX_FAILURES {
+        want.push(user("auth.login.failed", &owner_id));
+    }
+    want.extend([
+        user("auth.login.failed", &owner_id),
+        system("auth.account.locked"),
+        user("auth.login.failed", &owner_id),
+        user("tenancy.invitation.created", &owner_id),
+        user("tenancy.invitation.accepted", &member_id),
+        user("tenancy.member.updated", &owner_id),
+        user("records.record.created", &owner_id),
+        user("records.record.updated", &owner_id),
+        user("records.record.deleted", &owner_id),
+        user("records.import.completed", &owner_id),
+        user("auth.session.reauthenticated", &owner_id),
+        user("tenancy.settings.updated", &owner_id),
+        user("auth.session.logged_out", &owner_id),
+        user("auth.login.succeeded", &owner_id),
+    ]);
+    assert_eq!(got, want);
+    // The attempt while locked says so; every sign-in attempt has its address.
+    let events = page["events"].as_array().unwrap();
+    let failed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "auth.login.failed")
+        .collect();
+    let last = failed.last().unwrap();
+    let details: Value = match &last["details"] {
+        Value::String(text) => serde_json::from_str(text).unwrap(),
+        other => other.clone(),
+    };
+    assert_eq!(details["reason"], "account_locked", "{last}");
+    assert_eq!(last["outcome"], "denied");
+    assert_eq!(last["ip"], "198.51.100.99");
+    assert_eq!(failed[0]["ip"], "198.51.100.1");
+    s.stop().await;
+}
+
+crate::both_servers!(audit_trail_of_a_tenant);
