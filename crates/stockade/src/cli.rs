@@ -242,7 +242,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let db = open_migrated(&config).await?;
+            let db = Db::open(&config).await?;
+            db.migrate().await?;
             db.close().await;
             println!("migrations are current");
             Ok(())
@@ -549,9 +550,15 @@ fn config_check(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Opens and migrates the database, with the audit head key installed (every
+/// command but `migrate` may append or verify audit events).
 async fn open_migrated(config: &Config) -> Result<Db, Failure> {
+    let keys = master_keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
     let db = Db::open(config).await?;
     db.migrate().await?;
+    crate::audit::install_head_key(&db, &keys.master, &SystemClock)
+        .await
+        .map_err(Failure::one)?;
     Ok(db)
 }
 

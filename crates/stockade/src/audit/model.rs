@@ -15,6 +15,8 @@ pub enum AuditError {
     InvalidAction(String),
     #[error("audit details must be a JSON object")]
     InvalidDetails,
+    #[error("the audit head key is not installed (audit::install_head_key at startup)")]
+    HeadKeyMissing,
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
 }

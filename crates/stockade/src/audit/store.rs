@@ -1,5 +1,6 @@
 //! Audit storage: append inside the caller's transaction; verify a chain.
 
+use super::head;
 use super::model::{AuditError, GENESIS_HASH, NewEvent, StoredEvent, VerifyReport};
 use crate::clock::Clock;
 use crate::db::{Db, DbError, TenantTx};
@@ -17,24 +18,36 @@ pub async fn append(
     clock: &dyn Clock,
     event: NewEvent,
 ) -> Result<StoredEvent, AuditError> {
+    let key = tx.audit_head_key().ok_or(AuditError::HeadKeyMissing)?;
+    let tenant = tx.tenant();
     let now = clock.now();
     tx.execute(
-        "INSERT INTO audit_heads (tenant_id, seq, hash, updated_at) VALUES ($1, 0, $2, $3) \
-         ON CONFLICT (tenant_id) DO NOTHING",
-        vec![GENESIS_HASH.into(), now.into()],
+        "INSERT INTO audit_heads (tenant_id, seq, hash, updated_at, sig) \
+         VALUES ($1, 0, $2, $3, $4) ON CONFLICT (tenant_id) DO NOTHING",
+        vec![
+            GENESIS_HASH.into(),
+            now.into(),
+            head::sign(&key, tenant, 0, GENESIS_HASH).into(),
+        ],
     )
     .await?;
-    let (seq, prev_hash): (i64, String) = tx
+    let (seq, prev_hash, prev_sig): (i64, String, Option<String>) = tx
         .fetch_one(
             "UPDATE audit_heads SET seq = seq + 1, updated_at = $2 WHERE tenant_id = $1 \
-             RETURNING seq, hash",
+             RETURNING seq, hash, sig",
             vec![now.into()],
         )
         .await?;
-    let e = event.seal(tx.tenant(), seq, EventId::new(), now, prev_hash)?;
+    // A head that was not validly signed stays unsigned (see `head`).
+    let intact = head::check(&key, tenant, seq - 1, &prev_hash, prev_sig.as_deref());
+    let e = event.seal(tenant, seq, EventId::new(), now, prev_hash)?;
+    let sig = intact.then(|| head::sign(&key, tenant, seq, &e.hash));
+    if !intact {
+        tracing::error!(%tenant, seq, "audit chain head signature invalid: not re-signing");
+    }
     tx.execute(
-        "UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1",
-        vec![e.hash.clone().into()],
+        "UPDATE audit_heads SET hash = $2, sig = $3 WHERE tenant_id = $1",
+        vec![e.hash.clone().into(), sig.into()],
     )
     .await?;
     tx.execute(
@@ -67,10 +80,13 @@ pub async fn append(
 
 /// Walks one tenant's chain from the start and compares its end with the head.
 pub async fn verify_tenant(db: &Db, tenant: TenantId) -> Result<VerifyReport, DbError> {
+    let key = db
+        .audit_head_key()
+        .ok_or_else(|| DbError::Guard("the audit head key is not installed".to_owned()))?;
     let mut tx = db.tenant_read(tenant).await?;
-    let head: Option<(i64, String)> = tx
+    let head: Option<(i64, String, Option<String>)> = tx
         .fetch_optional(
-            "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1",
+            "SELECT seq, hash, sig FROM audit_heads WHERE tenant_id = $1",
             vec![],
         )
         .await?;
@@ -132,17 +148,24 @@ pub async fn verify_tenant(db: &Db, tenant: TenantId) -> Result<VerifyReport, Db
     let problem = match &head {
         None if last == 0 => None,
         None => Some((1, "the chain head record is missing".to_owned())),
-        Some((seq, _)) if *seq > last => Some((
+        Some((seq, _, _)) if *seq > last => Some((
             last + 1,
             format!("events {} to {seq} are missing from the end", last + 1),
         )),
-        Some((seq, _)) if *seq < last => Some((
+        Some((seq, _, _)) if *seq < last => Some((
             seq + 1,
             format!("events after {seq} are not covered by the chain head"),
         )),
-        Some((_, hash)) if *hash != prev => {
+        Some((_, hash, _)) if *hash != prev => {
             Some((last, "the chain head hash does not match".to_owned()))
         }
+        Some((seq, hash, sig)) if !head::check(&key, tenant, *seq, hash, sig.as_deref()) => Some((
+            last + 1,
+            match sig {
+                None => "the chain head signature is missing".to_owned(),
+                Some(_) => "the chain head signature does not match".to_owned(),
+            },
+        )),
         Some(_) => None,
     };
     Ok(match problem {

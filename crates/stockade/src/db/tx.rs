@@ -28,6 +28,7 @@ pub(crate) struct Conn {
     raw: RawConn,
     liveness: Arc<AtomicU64>,
     touched_liveness: bool,
+    audit_head_key: super::AuditHeadKey,
 }
 
 /// Tables whose UPDATE or DELETE can end a session's right to act.
@@ -134,11 +135,16 @@ macro_rules! bind_all {
 }
 
 impl Conn {
-    pub(crate) fn new(raw: RawConn, liveness: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(
+        raw: RawConn,
+        liveness: Arc<AtomicU64>,
+        audit_head_key: super::AuditHeadKey,
+    ) -> Self {
         Self {
             raw,
             liveness,
             touched_liveness: false,
+            audit_head_key,
         }
     }
 
@@ -304,6 +310,11 @@ pub struct TenantTx {
 impl TenantTx {
     pub fn tenant(&self) -> TenantId {
         self.tenant
+    }
+
+    /// The audit head key of the database this transaction came from.
+    pub(crate) fn audit_head_key(&self) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+        self.conn.audit_head_key.get().cloned()
     }
 
     pub async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
