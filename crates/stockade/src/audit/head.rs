@@ -23,33 +23,66 @@ use crate::ids::TenantId;
 /// The `server_keys` purpose of the head key.
 pub const HEAD_KEY_PURPOSE: &str = "audit_head_hmac";
 
-fn mac(key: &[u8; 32], tenant: TenantId, seq: i64, hash: &str) -> Hmac<Sha256> {
+/// What a head signature covers: the checkpoint the chain starts from (0 and
+/// the genesis hash until a retention purge) and the newest event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub base_seq: i64,
+    pub base_hash: String,
+    pub seq: i64,
+    pub hash: String,
+}
+
+fn mac(key: &[u8; 32], tenant: TenantId, h: &Head) -> Hmac<Sha256> {
     // A 32-byte key is always accepted; the fallback is unreachable.
     let mut m = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
         Ok(m) => m,
         Err(_) => <Hmac<Sha256> as Mac>::new(&Default::default()),
     };
-    m.update(format!("stockade:audit_head:v1\n{tenant}\n{seq}\n{hash}").as_bytes());
+    m.update(
+        format!(
+            "stockade:audit_head:v1\n{tenant}\n{}\n{}\n{}\n{}",
+            h.base_seq, h.base_hash, h.seq, h.hash
+        )
+        .as_bytes(),
+    );
     m
 }
 
-/// The signature of head (`tenant`, `seq`, `hash`), hex.
-pub(crate) fn sign(key: &[u8; 32], tenant: TenantId, seq: i64, hash: &str) -> String {
-    hex::encode(mac(key, tenant, seq, hash).finalize().into_bytes())
+/// The signature of `tenant`'s head, hex.
+pub(crate) fn sign(key: &[u8; 32], tenant: TenantId, head: &Head) -> String {
+    hex::encode(mac(key, tenant, head).finalize().into_bytes())
 }
 
-/// Whether `sig` signs (`tenant`, `seq`, `hash`); compared in constant time.
-pub(crate) fn check(
-    key: &[u8; 32],
-    tenant: TenantId,
-    seq: i64,
-    hash: &str,
-    sig: Option<&str>,
-) -> bool {
+/// Whether `sig` signs `tenant`'s `head`; compared in constant time.
+pub(crate) fn check(key: &[u8; 32], tenant: TenantId, head: &Head, sig: Option<&str>) -> bool {
     let Some(raw) = sig.and_then(|s| hex::decode(s).ok()) else {
         return false;
     };
-    mac(key, tenant, seq, hash).verify_slice(&raw).is_ok()
+    mac(key, tenant, head).verify_slice(&raw).is_ok()
+}
+
+/// Reads `tenant`'s head row with its signature.
+pub(crate) async fn read(
+    tx: &mut crate::db::TenantTx,
+) -> Result<Option<(Head, Option<String>)>, crate::db::DbError> {
+    let row: Option<(i64, String, i64, String, Option<String>)> = tx
+        .fetch_optional(
+            "SELECT base_seq, base_hash, seq, hash, sig FROM audit_heads WHERE tenant_id = $1",
+            vec![],
+        )
+        .await?;
+    Ok(row.map(|(base_seq, base_hash, seq, hash, sig)| {
+        (
+            Head {
+                base_seq,
+                base_hash,
+                seq,
+                hash,
+            },
+            sig,
+        )
+    }))
 }
 
 /// Loads (creating on first use) the head key sealed under the master key,
@@ -82,16 +115,10 @@ async fn sign_legacy_heads(db: &Db, key: &Zeroizing<[u8; 32]>) -> Result<(), Ser
     let mut tx = tx.scoped(TenantId::PLATFORM).await?;
     for tenant in std::iter::once(TenantId::PLATFORM).chain(tenants.into_iter().map(|t| t.0)) {
         tx = tx.rescope(tenant).await?;
-        let head: Option<(i64, String)> = tx
-            .fetch_optional(
-                "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 AND sig IS NULL",
-                vec![],
-            )
-            .await?;
-        if let Some((seq, hash)) = head {
+        if let Some((head, None)) = read(&mut tx).await? {
             tx.execute(
                 "UPDATE audit_heads SET sig = $2 WHERE tenant_id = $1",
-                vec![sign(key, tenant, seq, &hash).into()],
+                vec![sign(key, tenant, &head).into()],
             )
             .await?;
         }
@@ -108,13 +135,37 @@ mod tests {
     fn signature_binds_tenant_seq_and_hash() {
         let key = [7u8; 32];
         let t = TenantId(uuid::Uuid::nil());
-        let sig = sign(&key, t, 5, "ab");
-        assert!(check(&key, t, 5, "ab", Some(&sig)));
-        assert!(!check(&key, t, 4, "ab", Some(&sig)));
-        assert!(!check(&key, t, 5, "ac", Some(&sig)));
-        assert!(!check(&key, TenantId::new(), 5, "ab", Some(&sig)));
-        assert!(!check(&[8u8; 32], t, 5, "ab", Some(&sig)));
-        assert!(!check(&key, t, 5, "ab", None));
-        assert!(!check(&key, t, 5, "ab", Some("zz")));
+        let h = Head {
+            base_seq: 2,
+            base_hash: "cd".into(),
+            seq: 5,
+            hash: "ab".into(),
+        };
+        let sig = sign(&key, t, &h);
+        assert!(check(&key, t, &h, Some(&sig)));
+        for other in [
+            Head {
+                seq: 4,
+                ..h.clone()
+            },
+            Head {
+                hash: "ac".into(),
+                ..h.clone()
+            },
+            Head {
+                base_seq: 1,
+                ..h.clone()
+            },
+            Head {
+                base_hash: "ce".into(),
+                ..h.clone()
+            },
+        ] {
+            assert!(!check(&key, t, &other, Some(&sig)), "{other:?}");
+        }
+        assert!(!check(&key, TenantId::new(), &h, Some(&sig)));
+        assert!(!check(&[8u8; 32], t, &h, Some(&sig)));
+        assert!(!check(&key, t, &h, None));
+        assert!(!check(&key, t, &h, Some("zz")));
     }
 }

@@ -8,6 +8,7 @@ pub mod api;
 mod head;
 mod model;
 pub mod query;
+pub mod retention;
 mod store;
 
 pub use head::{HEAD_KEY_PURPOSE, install_head_key};

@@ -17,6 +17,10 @@ pub enum AuditError {
     InvalidDetails,
     #[error("the audit head key is not installed (audit::install_head_key at startup)")]
     HeadKeyMissing,
+    #[error(
+        "the audit chain head of tenant {0} is not validly signed: run `stockade audit verify`"
+    )]
+    HeadBroken(TenantId),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
 }

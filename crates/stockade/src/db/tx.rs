@@ -354,6 +354,42 @@ impl TenantTx {
         self.conn.commit().await
     }
 
+    /// Deletes this tenant's audit events up to `upto` (the audit retention
+    /// purge; `audit::purge_tenant` writes the checkpoint first). SQLite:
+    /// opens the append-only triggers' purge gate for this statement only
+    /// and closes it before the transaction can commit. PostgreSQL: the
+    /// server role cannot DELETE audit events, so this calls the SECURITY
+    /// DEFINER function `audit_purge`, which deletes only behind the
+    /// checkpoint recorded in the head row, for the current tenant only.
+    pub(crate) async fn purge_audit_events(&mut self, upto: i64) -> Result<u64, DbError> {
+        let tenant = self.tenant.0;
+        match &mut self.conn.raw {
+            RawConn::Sqlite(tx) => {
+                sqlx::query("UPDATE audit_purge_gate SET open = 1 WHERE id = 1")
+                    .execute(&mut **tx)
+                    .await?;
+                let n = sqlx::query("DELETE FROM audit_events WHERE tenant_id = $1 AND seq <= $2")
+                    .bind(tenant)
+                    .bind(upto)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("UPDATE audit_purge_gate SET open = 0 WHERE id = 1")
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(n)
+            }
+            RawConn::Pg(tx) => {
+                let (n,): (i64,) = sqlx::query_as("SELECT audit_purge($1, $2)")
+                    .bind(tenant)
+                    .bind(upto)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+        }
+    }
+
     /// Continues this transaction in another tenant (e.g. one audit event in
     /// each tenant of a user, atomically with the change they describe).
     pub async fn rescope(mut self, tenant: TenantId) -> Result<TenantTx, DbError> {

@@ -11,6 +11,7 @@
 
 mod apikeys;
 mod audit;
+mod audit_retention;
 mod audit_tail;
 mod auth;
 mod cli;
