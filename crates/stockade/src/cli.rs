@@ -249,8 +249,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let db = Db::open(&config).await?;
-            db.migrate().await?;
+            let db = open_migrated_without_keys(&config).await?;
             db.close().await;
             println!("migrations are current");
             Ok(())
@@ -591,6 +590,14 @@ fn config_check(config: &Config) -> Result<(), Failure> {
         config.base_url()
     );
     Ok(())
+}
+
+/// Opens and migrates the database without loading any key: for commands
+/// that neither append nor verify audit events (`migrate`, `keys status`).
+async fn open_migrated_without_keys(config: &Config) -> Result<Db, Failure> {
+    let db = Db::open(config).await?;
+    db.migrate().await?;
+    Ok(db)
 }
 
 /// Opens and migrates the database, with the audit head key installed (every

@@ -62,16 +62,37 @@ pub(crate) fn check(key: &[u8; 32], tenant: TenantId, head: &Head, sig: Option<&
     mac(key, tenant, head).verify_slice(&raw).is_ok()
 }
 
-/// Reads `tenant`'s head row with its signature.
+/// Reads the tenant's head row with its signature.
 pub(crate) async fn read(
     tx: &mut crate::db::TenantTx,
 ) -> Result<Option<(Head, Option<String>)>, crate::db::DbError> {
-    let row: Option<(i64, String, i64, String, Option<String>)> = tx
-        .fetch_optional(
-            "SELECT base_seq, base_hash, seq, hash, sig FROM audit_heads WHERE tenant_id = $1",
-            vec![],
-        )
-        .await?;
+    fetch(
+        tx,
+        "SELECT base_seq, base_hash, seq, hash, sig FROM audit_heads WHERE tenant_id = $1",
+    )
+    .await
+}
+
+/// Reads the tenant's head row and locks it until the transaction ends (a
+/// no-op UPDATE: PostgreSQL row lock; SQLite has one writer), so no append
+/// moves the head between this read and the caller's write.
+pub(crate) async fn read_locked(
+    tx: &mut crate::db::TenantTx,
+) -> Result<Option<(Head, Option<String>)>, crate::db::DbError> {
+    fetch(
+        tx,
+        "UPDATE audit_heads SET updated_at = updated_at WHERE tenant_id = $1 \
+         RETURNING base_seq, base_hash, seq, hash, sig",
+    )
+    .await
+}
+
+async fn fetch(
+    tx: &mut crate::db::TenantTx,
+    sql: &str,
+) -> Result<Option<(Head, Option<String>)>, crate::db::DbError> {
+    let row: Option<(i64, String, i64, String, Option<String>)> =
+        tx.fetch_optional(sql, vec![]).await?;
     Ok(row.map(|(base_seq, base_hash, seq, hash, sig)| {
         (
             Head {

@@ -42,7 +42,7 @@ pub async fn purge_tenant(
         .await?
         .audit_retention_days;
     let cutoff = clock.now() - Duration::days(days);
-    let Some((old, sig)) = head::read(&mut tx).await? else {
+    let Some((old, sig)) = head::read_locked(&mut tx).await? else {
         return Ok(None);
     };
     if !head::check(&key, tenant, &old, sig.as_deref()) {
