@@ -49,6 +49,7 @@ async fn fixture(dir: &std::path::Path) -> (AppState, String) {
     let keys = stockade::crypto::keys::load(&config).expect("keys");
     let db = Db::open(&config).await.expect("open SQLite");
     db.migrate().await.expect("migrate");
+    db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
     let clock = Arc::new(ManualClock::new(t0()));
     let keyring = stockade::crypto::keyring::load(&db, &keys, clock.as_ref())
         .await

@@ -136,6 +136,7 @@ async fn fixture() -> Fixture {
         .await
         .expect("open SQLite");
     db.migrate().await.expect("migrate");
+    db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
     let clock = Arc::new(ManualClock::new(t0()));
     let tenant = tenancy::create_tenant(
         &db,

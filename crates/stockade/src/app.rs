@@ -154,10 +154,23 @@ pub fn app(state: AppState) -> Router {
 /// minutes after a rotation, so this delay never rejects a valid token.
 pub const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Starts the background jobs of a serving instance.
+/// Starts the background jobs of a serving instance: the keyring reload
+/// every [`KEYRING_RELOAD`] and the audit retention purge every day (the
+/// first one at startup).
 pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let purge_state = state.clone();
+    let purge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::audit::retention::PURGE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            purge_audit(&purge_state).await;
+        }
+    });
     let state = state.clone();
     tokio::spawn(async move {
+        // Aborting this task (shutdown) ends the purge job too.
+        let _purge = AbortOnDrop(purge);
         let mut tick = tokio::time::interval(KEYRING_RELOAD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate; keys were just loaded
@@ -166,6 +179,27 @@ pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
             reload_keyring(&state).await;
         }
     })
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One run of the audit retention purge (see `audit::retention`), on the
+/// injected clock; failures are logged and retried the next day.
+pub async fn purge_audit(state: &AppState) {
+    match crate::audit::retention::purge_all(&state.db, state.clock.as_ref()).await {
+        Ok(reports) => {
+            for r in reports {
+                tracing::info!(tenant = %r.tenant_id, count = r.count, up_to_seq = r.up_to_seq, "audit events purged");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "audit retention purge failed"),
+    }
 }
 
 /// Re-reads the signing keys; keeps the current ones if that fails.

@@ -98,6 +98,13 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
         after: i64,
     },
+    /// Delete events older than each tenant's audit_retention_days (checkpointed:
+    /// verify still passes); the server also does this daily.
+    Purge {
+        /// Only this tenant (default: every tenant and the platform log).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,7 +249,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let db = open_migrated(&config).await?;
+            let db = open_migrated_without_keys(&config).await?;
             db.close().await;
             println!("migrations are current");
             Ok(())
@@ -314,6 +321,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             db.close().await;
             r.map(|_| ()).map_err(Failure::one)
         }
+        Command::Audit(AuditCommand::Purge { tenant }) => {
+            let db = open_migrated(&config).await?;
+            let r = audit_purge(&db, tenant.as_deref()).await;
+            db.close().await;
+            r
+        }
         Command::Keys(KeysCommand::Status) => keys::status(&config).await,
         Command::Keys(KeysCommand::Rotate {
             signing,
@@ -340,6 +353,36 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             users_import(&config, &file, &tenant).await
         }
     }
+}
+
+async fn audit_purge(db: &Db, tenant: Option<&str>) -> Result<(), Failure> {
+    use crate::audit::retention;
+    let reports = match tenant {
+        None => retention::purge_all(db, &SystemClock)
+            .await
+            .map_err(Failure::one)?,
+        Some(slug) => {
+            let found = tenancy::find_by_slug(db, slug)
+                .await
+                .map_err(Failure::one)?
+                .ok_or_else(|| Failure::one(format!("no tenant with slug `{slug}`")))?;
+            retention::purge_tenant(db, &SystemClock, found.id)
+                .await
+                .map_err(Failure::one)?
+                .into_iter()
+                .collect()
+        }
+    };
+    for r in &reports {
+        println!(
+            "purged {} events of tenant {} (seq {} to {})",
+            r.count, r.tenant_id, r.from_seq, r.up_to_seq
+        );
+    }
+    if reports.is_empty() {
+        println!("nothing older than the retention");
+    }
+    Ok(())
 }
 
 const TIME_FORMAT: chrono::SecondsFormat = chrono::SecondsFormat::Secs;
@@ -549,9 +592,23 @@ fn config_check(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn open_migrated(config: &Config) -> Result<Db, Failure> {
+/// Opens and migrates the database without loading any key: for commands
+/// that neither append nor verify audit events (`migrate`, `keys status`).
+async fn open_migrated_without_keys(config: &Config) -> Result<Db, Failure> {
     let db = Db::open(config).await?;
     db.migrate().await?;
+    Ok(db)
+}
+
+/// Opens and migrates the database, with the audit head key installed (every
+/// command but `migrate` may append or verify audit events).
+async fn open_migrated(config: &Config) -> Result<Db, Failure> {
+    let keys = master_keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
+    let db = Db::open(config).await?;
+    db.migrate().await?;
+    crate::audit::install_head_key(&db, &keys.master, &SystemClock)
+        .await
+        .map_err(Failure::one)?;
     Ok(db)
 }
 

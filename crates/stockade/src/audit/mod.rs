@@ -5,10 +5,13 @@
 //! walks a chain and names the first sequence number that does not hold.
 
 pub mod api;
+mod head;
 mod model;
 pub mod query;
+pub mod retention;
 mod store;
 
+pub use head::{HEAD_KEY_PURPOSE, install_head_key};
 pub use model::{
     Actor, AuditError, GENESIS_HASH, NewEvent, Outcome, RequestContext, StoredEvent, Target,
     VerifyReport,

@@ -15,6 +15,12 @@ pub enum AuditError {
     InvalidAction(String),
     #[error("audit details must be a JSON object")]
     InvalidDetails,
+    #[error("the audit head key is not installed (audit::install_head_key at startup)")]
+    HeadKeyMissing,
+    #[error(
+        "the audit chain head of tenant {0} is not validly signed: run `stockade audit verify`"
+    )]
+    HeadBroken(TenantId),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
 }

@@ -1,5 +1,6 @@
 //! Audit storage: append inside the caller's transaction; verify a chain.
 
+use super::head::{self, Head};
 use super::model::{AuditError, GENESIS_HASH, NewEvent, StoredEvent, VerifyReport};
 use crate::clock::Clock;
 use crate::db::{Db, DbError, TenantTx};
@@ -17,24 +18,56 @@ pub async fn append(
     clock: &dyn Clock,
     event: NewEvent,
 ) -> Result<StoredEvent, AuditError> {
+    let key = tx.audit_head_key().ok_or(AuditError::HeadKeyMissing)?;
+    let tenant = tx.tenant();
     let now = clock.now();
+    let genesis = Head {
+        base_seq: 0,
+        base_hash: GENESIS_HASH.to_owned(),
+        seq: 0,
+        hash: GENESIS_HASH.to_owned(),
+    };
     tx.execute(
-        "INSERT INTO audit_heads (tenant_id, seq, hash, updated_at) VALUES ($1, 0, $2, $3) \
-         ON CONFLICT (tenant_id) DO NOTHING",
-        vec![GENESIS_HASH.into(), now.into()],
+        "INSERT INTO audit_heads (tenant_id, seq, hash, updated_at, sig) \
+         VALUES ($1, 0, $2, $3, $4) ON CONFLICT (tenant_id) DO NOTHING",
+        vec![
+            GENESIS_HASH.into(),
+            now.into(),
+            head::sign(&key, tenant, &genesis).into(),
+        ],
     )
     .await?;
-    let (seq, prev_hash): (i64, String) = tx
+    let (seq, prev_hash, base_seq, base_hash, prev_sig): (
+        i64,
+        String,
+        i64,
+        String,
+        Option<String>,
+    ) = tx
         .fetch_one(
             "UPDATE audit_heads SET seq = seq + 1, updated_at = $2 WHERE tenant_id = $1 \
-             RETURNING seq, hash",
+             RETURNING seq, hash, base_seq, base_hash, sig",
             vec![now.into()],
         )
         .await?;
-    let e = event.seal(tx.tenant(), seq, EventId::new(), now, prev_hash)?;
+    let mut h = Head {
+        base_seq,
+        base_hash,
+        seq: seq - 1,
+        hash: prev_hash,
+    };
+    // A head that was not validly signed stays unsigned (see `head`).
+    let intact = head::check(&key, tenant, &h, prev_sig.as_deref());
+    let e = event.seal(tenant, seq, EventId::new(), now, h.hash.clone())?;
+    h.seq = seq;
+    h.hash = e.hash.clone();
+    let sig = intact.then(|| head::sign(&key, tenant, &h));
+    if !intact {
+        tracing::error!(%tenant, seq, "audit chain head signature invalid: not re-signing");
+    }
     tx.execute(
-        "UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1",
-        vec![e.hash.clone().into()],
+        "UPDATE audit_heads SET hash = $2, sig = $3 WHERE tenant_id = $1",
+        vec![e.hash.clone().into(), sig.into()],
     )
     .await?;
     tx.execute(
@@ -67,15 +100,16 @@ pub async fn append(
 
 /// Walks one tenant's chain from the start and compares its end with the head.
 pub async fn verify_tenant(db: &Db, tenant: TenantId) -> Result<VerifyReport, DbError> {
+    let key = db
+        .audit_head_key()
+        .ok_or_else(|| DbError::Guard("the audit head key is not installed".to_owned()))?;
     let mut tx = db.tenant_read(tenant).await?;
-    let head: Option<(i64, String)> = tx
-        .fetch_optional(
-            "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1",
-            vec![],
-        )
-        .await?;
-    let mut expected = 1i64;
-    let mut prev = GENESIS_HASH.to_owned();
+    let head = head::read(&mut tx).await?;
+    // After a retention purge the chain starts at the checkpoint.
+    let (mut expected, mut prev) = match &head {
+        Some((h, _)) => (h.base_seq + 1, h.base_hash.clone()),
+        None => (1, GENESIS_HASH.to_owned()),
+    };
     let mut checked = 0u64;
     let bad = |seq: i64, reason: String, checked: u64, prev: &str| VerifyReport {
         tenant_id: tenant,
@@ -132,17 +166,26 @@ pub async fn verify_tenant(db: &Db, tenant: TenantId) -> Result<VerifyReport, Db
     let problem = match &head {
         None if last == 0 => None,
         None => Some((1, "the chain head record is missing".to_owned())),
-        Some((seq, _)) if *seq > last => Some((
+        Some((h, _)) if h.seq > last => Some((
             last + 1,
-            format!("events {} to {seq} are missing from the end", last + 1),
+            format!("events {} to {} are missing from the end", last + 1, h.seq),
         )),
-        Some((seq, _)) if *seq < last => Some((
-            seq + 1,
-            format!("events after {seq} are not covered by the chain head"),
+        Some((h, _)) if h.seq < last => Some((
+            h.seq + 1,
+            format!("events after {} are not covered by the chain head", h.seq),
         )),
-        Some((_, hash)) if *hash != prev => {
+        Some((h, _)) if h.hash != prev => {
             Some((last, "the chain head hash does not match".to_owned()))
         }
+        Some((h, sig)) if !head::check(&key, tenant, h, sig.as_deref()) => Some((
+            last + 1,
+            match sig {
+                None => "the chain head signature is missing".to_owned(),
+                Some(_) => "the chain head signature does not match \
+                            (head or retention checkpoint rewritten)"
+                    .to_owned(),
+            },
+        )),
         Some(_) => None,
     };
     Ok(match problem {

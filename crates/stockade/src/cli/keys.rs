@@ -26,7 +26,7 @@ fn failure(e: RotationError) -> Failure {
 /// each wraps, and each tenant's data-key versions with the records each
 /// protects. Reads only: no key is opened or generated.
 pub(super) async fn status(config: &Config) -> Result<(), Failure> {
-    let db = open_migrated(config).await?;
+    let db = super::open_migrated_without_keys(config).await?;
     let result = async {
         let stored = keyring::list(&db).await.map_err(Failure::one)?;
         let tenant_keys = envelope::status(&db).await.map_err(Failure::one)?;

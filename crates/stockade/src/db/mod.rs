@@ -15,14 +15,15 @@ mod tx;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, PgPool, SqlitePool};
+use zeroize::Zeroizing;
 
 pub use migrate::MigrationStatus;
 pub use tx::{FromAnyRow, GlobalTx, TenantTx, UserTx, Value};
@@ -90,7 +91,14 @@ pub struct Db {
     /// Bumped after every commit that changed a session, user, membership
     /// or tenant row: caches of "is this session live" compare against it.
     liveness: Arc<AtomicU64>,
+    /// The key that signs audit chain heads (`audit::install_head_key`),
+    /// shared by every clone and every transaction of this database. Set
+    /// once at startup; appending without it is an error, never a skip.
+    audit_head_key: AuditHeadKey,
 }
+
+/// The audit head HMAC key slot (see [`Db::set_audit_head_key`]).
+pub(crate) type AuditHeadKey = Arc<OnceLock<Zeroizing<[u8; 32]>>>;
 
 #[derive(Clone)]
 enum Backend {
@@ -162,6 +170,7 @@ impl Db {
         Ok(Self {
             backend: Backend::Sqlite { writer, reader },
             liveness: Arc::default(),
+            audit_head_key: Arc::default(),
         })
     }
 
@@ -187,7 +196,20 @@ impl Db {
         Ok(Self {
             backend: Backend::Postgres { app, owner },
             liveness: Arc::default(),
+            audit_head_key: Arc::default(),
         })
+    }
+
+    /// Installs the audit head key (normally through
+    /// `audit::install_head_key`, which loads it sealed from `server_keys`).
+    /// The first key installed stays; returns whether this one was taken.
+    pub fn set_audit_head_key(&self, key: Zeroizing<[u8; 32]>) -> bool {
+        self.audit_head_key.set(key).is_ok()
+    }
+
+    /// The audit head key, if installed.
+    pub(crate) fn audit_head_key(&self) -> Option<Zeroizing<[u8; 32]>> {
+        self.audit_head_key.get().cloned()
     }
 
     /// The liveness generation (see the field).
@@ -230,6 +252,7 @@ impl Db {
                 Backend::Postgres { app, .. } => tx::RawConn::Pg(app.begin().await?),
             },
             self.liveness.clone(),
+            self.audit_head_key.clone(),
         )))
     }
 
@@ -247,6 +270,7 @@ impl Db {
                 Backend::Postgres { app, .. } => tx::RawConn::Pg(app.begin().await?),
             },
             self.liveness.clone(),
+            self.audit_head_key.clone(),
         )))
     }
 

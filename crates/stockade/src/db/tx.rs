@@ -28,6 +28,7 @@ pub(crate) struct Conn {
     raw: RawConn,
     liveness: Arc<AtomicU64>,
     touched_liveness: bool,
+    audit_head_key: super::AuditHeadKey,
 }
 
 /// Tables whose UPDATE or DELETE can end a session's right to act.
@@ -134,11 +135,16 @@ macro_rules! bind_all {
 }
 
 impl Conn {
-    pub(crate) fn new(raw: RawConn, liveness: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(
+        raw: RawConn,
+        liveness: Arc<AtomicU64>,
+        audit_head_key: super::AuditHeadKey,
+    ) -> Self {
         Self {
             raw,
             liveness,
             touched_liveness: false,
+            audit_head_key,
         }
     }
 
@@ -306,6 +312,11 @@ impl TenantTx {
         self.tenant
     }
 
+    /// The audit head key of the database this transaction came from.
+    pub(crate) fn audit_head_key(&self) -> Option<zeroize::Zeroizing<[u8; 32]>> {
+        self.conn.audit_head_key.get().cloned()
+    }
+
     pub async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
         let args = self.with_tenant(sql, args)?;
         self.conn.execute(sql, args).await
@@ -341,6 +352,42 @@ impl TenantTx {
 
     pub async fn commit(self) -> Result<(), DbError> {
         self.conn.commit().await
+    }
+
+    /// Deletes this tenant's audit events up to `upto` (the audit retention
+    /// purge; `audit::purge_tenant` writes the checkpoint first). SQLite:
+    /// opens the append-only triggers' purge gate for this statement only
+    /// and closes it before the transaction can commit. PostgreSQL: the
+    /// server role cannot DELETE audit events, so this calls the SECURITY
+    /// DEFINER function `audit_purge`, which deletes only behind the
+    /// checkpoint recorded in the head row, for the current tenant only.
+    pub(crate) async fn purge_audit_events(&mut self, upto: i64) -> Result<u64, DbError> {
+        let tenant = self.tenant.0;
+        match &mut self.conn.raw {
+            RawConn::Sqlite(tx) => {
+                sqlx::query("UPDATE audit_purge_gate SET open = 1 WHERE id = 1")
+                    .execute(&mut **tx)
+                    .await?;
+                let n = sqlx::query("DELETE FROM audit_events WHERE tenant_id = $1 AND seq <= $2")
+                    .bind(tenant)
+                    .bind(upto)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                sqlx::query("UPDATE audit_purge_gate SET open = 0 WHERE id = 1")
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(n)
+            }
+            RawConn::Pg(tx) => {
+                let (n,): (i64,) = sqlx::query_as("SELECT audit_purge($1, $2)")
+                    .bind(tenant)
+                    .bind(upto)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            }
+        }
     }
 
     /// Continues this transaction in another tenant (e.g. one audit event in

@@ -239,6 +239,7 @@ mod tests {
             .await
             .unwrap();
         db.migrate().await.unwrap();
+        db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
         let tenant = tenancy::create_tenant(
             &db,
             &crate::clock::SystemClock,

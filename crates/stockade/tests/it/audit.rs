@@ -11,7 +11,7 @@ use stockade::ids::TenantId;
 use crate::auth::{Login, server, signup};
 use crate::testkit::{Backend, TestServer, raw_execute};
 
-async fn tenant_id(s: &TestServer, slug: &str) -> TenantId {
+pub(crate) async fn tenant_id(s: &TestServer, slug: &str) -> TenantId {
     stockade::tenancy::find_by_slug(&s.db, slug)
         .await
         .unwrap()
@@ -20,7 +20,7 @@ async fn tenant_id(s: &TestServer, slug: &str) -> TenantId {
 }
 
 /// Appends `events` to `tenant`, one second apart on the test clock.
-async fn append(s: &TestServer, tenant: TenantId, events: Vec<NewEvent>) {
+pub(crate) async fn append(s: &TestServer, tenant: TenantId, events: Vec<NewEvent>) {
     let mut tx = s.db.tenant_tx(tenant).await.unwrap();
     for e in events {
         s.clock.advance(chrono::Duration::seconds(1));
@@ -31,7 +31,7 @@ async fn append(s: &TestServer, tenant: TenantId, events: Vec<NewEvent>) {
 
 /// A recognisable mix: 5 record creations (targets r0..r4, actor key `k1`)
 /// and 2 failed logins.
-fn sample() -> Vec<NewEvent> {
+pub(crate) fn sample() -> Vec<NewEvent> {
     let mut v: Vec<NewEvent> = (0..5)
         .map(|i| {
             NewEvent::new(
@@ -50,7 +50,7 @@ fn sample() -> Vec<NewEvent> {
     v
 }
 
-async fn get(s: &TestServer, who: &Login, path: &str) -> reqwest::Response {
+pub(crate) async fn get(s: &TestServer, who: &Login, path: &str) -> reqwest::Response {
     s.client
         .get(s.url(path))
         .bearer_auth(&who.access)

@@ -40,6 +40,7 @@ impl TestDb {
         let path = dir.path().join("stockade.db");
         let db = Db::open_sqlite_file(&path).await.unwrap();
         db.migrate().await.unwrap();
+        db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
         TestDb {
             db,
             name: path.display().to_string(),
@@ -58,6 +59,7 @@ impl TestDb {
             let _guard = PG_SETUP.lock().await;
             db.migrate().await.unwrap();
         }
+        db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
         Some(TestDb {
             db,
             name,
@@ -226,6 +228,11 @@ impl TestServer {
             db.migrate().await.unwrap();
         }
         let clock = fixed_clock();
+        if migrate {
+            stockade::audit::install_head_key(&db, &keys.master, clock.as_ref())
+                .await
+                .unwrap();
+        }
         let keyring = match migrate {
             true => stockade::crypto::keyring::load(&db, &keys, clock.as_ref())
                 .await
