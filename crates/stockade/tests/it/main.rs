@@ -11,8 +11,8 @@
 
 mod apikeys;
 mod audit;
-mod audit_scenario;
 mod audit_retention;
+mod audit_scenario;
 mod audit_tail;
 mod auth;
 mod cli;
