@@ -10,12 +10,11 @@ use uuid::Uuid;
 
 use super::access::Access;
 use super::cipher::StoredDocument;
-use super::model::{KEY_FIELD, Record, merge_patch, parse_if_match, valid_key};
+use super::model::{Record, merge_patch, parse_if_match, valid_key};
 use super::service::{self, not_found};
-use super::store::{self, NewRow};
+use super::store;
 use crate::app::AppState;
 use crate::audit::Target;
-use crate::db::DbError;
 use crate::http::{ApiError, ApiJson, Principal};
 
 /// A new record.
@@ -82,39 +81,11 @@ pub(crate) async fn create(
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
     let keys = service::keys(&mut tx, &state).await?;
     let coll = store::ensure_collection(&mut tx, &collection, now).await?;
-    let id = Uuid::now_v7();
     let doc = StoredDocument {
         key: body.key,
         data: body.data,
     };
-    let (sealed, key_version) = service::seal(&keys, &collection, id, &doc)?;
-    let key_index = doc
-        .key
-        .as_deref()
-        .map(|k| keys.blind_index(&collection, KEY_FIELD, k));
-    store::insert(
-        &mut tx,
-        NewRow {
-            id,
-            collection: &collection,
-            key_index,
-            body: sealed,
-            key_version,
-            created_by: p.user_id.0,
-            now,
-        },
-    )
-    .await
-    .map_err(key_conflict)?;
-    store::write_index(
-        &mut tx,
-        &keys,
-        &collection,
-        id,
-        &coll.indexed_fields,
-        &doc.data,
-    )
-    .await?;
+    let id = service::insert(&mut tx, &keys, &coll, &doc, p.user_id.0, now).await?;
     service::audit(
         &mut tx,
         &state,
@@ -135,15 +106,6 @@ pub(crate) async fn create(
         updated_at: now,
     };
     Ok(with_etag(StatusCode::CREATED, record))
-}
-
-/// 409 `records.key_conflict` for a key another record of the collection has.
-pub(crate) fn key_conflict(e: DbError) -> ApiError {
-    match e {
-        DbError::Unique(_) => ApiError::new(StatusCode::CONFLICT, "records.key_conflict")
-            .with_detail("another record of this collection has this key"),
-        other => other.into(),
-    }
 }
 
 /// One record.

@@ -7,14 +7,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use super::access::Access;
 use super::cipher::StoredDocument;
 use super::import::{self, FormulaCells, MAX_LISTED_ERRORS, ParseError, RowError};
 use super::model::KEY_FIELD;
 use super::service;
-use super::store::{self, NewRow};
+use super::store;
 use crate::app::AppState;
 use crate::audit::Target;
 use crate::http::{ApiError, Principal};
@@ -85,7 +84,6 @@ pub(crate) async fn import(
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
     let keys = service::keys(&mut tx, &state).await?;
     let coll = store::ensure_collection(&mut tx, &collection, now).await?;
-    let mut key_indexes = Vec::with_capacity(rows.len());
     for row in &rows {
         let index = row
             .key
@@ -100,42 +98,17 @@ pub(crate) async fn import(
                 message: "a record of this collection already has this key".to_owned(),
             });
         }
-        key_indexes.push(index);
     }
     if !errors.is_empty() {
         return Err(rows_error(errors));
     }
     let count = rows.len();
-    for (row, key_index) in rows.into_iter().zip(key_indexes) {
-        let id = Uuid::now_v7();
+    for row in rows {
         let doc = StoredDocument {
             key: row.key,
             data: row.data,
         };
-        let (sealed, key_version) = service::seal(&keys, &collection, id, &doc)?;
-        store::insert(
-            &mut tx,
-            NewRow {
-                id,
-                collection: &collection,
-                key_index,
-                body: sealed,
-                key_version,
-                created_by: p.user_id.0,
-                now,
-            },
-        )
-        .await
-        .map_err(super::api::key_conflict)?;
-        store::write_index(
-            &mut tx,
-            &keys,
-            &collection,
-            id,
-            &coll.indexed_fields,
-            &doc.data,
-        )
-        .await?;
+        service::insert(&mut tx, &keys, &coll, &doc, p.user_id.0, now).await?;
     }
     service::audit(
         &mut tx,

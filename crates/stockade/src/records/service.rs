@@ -6,12 +6,13 @@ use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::cipher::{self, StoredDocument};
+use super::model::KEY_FIELD;
 use super::model::Record;
-use super::store::Row;
+use super::store::{self, Collection, NewRow, Row};
 use crate::app::AppState;
 use crate::audit::{self, NewEvent, Target};
 use crate::crypto::envelope::{self, EnvelopeError, TenantKeys};
-use crate::db::TenantTx;
+use crate::db::{DbError, TenantTx};
 use crate::http::{ApiError, Principal};
 
 /// The transaction tenant's keys.
@@ -61,6 +62,50 @@ pub(crate) fn seal(
     doc: &StoredDocument,
 ) -> Result<(Vec<u8>, u32), ApiError> {
     cipher::seal_document(keys, collection, id, doc).map_err(envelope_error)
+}
+
+/// Stores a new record of `coll` (version 1): the sealed document, the key's
+/// blind index and the declared fields' blind indexes. Returns its id; a
+/// key another record of the collection has is 409 `records.key_conflict`.
+pub(crate) async fn insert(
+    tx: &mut TenantTx,
+    keys: &TenantKeys,
+    coll: &Collection,
+    doc: &StoredDocument,
+    created_by: Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Uuid, ApiError> {
+    let id = Uuid::now_v7();
+    let (sealed, key_version) = seal(keys, &coll.name, id, doc)?;
+    let key_index = doc
+        .key
+        .as_deref()
+        .map(|k| keys.blind_index(&coll.name, KEY_FIELD, k));
+    store::insert(
+        tx,
+        NewRow {
+            id,
+            collection: &coll.name,
+            key_index,
+            body: sealed,
+            key_version,
+            created_by,
+            now,
+        },
+    )
+    .await
+    .map_err(key_conflict)?;
+    store::write_index(tx, keys, &coll.name, id, &coll.indexed_fields, &doc.data).await?;
+    Ok(id)
+}
+
+/// 409 `records.key_conflict` for a key another record of the collection has.
+pub(crate) fn key_conflict(e: DbError) -> ApiError {
+    match e {
+        DbError::Unique(_) => ApiError::new(StatusCode::CONFLICT, "records.key_conflict")
+            .with_detail("another record of this collection has this key"),
+        other => other.into(),
+    }
 }
 
 /// 413 `records.too_large` when `data` serialises to more than the limit.
