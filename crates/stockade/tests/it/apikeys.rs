@@ -10,32 +10,11 @@ use serde_json::{Value, json};
 use stockade::clock::Clock;
 use stockade::http::Problem;
 
-use crate::auth::{Login, PASSWORD, audit_actions, login_ok, server, signup};
+use crate::auth::{audit_actions, login_ok, server, signup};
+use crate::roles::{call, member_with_id as member};
 use crate::testkit::{Backend, TestServer, raw_execute};
 
 const XFF: &str = "x-forwarded-for";
-
-/// One call with a bearer credential; status and JSON body (`Null` if empty).
-async fn call(
-    s: &TestServer,
-    method: Method,
-    path: &str,
-    bearer: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = s.client.request(method, s.url(path)).bearer_auth(bearer);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let text = res.text().await.unwrap();
-    let value = match text.is_empty() {
-        true => Value::Null,
-        false => serde_json::from_str(&text).unwrap(),
-    };
-    (status, value)
-}
 
 /// Creates a key; returns (key, id).
 async fn create_key(s: &TestServer, access: &str, scopes: &[&str]) -> (String, String) {
@@ -59,36 +38,6 @@ async fn get(s: &TestServer, path: &str, bearer: &str) -> StatusCode {
     call(s, Method::GET, path, bearer, None).await.0
 }
 
-/// A new member of `slug` with `role`, signed in; returns their login and id.
-async fn member(s: &TestServer, slug: &str, email: &str, role: &str) -> (Login, String) {
-    let hash = s
-        .state
-        .hasher
-        .hash(secrecy::SecretString::from(PASSWORD))
-        .await
-        .unwrap();
-    let tenant = stockade::tenancy::find_by_slug(&s.db, slug)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut tx = s.db.global_tx().await.unwrap();
-    let user = stockade::identity::create_user_with_password(
-        &mut tx,
-        s.clock.as_ref(),
-        &stockade::identity::Email::parse(email).unwrap(),
-        "Sam Member",
-        Some(&hash),
-    )
-    .await
-    .unwrap();
-    let mut tx = tx.scoped(tenant.id).await.unwrap();
-    stockade::tenancy::add_member(&mut tx, s.clock.as_ref(), user.id, role)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    (login_ok(s, email).await, user.id.to_string())
-}
-
 /// The details of every `action` event of tenant `slug`, in order.
 async fn audit_details(s: &TestServer, slug: &str, action: &str) -> Vec<Value> {
     s.state.api_keys.denials.flush().await;
@@ -107,6 +56,21 @@ async fn audit_details(s: &TestServer, slug: &str, action: &str) -> Vec<Value> {
     rows.iter()
         .map(|r| serde_json::from_str(&r.0).unwrap())
         .collect()
+}
+
+/// GET /v1/tenant/settings with `key`, from client address `ip` (through
+/// the trusted proxy header).
+async fn settings_from(
+    s: &TestServer,
+    ip: &str,
+    key: String,
+) -> reqwest::Result<reqwest::Response> {
+    s.client
+        .get(s.url("/v1/tenant/settings"))
+        .bearer_auth(key)
+        .header(XFF, ip)
+        .send()
+        .await
 }
 
 async fn code(res: (StatusCode, Value)) -> (StatusCode, String) {
@@ -556,13 +520,7 @@ async fn expiry_suspension_and_allowlist_apply_on_the_next_request(backend: Back
     assert_eq!(st, StatusCode::CREATED);
     let short = body["key"].as_str().unwrap().to_owned();
     let (long, _) = create_key(&s, &owner.access, &["settings:manage"]).await;
-    let from = |ip: &'static str, key: String| {
-        s.client
-            .get(s.url("/v1/tenant/settings"))
-            .bearer_auth(key)
-            .header(XFF, ip)
-            .send()
-    };
+    let from = |ip, key| settings_from(&s, ip, key);
     assert_eq!(
         from("198.51.100.7", short.clone()).await.unwrap().status(),
         StatusCode::OK
@@ -776,13 +734,7 @@ async fn rate_limits_per_key_and_per_address(backend: Backend) {
     assert_eq!(get(&s, "/v1/tenant/settings", &key).await, StatusCode::OK);
     // Failed authentications per address: 10, then 429 before any lookup,
     // even for a good key; other addresses are unaffected.
-    let from = |ip: &'static str, k: String| {
-        s.client
-            .get(s.url("/v1/tenant/settings"))
-            .bearer_auth(k)
-            .header(XFF, ip)
-            .send()
-    };
+    let from = |ip, k| settings_from(&s, ip, k);
     let bad = format!("{}AAAA{}", &other[..30], &other[34..]);
     for _ in 0..10 {
         assert_eq!(

@@ -12,6 +12,16 @@ use crate::testkit::{Backend, TestServer};
 /// Adds a new user to tenant `slug` with `role`, straight in the database,
 /// and signs them in.
 pub async fn member(s: &TestServer, slug: &str, email: &str, role: &str) -> Login {
+    member_with_id(s, slug, email, role).await.0
+}
+
+/// [`member`], also returning the new user's id.
+pub async fn member_with_id(
+    s: &TestServer,
+    slug: &str,
+    email: &str,
+    role: &str,
+) -> (Login, String) {
     let hash = s
         .state
         .hasher
@@ -37,7 +47,7 @@ pub async fn member(s: &TestServer, slug: &str, email: &str, role: &str) -> Logi
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    login_ok(s, email).await
+    (login_ok(s, email).await, user.id.to_string())
 }
 
 /// One API call; the body as JSON (`Null` when empty).
