@@ -195,17 +195,7 @@ pub(crate) async fn create(
     )
     .await
     .map_err(ApiError::internal)?;
-    let view = store::find(&mut tx, id, env(&state))
-        .await?
-        .ok_or_else(|| ApiError::internal("a key just inserted is missing"))?;
-    tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedKey {
-            key: key.encode().expose_secret().to_owned(),
-            api_key: view,
-        }),
-    ))
+    created(&state, tx, id, &key).await
 }
 
 /// The tenant's keys (never their secrets or hashes).
@@ -335,7 +325,18 @@ pub(crate) async fn rotate(
     )
     .await
     .map_err(ApiError::internal)?;
-    let view = store::find(&mut tx, new_id, env(&state))
+    created(&state, tx, new_id, &key).await
+}
+
+/// Commits the transaction that made key `id` and answers 201 with the key,
+/// shown this once, and its listing.
+async fn created(
+    state: &AppState,
+    mut tx: TenantTx,
+    id: Uuid,
+    key: &ApiKey,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let view = store::find(&mut tx, id, env(state))
         .await?
         .ok_or_else(|| ApiError::internal("a key just inserted is missing"))?;
     tx.commit().await?;

@@ -412,6 +412,13 @@ pub async fn data_key_usage(
     tenant: TenantId,
 ) -> Result<Option<DataKeyUsage>, RotationError> {
     let mut tx = db.tenant_read(tenant).await?;
+    let usage = usage_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok((!usage.is_empty()).then_some(usage))
+}
+
+/// The transaction tenant's data-key versions with their record counts.
+async fn usage_in(tx: &mut crate::db::TenantTx) -> Result<DataKeyUsage, RotationError> {
     let keys: Vec<(i64, bool)> = tx
         .fetch_all(
             "SELECT version, retired_at IS NOT NULL FROM tenant_keys \
@@ -419,22 +426,14 @@ pub async fn data_key_usage(
             vec![],
         )
         .await?;
-    let counts: BTreeMap<u32, u64> = cipher::key_version_counts(&mut tx)
-        .await?
+    let counts: BTreeMap<u32, u64> = cipher::key_version_counts(tx).await?.into_iter().collect();
+    Ok(keys
         .into_iter()
-        .collect();
-    tx.commit().await?;
-    if keys.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        keys.into_iter()
-            .map(|(v, retired)| {
-                let v = to_u32(v);
-                (v, retired, counts.get(&v).copied().unwrap_or(0))
-            })
-            .collect(),
-    ))
+        .map(|(v, retired)| {
+            let v = to_u32(v);
+            (v, retired, counts.get(&v).copied().unwrap_or(0))
+        })
+        .collect())
 }
 
 /// Why a data-key version of a tenant cannot be retired now, if it cannot.
@@ -481,21 +480,7 @@ pub async fn retire_data_version(
             "the tenant's keys were destroyed or never created".to_owned(),
         ));
     }
-    let keys: Vec<(i64, bool)> = tx
-        .fetch_all(
-            "SELECT version, retired_at IS NOT NULL FROM tenant_keys \
-             WHERE tenant_id = $1 AND purpose = 'data' AND version > 0 ORDER BY version",
-            vec![],
-        )
-        .await?;
-    let counts: BTreeMap<u32, u64> = cipher::key_version_counts(&mut tx)
-        .await?
-        .into_iter()
-        .collect();
-    let usage: DataKeyUsage = keys
-        .into_iter()
-        .map(|(v, r)| (to_u32(v), r, counts.get(&to_u32(v)).copied().unwrap_or(0)))
-        .collect();
+    let usage = usage_in(&mut tx).await?;
     if let Some(why) = retire_refusal(&usage, version) {
         return Err(RotationError::Refused(why));
     }
