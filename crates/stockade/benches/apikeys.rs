@@ -10,6 +10,8 @@
 // to hand an error to, and a panic with a message is the clearest report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -20,12 +22,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use secrecy::ExposeSecret;
 use stockade::apikeys::{self, ApiKey, KeyEnv, NewKey};
 use stockade::app::AppState;
-use stockade::audit::{Actor, RequestContext};
+use stockade::audit::RequestContext;
 use stockade::clock::ManualClock;
 use stockade::config::Config;
 use stockade::db::Db;
-use stockade::identity::{self, Email};
-use stockade::tenancy::{self, NewTenant, Slug, TenantName};
 use tokio::runtime::Runtime;
 
 fn t0() -> DateTime<Utc> {
@@ -55,36 +55,10 @@ async fn fixture(dir: &std::path::Path) -> (AppState, String) {
         .await
         .expect("keyring");
     let state = AppState::new(config, db.clone(), clock.clone(), keys, keyring).expect("state");
-    let tenant = tenancy::create_tenant(
-        &db,
-        clock.as_ref(),
-        &state.master(),
-        NewTenant {
-            slug: Slug::parse("bench").expect("slug"),
-            name: TenantName::parse("Bench Ltd").expect("name"),
-            plan: "free".into(),
-            trial_ends_at: None,
-        },
-        Actor::System,
-        RequestContext::default(),
-    )
-    .await
-    .expect("create tenant");
+    let tenant = common::bench_tenant(&db, clock.as_ref(), &state.master()).await;
     // Before the write transaction: SQLite has one writer.
     let hmac = *apikeys::hmac_key(&state).await.expect("hmac key");
-    let mut global = db.global_tx().await.expect("global tx");
-    let user = identity::create_user(
-        &mut global,
-        clock.as_ref(),
-        &Email::parse("bench@example.com").expect("email"),
-        "Bench",
-    )
-    .await
-    .expect("create user");
-    let mut tx = global.scoped(tenant.id).await.expect("scoped tx");
-    tenancy::add_member(&mut tx, clock.as_ref(), user.id, "editor")
-        .await
-        .expect("add member");
+    let (user, mut tx) = common::bench_editor(&db, clock.as_ref(), &tenant).await;
     let key = ApiKey::generate(KeyEnv::Test).expect("key");
     apikeys::insert(
         &mut tx,

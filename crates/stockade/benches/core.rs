@@ -9,6 +9,8 @@
 // to hand an error to, and a panic with a message is the clearest report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +26,11 @@ use stockade::crypto::jwt::{ACCESS_TOKEN_TTL, Claims, Keyring};
 use stockade::crypto::keys::{MasterKey, SigningMaterial};
 use stockade::crypto::seal;
 use stockade::db::{BackendKind, Db};
-use stockade::identity::{self, Email, password::Hasher};
+use stockade::identity::password::Hasher;
 use stockade::ids::{SessionId, TenantId, UserId};
 use stockade::rbac;
 use stockade::records::cipher::{self, StoredDocument};
 use stockade::sessions::{self, RefreshToken, SessionCache, SessionPolicy};
-use stockade::tenancy::{self, NewTenant, Slug, TenantName};
 use tokio::runtime::Runtime;
 use zeroize::Zeroizing;
 
@@ -138,34 +139,8 @@ async fn fixture() -> Fixture {
     db.migrate().await.expect("migrate");
     db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
     let clock = Arc::new(ManualClock::new(t0()));
-    let tenant = tenancy::create_tenant(
-        &db,
-        clock.as_ref(),
-        &bench_master(),
-        NewTenant {
-            slug: Slug::parse("bench").expect("slug"),
-            name: TenantName::parse("Bench Ltd").expect("name"),
-            plan: "free".into(),
-            trial_ends_at: None,
-        },
-        Actor::System,
-        RequestContext::default(),
-    )
-    .await
-    .expect("create tenant");
-    let mut global = db.global_tx().await.expect("global tx");
-    let user = identity::create_user(
-        &mut global,
-        clock.as_ref(),
-        &Email::parse("bench@example.com").expect("email"),
-        "Bench",
-    )
-    .await
-    .expect("create user");
-    let mut tx = global.scoped(tenant.id).await.expect("scoped tx");
-    tenancy::add_member(&mut tx, clock.as_ref(), user.id, "editor")
-        .await
-        .expect("add member");
+    let tenant = common::bench_tenant(&db, clock.as_ref(), &bench_master()).await;
+    let (user, mut tx) = common::bench_editor(&db, clock.as_ref(), &tenant).await;
     let (session, _refresh) = sessions::create(
         &mut tx,
         clock.as_ref(),

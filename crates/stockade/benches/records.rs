@@ -10,13 +10,14 @@
 // to hand an error to, and a panic with a message is the clearest report.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use stockade::audit::{Actor, RequestContext};
 use stockade::clock::{Clock, ManualClock};
 use stockade::config::Config;
 use stockade::crypto::envelope;
@@ -25,7 +26,6 @@ use stockade::records::access::Access;
 use stockade::records::cipher::{StoredDocument, seal_document};
 use stockade::records::list::{ListQuery, scan};
 use stockade::records::store::{self, NewRow};
-use stockade::tenancy::{self, NewTenant, Slug, TenantName};
 
 fn list_page(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -50,22 +50,7 @@ fn list_page(c: &mut Criterion) {
             .expect("db");
         db.migrate().await.expect("migrate");
         db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
-        let tenant = tenancy::create_tenant(
-            &db,
-            clock.as_ref(),
-            &master,
-            NewTenant {
-                slug: Slug::parse("bench").expect("slug"),
-                name: TenantName::parse("Bench Ltd").expect("name"),
-                plan: "free".into(),
-                trial_ends_at: None,
-            },
-            Actor::System,
-            RequestContext::default(),
-        )
-        .await
-        .expect("tenant")
-        .id;
+        let tenant = common::bench_tenant(&db, clock.as_ref(), &master).await.id;
         let mut tx = db.tenant_tx(tenant).await.expect("tx");
         let keys = envelope::load(&mut tx, &master, clock.as_ref())
             .await
