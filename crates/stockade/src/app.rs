@@ -138,7 +138,10 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::platform::routes())
         .merge(crate::records::routes())
         .merge(crate::apikeys::routes())
-        .merge(crate::audit::api::routes())
+        .merge(crate::audit::api::routes());
+    #[cfg(feature = "bench")]
+    let router = router.merge(crate::bench::routes());
+    let router = router
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.body_limit,
@@ -205,6 +208,10 @@ pub async fn purge_audit(state: &AppState) {
 /// Re-reads the signing keys; keeps the current ones if that fails.
 pub async fn reload_keyring(state: &AppState) {
     match crate::crypto::keyring::load(&state.db, &state.keys, state.clock.as_ref()).await {
+        Ok(keyring) if keyring.same_keys(&state.keyring()) => {
+            // Nothing changed: keep the verified-token cache, minus expired tokens.
+            state.keyring().sweep_verified(state.clock.now());
+        }
         Ok(keyring) => state.set_keyring(keyring),
         Err(e) => {
             tracing::warn!(error = %e, "signing keys could not be reloaded; keeping the current ones")

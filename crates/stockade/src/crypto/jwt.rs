@@ -25,6 +25,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::keys::SigningMaterial;
+use crate::crypto::token_cache::{TokenCache, Verified};
 
 /// Lifetime of an access token (SPEC §2.2).
 pub const ACCESS_TOKEN_TTL: Duration = Duration::minutes(15);
@@ -266,6 +267,8 @@ pub struct Keyring {
     signer_alg: SigningAlg,
     /// The current key first, then the retired ones.
     keys: Vec<KeyEntry>,
+    /// Signatures already checked (see `token_cache`).
+    verified: TokenCache,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -319,6 +322,7 @@ impl Keyring {
             signer_kid,
             signer_alg,
             keys,
+            verified: TokenCache::default(),
         })
     }
 
@@ -369,6 +373,77 @@ impl Keyring {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
+        let digest = TokenCache::digest(token);
+        let claims = match self.verified.get(&digest) {
+            // The signature of these exact bytes was checked by this key for
+            // this issuer and audience; the key must still verify now.
+            Some(hit)
+                if hit.issuer == issuer
+                    && hit.audience == audience
+                    && self
+                        .keys
+                        .iter()
+                        .any(|k| k.kid == hit.kid && k.verifies_at(now)) =>
+            {
+                hit.claims
+            }
+            _ => {
+                let (kid, claims) = self.verify_signature(token, now, issuer, audience)?;
+                self.verified.insert(
+                    digest,
+                    Verified {
+                        kid,
+                        issuer: issuer.to_owned(),
+                        audience: audience.to_owned(),
+                        claims: claims.clone(),
+                    },
+                );
+                claims
+            }
+        };
+        // Checked on every use, cached or not.
+        let now = now.timestamp();
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.iat > now.saturating_add(MAX_IAT_SKEW_SECONDS) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+
+    /// Whether `other` holds the same keys in the same states (same current
+    /// kid; same kids, algorithms and retirement times), so a reload that
+    /// found nothing new can keep this keyring and its verified tokens.
+    pub fn same_keys(&self, other: &Keyring) -> bool {
+        let states = |r: &Keyring| -> Vec<(String, &'static str, Option<DateTime<Utc>>)> {
+            r.keys
+                .iter()
+                .map(|k| (k.kid.clone(), k.alg.as_str(), k.retired_at))
+                .collect()
+        };
+        self.signer_kid == other.signer_kid && states(self) == states(other)
+    }
+
+    /// Drops cached verdicts of tokens expired at `now`.
+    pub fn sweep_verified(&self, now: DateTime<Utc>) {
+        self.verified.sweep(now.timestamp());
+    }
+
+    /// How many verified tokens are cached.
+    pub fn verified_len(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// The full check of a token not seen before: header, key, algorithm,
+    /// signature, issuer and audience. Returns the verifying key's kid.
+    fn verify_signature(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<(String, Claims), TokenError> {
         let header = parse_header(token)?;
         if header.typ.as_deref().is_some_and(|typ| typ != "JWT") {
             return Err(TokenError::Malformed);
@@ -402,14 +477,7 @@ impl Keyring {
         if claims.aud != audience {
             return Err(TokenError::WrongAudience);
         }
-        let now = now.timestamp();
-        if claims.exp <= now {
-            return Err(TokenError::Expired);
-        }
-        if claims.iat > now.saturating_add(MAX_IAT_SKEW_SECONDS) {
-            return Err(TokenError::NotYetValid);
-        }
-        Ok(claims)
+        Ok((kid, claims))
     }
 
     /// The JSON Web Key Set: every Ed25519 key that still verifies at `now`.
@@ -914,5 +982,46 @@ mod tests {
         assert!(TokenError::AlgorithmMismatch.is_client_error());
         assert!(!TokenError::Signing.is_client_error());
         assert!(!TokenError::InvalidKey("x").is_client_error());
+    }
+
+    #[test]
+    fn verified_tokens_are_cached_but_every_use_is_still_checked() {
+        let ring = ed_ring(1);
+        let token = ring.issue(&claims_at(t0())).unwrap();
+        assert_eq!(ring.verified_len(), 0);
+        assert!(ring.verify(&token, t0(), ISS, AUD).is_ok());
+        assert_eq!(ring.verified_len(), 1);
+        // A hit gives the same claims and adds nothing.
+        assert_eq!(
+            ring.verify(&token, t0(), ISS, AUD).unwrap(),
+            claims_at(t0())
+        );
+        assert_eq!(ring.verified_len(), 1);
+        // Another issuer or audience is refused even though the bytes are cached.
+        assert_eq!(
+            ring.verify(&token, t0(), "https://other.example", AUD),
+            Err(TokenError::WrongIssuer)
+        );
+        assert_eq!(
+            ring.verify(&token, t0(), ISS, "other"),
+            Err(TokenError::WrongAudience)
+        );
+        // One changed byte anywhere is a different token, verified in full.
+        let mut parts = segments(&token);
+        let sig = parts[2].clone();
+        let flipped = if sig.starts_with('A') { "B" } else { "A" };
+        parts[2] = format!("{flipped}{}", &sig[1..]);
+        let tampered = parts.join(".");
+        assert!(ring.verify(&tampered, t0(), ISS, AUD).is_err());
+        // A forged token never enters the cache.
+        assert_eq!(ring.verified_len(), 1);
+        // Expired entries are swept.
+        ring.sweep_verified(t0() + ACCESS_TOKEN_TTL);
+        assert_eq!(ring.verified_len(), 0);
+        // A keyring of other keys does not accept the cached token's bytes.
+        let other = ed_ring(2);
+        assert!(other.verify(&token, t0(), ISS, AUD).is_err());
+        assert!(ring.same_keys(&ed_ring(1)));
+        assert!(!ring.same_keys(&other));
     }
 }

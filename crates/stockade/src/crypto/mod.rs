@@ -10,3 +10,4 @@ pub mod random;
 pub mod rotation;
 pub mod seal;
 pub mod server_keys;
+pub mod token_cache;

@@ -1,6 +1,7 @@
 //! Users: global identities that belong to tenants through memberships;
 //! passwords, sign-up, sign-in, login protection, password reset.
 
+mod hash_pool;
 pub mod import;
 pub mod import_store;
 mod model;

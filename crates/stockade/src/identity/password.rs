@@ -18,6 +18,8 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+
+use super::hash_pool::HashPool;
 use zeroize::Zeroizing;
 
 /// argon2id memory cost in KiB (19 MiB), as in SPEC §2.1 and the OWASP baseline.
@@ -345,9 +347,9 @@ pub enum Verification {
 /// Hashes and verifies passwords with argon2id (m=19456 KiB, t=2, p=1).
 ///
 /// Each hash or verification costs ≈ 15 ms of one core and 19 MiB of memory,
-/// so it runs on tokio's blocking pool, and a semaphore sized to the number of
-/// cores bounds how many run at once: unbounded, a burst of logins would
-/// occupy every blocking thread (starving other `spawn_blocking` work such as
+/// so it runs on a fixed set of threads (see `hash_pool`), and a semaphore
+/// sized to the number of cores bounds how many run at once: unbounded, a
+/// burst of logins would occupy every thread (starving other work such as
 /// SQLite), multiply the memory by the burst size, and gain no throughput,
 /// because the CPU is already saturated at one hash per core. Waiting callers
 /// queue on the semaphore without holding a thread.
@@ -361,6 +363,7 @@ pub enum Verification {
 pub struct Hasher {
     inner: Arc<Inner>,
     permits: Arc<Semaphore>,
+    pool: Arc<HashPool>,
 }
 
 struct Inner {
@@ -408,6 +411,7 @@ impl Hasher {
                 operations: AtomicU64::new(0),
             }),
             permits: Arc::new(Semaphore::new(concurrency.clamp(1, 256))),
+            pool: Arc::new(HashPool::new(concurrency.clamp(1, 256))),
         })
     }
 
@@ -446,13 +450,15 @@ impl Hasher {
             .await
             .map_err(|_| HashError::Closed)?;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let out = f(&inner);
-            drop(permit);
-            out
-        })
-        .await
-        .map_err(|_| HashError::Task)
+        let (done, answer) = tokio::sync::oneshot::channel();
+        self.pool
+            .execute(Box::new(move || {
+                let out = f(&inner);
+                drop(permit);
+                let _ = done.send(out);
+            }))
+            .map_err(|()| HashError::Closed)?;
+        answer.await.map_err(|_| HashError::Task)
     }
 }
 
