@@ -225,6 +225,12 @@ impl Config {
             },
             JwtAlg::EdDsa => {}
         }
+        if cfg!(feature = "bench") {
+            problems.push(
+                "this binary was built with the `bench` feature (benchmark routes without authentication): never run it in production"
+                    .to_owned(),
+            );
+        }
         problems
     }
 }

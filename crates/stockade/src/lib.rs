@@ -7,6 +7,8 @@
 pub mod apikeys;
 pub mod app;
 pub mod audit;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -38,7 +38,7 @@ pub(crate) struct RecordPatch {
 }
 
 /// A record with its `ETag` (the version).
-fn with_etag(status: StatusCode, record: Record) -> Response {
+pub(crate) fn with_etag(status: StatusCode, record: Record) -> Response {
     let etag = HeaderValue::from_str(&format!("\"{}\"", record.version)).ok();
     let mut res = (status, Json(record)).into_response();
     if let Some(etag) = etag {
@@ -123,12 +123,7 @@ pub(crate) async fn get_record(
 ) -> Result<Response, ApiError> {
     let access = Access::new(&p, &collection, "records:read")?;
     let id = parse_id(&id)?;
-    let mut tx = state.db.tenant_read(p.tenant_id).await?;
-    let row = store::fetch(&mut tx, &collection, id)
-        .await?
-        .ok_or_else(not_found)?;
-    let keys = service::keys(&mut tx, &state).await?;
-    let record = service::open(&keys, row)?;
+    let record = service::read(&state, p.tenant_id, &collection, id).await?;
     if !access.sees(&record.data) {
         return Err(not_found());
     }

@@ -10,9 +10,11 @@ pub mod import;
 mod import_api;
 pub mod list;
 pub mod model;
-mod service;
+pub(crate) mod service;
 pub mod store;
 
+#[cfg(feature = "bench")]
+pub(crate) use api::with_etag;
 use axum::Router;
 use axum::routing::{get, post};
 

@@ -39,6 +39,22 @@ pub(crate) fn envelope_error(e: EnvelopeError) -> ApiError {
     }
 }
 
+/// Reads and decrypts one record of `tenant` (404 when absent), with no
+/// permission check: the caller applies its principal's access.
+pub(crate) async fn read(
+    state: &AppState,
+    tenant: crate::ids::TenantId,
+    collection: &str,
+    id: Uuid,
+) -> Result<Record, ApiError> {
+    let mut tx = state.db.tenant_read(tenant).await?;
+    let row = store::fetch(&mut tx, collection, id)
+        .await?
+        .ok_or_else(not_found)?;
+    let keys = keys(&mut tx, state).await?;
+    open(&keys, row)
+}
+
 /// Decrypts a row (checking its associated data) into the API shape.
 pub(crate) fn open(keys: &TenantKeys, row: Row) -> Result<Record, ApiError> {
     let doc: StoredDocument =
