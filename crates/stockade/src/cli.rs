@@ -180,6 +180,21 @@ pub enum UsersCommand {
         #[arg(long, value_name = "SLUG")]
         tenant: String,
     },
+    /// Delete a user at once: memberships, sessions, API keys and credentials
+    /// end, and their personal data in past audit events becomes unreadable.
+    #[command(
+        long_about = "Delete a user at once (SPEC §2.15): their memberships, sessions and \
+        API keys end, the account and its credentials are removed, and the personal data \
+        in past audit events (address, user agent, email) becomes unreadable for good, \
+        while every audit chain still verifies. Refused while the user is the last active \
+        owner of a tenant. The deletion is audited in each of their tenants and the \
+        platform log."
+    )]
+    Delete {
+        /// The user's email address.
+        #[arg(long, value_name = "EMAIL")]
+        email: String,
+    },
 }
 
 /// A failure with its exit code.
@@ -352,6 +367,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Users(UsersCommand::Import { file, tenant }) => {
             users_import(&config, &file, &tenant).await
         }
+        Command::Users(UsersCommand::Delete { email }) => users_delete(&config, &email).await,
     }
 }
 
@@ -389,6 +405,45 @@ const TIME_FORMAT: chrono::SecondsFormat = chrono::SecondsFormat::Secs;
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(TIME_FORMAT, true)
+}
+
+/// `users delete --email EMAIL`.
+async fn users_delete(config: &Config, email: &str) -> Result<(), Failure> {
+    let email = crate::identity::Email::parse(email)
+        .map_err(|e| Failure::one(format!("`{}`: {e}", email.escape_debug())))?;
+    let db = open_migrated(config).await?;
+    let r = users_delete_in(&db, &email).await;
+    db.close().await;
+    let erased = r?;
+    println!(
+        "deleted user {} ({}): removed from {} tenants, {} sessions deleted, {} API keys revoked; \
+         their audit personal data is now unreadable",
+        erased.user_id,
+        email.as_str(),
+        erased.tenants.len(),
+        erased.sessions_deleted,
+        erased.api_keys_revoked
+    );
+    Ok(())
+}
+
+async fn users_delete_in(
+    db: &Db,
+    email: &crate::identity::Email,
+) -> Result<crate::identity::Erasure, Failure> {
+    let user = crate::identity::find_user_by_email(db, email)
+        .await
+        .map_err(Failure::one)?
+        .ok_or_else(|| Failure::one(format!("no user with email `{}`", email.as_str())))?;
+    crate::identity::erase_user(
+        db,
+        &SystemClock,
+        user.id,
+        Actor::System,
+        RequestContext::default(),
+    )
+    .await
+    .map_err(Failure::one)
 }
 
 /// `users import FILE --tenant SLUG`.

@@ -12,6 +12,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use super::model::{NewEvent, StoredEvent, Target, VerifyReport};
+use super::pii::{EventView, Ids, reveal};
 use super::query::{EventQuery, QueryError, page_after};
 use crate::app::AppState;
 use crate::db::Db;
@@ -26,7 +27,7 @@ pub const EXPORT_PAGE: i64 = 1000;
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(list_events, verify, export),
-    components(schemas(EventPage, StoredEvent, VerifyReport))
+    components(schemas(EventPage, EventView, StoredEvent, VerifyReport))
 )]
 pub struct AuditApi;
 
@@ -38,9 +39,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// One page of events and the cursor of the next (absent on the last page).
+/// Personal data is shown opened; an erased user's events are `anonymised`
+/// and name them `deleted-user-<last 8 hex digits of the id>`.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct EventPage {
-    pub events: Vec<StoredEvent>,
+    pub events: Vec<EventView>,
     pub next_cursor: Option<String>,
 }
 
@@ -73,6 +76,9 @@ async fn list_events(
     let q = EventQuery::parse(&pairs).map_err(invalid)?;
     let mut tx = state.db.tenant_read(p.tenant_id).await?;
     let (events, next_cursor) = q.fetch(&mut tx).await?;
+    let events = reveal(&mut tx, events, Ids::Labelled)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(EventPage {
         events,
         next_cursor,
@@ -123,9 +129,11 @@ fn parse_after(pairs: &[(String, String)]) -> Result<i64, QueryError> {
 }
 
 /// One NDJSON line: the stored event as hashed (`details` is the exact
-/// canonical text), with `seq`, `prev_hash` and `hash`, so the receiver can
-/// recompute the chain with [`StoredEvent::compute_hash`].
-pub fn ndjson_line(e: &StoredEvent) -> Vec<u8> {
+/// canonical text; ids as stored, also for an erased user, whose events say
+/// `anonymised`), with `seq`, `prev_hash` and `hash`, so the receiver can
+/// recompute the chain with [`StoredEvent::compute_hash`] (form v2 leaves
+/// out the opened `ip`, `user_agent` and `personal_details`).
+pub fn ndjson_line(e: &EventView) -> Vec<u8> {
     let mut line = serde_json::to_vec(e).unwrap_or_default();
     line.push(b'\n');
     line
@@ -135,7 +143,7 @@ pub fn ndjson_line(e: &StoredEvent) -> Vec<u8> {
 /// pages of [`EXPORT_PAGE`] (constant memory). The export is itself audited.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit", security(("bearer" = [])),
     params(("after" = Option<i64>, Query, description = "resume after this sequence number")),
-    responses((status = 200, content_type = "application/x-ndjson", body = StoredEvent,
+    responses((status = 200, content_type = "application/x-ndjson", body = EventView,
         description = "one event per line, ascending"),
         (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem)))]
 async fn export(
@@ -165,6 +173,15 @@ async fn export(
 
 type Chunk = Result<Bytes, std::io::Error>;
 
+/// One export page with its personal data opened.
+async fn read_page(
+    tx: &mut crate::db::TenantTx,
+    after: i64,
+) -> Result<Vec<EventView>, super::AuditError> {
+    let page = page_after(tx, after, EXPORT_PAGE).await?;
+    reveal(tx, page, Ids::Stored).await
+}
+
 /// Sends pages until the end of the log (or the client goes away).
 async fn stream_pages(
     db: Db,
@@ -174,8 +191,8 @@ async fn stream_pages(
 ) {
     loop {
         let page = match db.tenant_read(tenant).await {
-            Ok(mut tx) => page_after(&mut tx, after, EXPORT_PAGE).await,
-            Err(e) => Err(e),
+            Ok(mut tx) => read_page(&mut tx, after).await,
+            Err(e) => Err(e.into()),
         };
         let page = match page {
             Ok(p) => p,
@@ -191,7 +208,7 @@ async fn stream_pages(
         let mut buf = Vec::new();
         for e in &page {
             buf.extend(ndjson_line(e));
-            after = e.seq;
+            after = e.event.seq;
         }
         if !buf.is_empty() && sender.send(Ok(Bytes::from(buf))).await.is_err() {
             return;
@@ -212,11 +229,11 @@ pub async fn export_to(
     let mut n = 0u64;
     loop {
         let mut tx = db.tenant_read(tenant).await?;
-        let page = page_after(&mut tx, after, EXPORT_PAGE).await?;
+        let page = read_page(&mut tx, after).await?;
         drop(tx);
         for e in &page {
             out.write_all(&ndjson_line(e))?;
-            after = e.seq;
+            after = e.event.seq;
             n += 1;
         }
         if (page.len() as i64) < EXPORT_PAGE {

@@ -7,6 +7,7 @@
 pub mod api;
 mod head;
 mod model;
+pub mod pii;
 pub mod query;
 pub mod retention;
 mod store;

@@ -4,6 +4,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::pii::{self, Pii, SubjectState};
 use crate::ids::{EventId, TenantId, UserId};
 
 /// `prev_hash` of the first event of every chain.
@@ -21,6 +22,8 @@ pub enum AuditError {
         "the audit chain head of tenant {0} is not validly signed: run `stockade audit verify`"
     )]
     HeadBroken(TenantId),
+    #[error("an audit subject key cannot be made, opened or used")]
+    SubjectKey,
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
 }
@@ -157,8 +160,25 @@ impl NewEvent {
         self
     }
 
+    /// The user whose personal data the event carries (see `pii`): the
+    /// user who acted (for an API key, its creator), else a `user` target.
+    pub fn subject(&self) -> Option<UserId> {
+        match &self.actor {
+            Actor::User { id, .. } | Actor::PlatformOwner { id } => return Some(*id),
+            Actor::ApiKey { creator, .. } => return Some(*creator),
+            Actor::System => {}
+        }
+        self.target
+            .as_ref()
+            .filter(|t| t.kind == "user")
+            .and_then(|t| t.id.parse().ok())
+    }
+
     /// Fixes the event into the row that will be stored, at `seq` after
-    /// `prev_hash`, and computes its hash.
+    /// `prev_hash`, and computes its hash. `subject` is the state of the
+    /// key of [`NewEvent::subject`] (`None` when the event has no subject):
+    /// with a live key the personal fields are sealed under it (form v2);
+    /// for an erased subject they are dropped.
     pub(crate) fn seal(
         self,
         tenant_id: TenantId,
@@ -166,8 +186,10 @@ impl NewEvent {
         id: EventId,
         occurred_at: DateTime<Utc>,
         prev_hash: String,
+        subject: Option<&SubjectState>,
     ) -> Result<StoredEvent, AuditError> {
         validate_action(&self.action)?;
+        let subject_id = subject.and(self.subject()).map(|u| u.to_string());
         let mut details = self.details;
         let Some(fields) = details.as_object_mut() else {
             return Err(AuditError::InvalidDetails);
@@ -178,6 +200,17 @@ impl NewEvent {
                 serde_json::Value::String(creator.to_string()),
             );
         }
+        let (mut ip, mut user_agent) = (self.context.ip, self.context.user_agent);
+        let (mut sealed_pii, mut pii_digest) = (None, None);
+        if let Some(state) = subject {
+            let pii = Pii::split(fields, ip.take(), user_agent.take());
+            if let SubjectState::Live(key) = state {
+                let aad = pii::pii_aad(tenant_id, seq, &id.to_string());
+                let (sealed, digest) = pii::seal_pii(key, &aad, &pii)?;
+                sealed_pii = Some(sealed);
+                pii_digest = Some(digest);
+            }
+        }
         let mut event = StoredEvent {
             tenant_id,
             seq,
@@ -186,8 +219,8 @@ impl NewEvent {
             actor_type: self.actor.kind().to_owned(),
             actor_id: self.actor.id(),
             impersonator_id: self.actor.impersonator(),
-            ip: self.context.ip,
-            user_agent: self.context.user_agent,
+            ip,
+            user_agent,
             request_id: self.context.request_id,
             action: self.action,
             target_type: self.target.as_ref().map(|t| t.kind.clone()),
@@ -195,6 +228,9 @@ impl NewEvent {
             outcome: self.outcome.as_str().to_owned(),
             // serde_json's map is ordered by key, so this text is canonical.
             details: details.to_string(),
+            subject_id,
+            pii_digest,
+            pii: sealed_pii,
             prev_hash,
             hash: String::new(),
         };
@@ -238,12 +274,27 @@ pub struct StoredEvent {
     pub target_id: Option<String>,
     pub outcome: String,
     pub details: String,
+    /// The user whose personal data the event carries (form v2 only).
+    pub subject_id: Option<String>,
+    /// HMAC-SHA256 of the sealed personal data under the subject's key
+    /// (form v2 only; absent when the subject was already erased).
+    pub pii_digest: Option<String>,
+    /// The sealed personal data (never serialised: readers open it).
+    #[serde(skip)]
+    pub pii: Option<Vec<u8>>,
     pub prev_hash: String,
     pub hash: String,
 }
 
 /// The canonical encoding that is hashed: every field but `hash`, in a fixed
 /// order, as JSON (strings escaped unambiguously, nulls explicit).
+///
+/// Form v1 (no subject): exactly the fields below but `subject_id` and
+/// `pii_digest`, `ip` and `user_agent` included. Form v2 (an event with a
+/// subject, see `pii`): `ip` and `user_agent` left out (they live in the
+/// sealed part, and must be NULL in the row: see
+/// [`StoredEvent::clear_fields_in_v2`]), `subject_id` and `pii_digest`
+/// (null once erased) appended. Events written before v2 hash as before.
 #[derive(Serialize)]
 struct Canonical<'a> {
     v: u8,
@@ -254,20 +305,27 @@ struct Canonical<'a> {
     actor_type: &'a str,
     actor_id: Option<&'a str>,
     impersonator_id: Option<&'a str>,
-    ip: Option<&'a str>,
-    user_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<Option<&'a str>>,
     request_id: Option<&'a str>,
     action: &'a str,
     target_type: Option<&'a str>,
     target_id: Option<&'a str>,
     outcome: &'a str,
     details: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pii_digest: Option<Option<&'a str>>,
 }
 
 impl StoredEvent {
     pub fn canonical(&self) -> Vec<u8> {
+        let v1 = self.subject_id.is_none();
         let c = Canonical {
-            v: 1,
+            v: if v1 { 1 } else { 2 },
             tenant_id: self.tenant_id.to_string(),
             seq: self.seq,
             id: self.id.to_string(),
@@ -277,17 +335,25 @@ impl StoredEvent {
             actor_type: &self.actor_type,
             actor_id: self.actor_id.as_deref(),
             impersonator_id: self.impersonator_id.as_deref(),
-            ip: self.ip.as_deref(),
-            user_agent: self.user_agent.as_deref(),
+            ip: v1.then_some(self.ip.as_deref()),
+            user_agent: v1.then_some(self.user_agent.as_deref()),
             request_id: self.request_id.as_deref(),
             action: &self.action,
             target_type: self.target_type.as_deref(),
             target_id: self.target_id.as_deref(),
             outcome: &self.outcome,
             details: &self.details,
+            subject_id: self.subject_id.as_deref(),
+            pii_digest: (!v1).then_some(self.pii_digest.as_deref()),
         };
         // Serialising plain strings and integers cannot fail.
         serde_json::to_vec(&c).unwrap_or_default()
+    }
+
+    /// A stored v2 row keeps `ip` and `user_agent` only sealed; in clear
+    /// they would not be covered by its hash, so verify rejects them.
+    pub fn clear_fields_in_v2(&self) -> bool {
+        self.subject_id.is_some() && (self.ip.is_some() || self.user_agent.is_some())
     }
 
     /// SHA-256 over the previous hash and the canonical encoding, hex.
@@ -330,6 +396,7 @@ mod tests {
                 EventId(uuid::Uuid::nil()),
                 DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
                 prev.to_owned(),
+                None,
             )
             .unwrap()
     }
@@ -392,7 +459,127 @@ mod tests {
                 EventId::new(),
                 DateTime::from_timestamp(0, 0).unwrap(),
                 GENESIS_HASH.into(),
+                None,
             );
         assert!(matches!(r, Err(AuditError::InvalidDetails)));
+    }
+
+    #[test]
+    fn events_without_a_subject_keep_form_v1() {
+        let e = sealed(GENESIS_HASH, 1);
+        let text = String::from_utf8(e.canonical()).unwrap();
+        assert!(text.starts_with(r#"{"v":1,"#), "{text}");
+        assert!(text.contains(r#""ip":null,"user_agent":null"#), "{text}");
+        assert!(!text.contains("subject_id") && !text.contains("pii_digest"));
+        // The exact v1 bytes (a chain written before v2 must still verify).
+        let nil = "00000000-0000-0000-0000-000000000000";
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"v":1,"tenant_id":"{nil}","seq":1,"id":"{nil}","occurred_at":"2023-11-14T22:13:20.000000Z","actor_type":"system","actor_id":null,"impersonator_id":null,"ip":null,"user_agent":null,"request_id":null,"action":"tenancy.tenant.created","target_type":"tenant","target_id":"t1","outcome":"success","details":"{{\"a\":\"x\",\"b\":1}}"}}"#
+            )
+        );
+    }
+
+    fn with_subject(state: &SubjectState) -> StoredEvent {
+        let user = UserId(uuid::Uuid::from_u128(0xabcdef));
+        NewEvent::new(
+            Actor::User {
+                id: user,
+                impersonator: None,
+            },
+            "auth.login.failed",
+        )
+        .details(serde_json::json!({"email": "ann@example.test", "reason": "bad_password"}))
+        .context(RequestContext {
+            ip: Some("203.0.113.9".into()),
+            user_agent: Some("Agent/1".into()),
+            request_id: Some("r1".into()),
+        })
+        .seal(
+            TenantId(uuid::Uuid::nil()),
+            3,
+            EventId(uuid::Uuid::nil()),
+            DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            GENESIS_HASH.into(),
+            Some(state),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_subject_event_hashes_only_a_digest_of_its_personal_data() {
+        let key = zeroize::Zeroizing::new([5u8; 32]);
+        let e = with_subject(&SubjectState::Live(key.clone()));
+        assert_eq!(
+            e.subject_id.as_deref(),
+            Some("00000000-0000-0000-0000-000000abcdef")
+        );
+        assert_eq!((e.ip.as_deref(), e.user_agent.as_deref()), (None, None));
+        assert_eq!(e.details, r#"{"reason":"bad_password"}"#);
+        assert_eq!(e.request_id.as_deref(), Some("r1"));
+        let text = String::from_utf8(e.canonical()).unwrap();
+        assert!(text.starts_with(r#"{"v":2,"#), "{text}");
+        for needle in [
+            "ann@example.test",
+            "203.0.113.9",
+            "Agent/1",
+            "\"ip\"",
+            "user_agent",
+        ] {
+            assert!(!text.contains(needle), "{needle} in {text}");
+        }
+        assert_eq!(e.hash, e.compute_hash());
+        // The sealed part opens with the key and matches the digest.
+        let aad = pii::pii_aad(e.tenant_id, e.seq, &e.id.to_string());
+        let opened = pii::open_pii(
+            &key,
+            &aad,
+            e.pii.as_ref().unwrap(),
+            e.pii_digest.as_ref().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(opened.ip.as_deref(), Some("203.0.113.9"));
+        assert_eq!(opened.details["email"], "ann@example.test");
+        // Readers put ip and user agent back: the hash still recomputes;
+        // changing the subject or the digest does not.
+        let mut view = e.clone();
+        view.ip = Some("203.0.113.9".into());
+        view.user_agent = Some("Agent/1".into());
+        assert_eq!(view.compute_hash(), e.hash);
+        assert!(view.clear_fields_in_v2() && !e.clear_fields_in_v2());
+        let mut forged = e.clone();
+        forged.subject_id = None;
+        assert_ne!(forged.compute_hash(), e.hash);
+        let mut forged = e.clone();
+        forged.pii_digest = Some("00".repeat(32));
+        assert_ne!(forged.compute_hash(), e.hash);
+    }
+
+    #[test]
+    fn an_erased_subject_keeps_no_personal_data() {
+        let e = with_subject(&SubjectState::Erased);
+        assert!(e.subject_id.is_some());
+        assert_eq!((e.pii.as_ref(), e.pii_digest.as_ref()), (None, None));
+        assert_eq!((e.ip.as_ref(), e.user_agent.as_ref()), (None, None));
+        assert_eq!(e.details, r#"{"reason":"bad_password"}"#);
+        assert_eq!(e.hash, e.compute_hash());
+    }
+
+    #[test]
+    fn the_subject_is_the_user_actor_else_a_user_target() {
+        let u = UserId::new();
+        let api = NewEvent::new(
+            Actor::ApiKey {
+                id: "k".into(),
+                creator: u,
+            },
+            "a.b.c",
+        );
+        assert_eq!(api.subject(), Some(u));
+        let sys = NewEvent::new(Actor::System, "a.b.c").target(Target::new("user", u));
+        assert_eq!(sys.subject(), Some(u));
+        let other = NewEvent::new(Actor::System, "a.b.c").target(Target::new("tenant", u));
+        assert_eq!(other.subject(), None);
     }
 }

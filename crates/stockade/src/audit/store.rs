@@ -2,6 +2,7 @@
 
 use super::head::{self, Head};
 use super::model::{AuditError, GENESIS_HASH, NewEvent, StoredEvent, VerifyReport};
+use super::pii;
 use crate::clock::Clock;
 use crate::db::{Db, DbError, TenantTx};
 use crate::ids::{EventId, TenantId};
@@ -58,7 +59,18 @@ pub async fn append(
     };
     // A head that was not validly signed stays unsigned (see `head`).
     let intact = head::check(&key, tenant, &h, prev_sig.as_deref());
-    let e = event.seal(tenant, seq, EventId::new(), now, h.hash.clone())?;
+    let subject = match event.subject() {
+        Some(user) => Some(pii::for_append(tx, user, now).await?),
+        None => None,
+    };
+    let e = event.seal(
+        tenant,
+        seq,
+        EventId::new(),
+        now,
+        h.hash.clone(),
+        subject.as_ref(),
+    )?;
     h.seq = seq;
     h.hash = e.hash.clone();
     let sig = intact.then(|| head::sign(&key, tenant, &h));
@@ -73,8 +85,9 @@ pub async fn append(
     tx.execute(
         "INSERT INTO audit_events (tenant_id, seq, id, occurred_at, actor_type, actor_id, \
          impersonator_id, ip, user_agent, request_id, action, target_type, target_id, outcome, \
-         details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+         details, prev_hash, hash, subject_id, pii, pii_digest) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19, $20)",
         vec![
             e.seq.into(),
             e.id.into(),
@@ -92,6 +105,9 @@ pub async fn append(
             e.details.clone().into(),
             e.prev_hash.clone().into(),
             e.hash.clone().into(),
+            e.subject_id.clone().into(),
+            e.pii.clone().into(),
+            e.pii_digest.clone().into(),
         ],
     )
     .await?;
@@ -142,6 +158,14 @@ pub async fn verify_tenant(db: &Db, tenant: TenantId) -> Result<VerifyReport, Db
                 return Ok(bad(
                     e.seq,
                     "its previous hash does not match the event before it".into(),
+                    checked,
+                    &prev,
+                ));
+            }
+            if e.clear_fields_in_v2() {
+                return Ok(bad(
+                    e.seq,
+                    "it holds ip or user agent in clear beside its sealed personal data".into(),
                     checked,
                     &prev,
                 ));

@@ -1,6 +1,7 @@
 //! Users: global identities that belong to tenants through memberships;
 //! passwords, sign-up, sign-in, login protection, password reset.
 
+pub mod erase;
 mod hash_pool;
 pub mod import;
 pub mod import_store;
@@ -11,6 +12,7 @@ pub mod routes;
 mod store;
 pub mod throttle;
 
+pub use erase::{EraseError, Erasure, erase_user};
 pub use model::{Email, IdentityError, User};
 pub use routes::routes;
 pub use store::{

@@ -32,6 +32,7 @@ use crate::tenancy::{self, NewTenant, Slug, TenancyError, Tenant, TenantName};
         change_password,
         reauth,
         me,
+        delete_me,
         jwks,
         super::reset::request,
         super::reset::confirm
@@ -65,7 +66,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/auth/password-reset/confirm",
             post(super::reset::confirm),
         )
-        .route("/v1/me", get(me))
+        .route("/v1/me", get(me).delete(delete_me))
         .route("/.well-known/jwks.json", get(jwks))
 }
 
@@ -501,11 +502,15 @@ async fn audit_failed_login(
                 .details(serde_json::json!({ "reason": reason, "email": email_key })),
         ];
         if let Some(until) = locked {
-            events.push(
-                NewEvent::new(Actor::System, "auth.account.locked")
-                    .outcome(Outcome::Denied)
-                    .details(serde_json::json!({ "email": email_key, "locked_until": until })),
-            );
+            let mut event = NewEvent::new(Actor::System, "auth.account.locked")
+                .outcome(Outcome::Denied)
+                .details(serde_json::json!({ "email": email_key, "locked_until": until }));
+            // The locked account is the event's subject (its personal data
+            // is sealed under that user's key: `audit::pii`).
+            if let Some(u) = user {
+                event = event.target(Target::new("user", u.id));
+            }
+            events.push(event);
         }
         for event in events {
             audit::append(
@@ -681,6 +686,45 @@ async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<MeRespon
         impersonated_by: p.impersonator,
         authenticated_at: p.authenticated_at,
     }))
+}
+
+/// Deletes the caller's account at once (SPEC §2.15): every membership,
+/// session and API key ends, the account and its credentials are removed,
+/// and the personal data in past audit events becomes unreadable (the
+/// chains still verify; readers show `deleted-user-…`). Needs a recent
+/// step-up (`POST /v1/auth/reauth`); refused for API keys and under
+/// impersonation. The last active owner of a tenant cannot delete their
+/// account (409 `identity.last_owner`): make another member owner first.
+#[utoipa::path(delete, path = "/v1/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "the account is deleted"),
+        (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`auth.step_up_required`, `auth.impersonated` or `auth.api_key_not_allowed`"),
+        (status = 409, body = crate::http::Problem, description = "`identity.last_owner`")))]
+async fn delete_me(State(state): State<AppState>, p: Principal) -> Result<StatusCode, ApiError> {
+    if p.impersonator.is_some() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.impersonated")
+            .with_detail("an impersonator cannot delete the account"));
+    }
+    p.require_step_up(state.clock.now())?;
+    match super::erase_user(
+        &state.db,
+        state.clock.as_ref(),
+        p.user_id,
+        p.actor(),
+        p.context.clone(),
+    )
+    .await
+    {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(super::EraseError::NotFound) => Err(ApiError::unauthenticated()),
+        Err(e @ super::EraseError::LastOwner(_)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "identity.last_owner")
+                .with_detail(e.to_string()))
+        }
+        Err(super::EraseError::Db(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -312,7 +312,7 @@ async fn find_member(tx: &mut TenantTx, user: UserId) -> Result<Option<Member>, 
 }
 
 /// Active owners other than `user` (whose account is active too).
-async fn other_active_owners(tx: &mut TenantTx, user: UserId) -> Result<i64, DbError> {
+pub(crate) async fn other_active_owners(tx: &mut TenantTx, user: UserId) -> Result<i64, DbError> {
     let row: Option<(i64,)> = tx
         .fetch_optional(
             "SELECT COUNT(*) FROM memberships m JOIN users u ON u.id = m.user_id \
@@ -328,7 +328,7 @@ async fn other_active_owners(tx: &mut TenantTx, user: UserId) -> Result<i64, DbE
 /// (a no-op write): without it, on PostgreSQL two owners demoting each
 /// other concurrently could each still see the other as owner. (SQLite has
 /// a single writer already.)
-async fn lock_members(tx: &mut TenantTx) -> Result<(), DbError> {
+pub(crate) async fn lock_members(tx: &mut TenantTx) -> Result<(), DbError> {
     tx.execute(
         "UPDATE tenants SET updated_at = updated_at WHERE id = $1",
         vec![],

@@ -594,19 +594,24 @@ async fn revocation_takes_effect_on_the_next_request(backend: Backend) {
         .unwrap()
         .unwrap();
     let mut tx = s.db.tenant_read(tenant.id).await.unwrap();
-    let logins: Vec<(String, Option<String>, Option<String>)> = tx
+    let rows: Vec<stockade::audit::StoredEvent> = tx
         .fetch_all(
-            "SELECT outcome, ip, actor_type FROM audit_events WHERE tenant_id = $1 \
+            "SELECT * FROM audit_events WHERE tenant_id = $1 \
              AND action = 'auth.login.succeeded'",
             vec![],
         )
         .await
         .unwrap();
+    // The address is sealed under the user's key (`audit::pii`): opened here.
+    assert!(rows.iter().all(|e| e.ip.is_none() && e.pii.is_some()));
+    let logins = stockade::audit::pii::reveal(&mut tx, rows, stockade::audit::pii::Ids::Stored)
+        .await
+        .unwrap();
     drop(tx);
     assert_eq!(logins.len(), 2);
-    assert!(logins.iter().all(|l| l.0 == "success"
-        && l.1.as_deref() == Some("127.0.0.1")
-        && l.2.as_deref() == Some("user")));
+    assert!(logins.iter().all(|l| l.event.outcome == "success"
+        && l.event.ip.as_deref() == Some("127.0.0.1")
+        && l.event.actor_type == "user"));
     // Sessions list marks the current one.
     let list: Value = s
         .client

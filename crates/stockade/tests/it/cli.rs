@@ -47,6 +47,7 @@ fn every_command_has_help() {
         vec!["keys", "rotate", "--help"],
         vec!["keys", "retire", "--help"],
         vec!["users", "import", "--help"],
+        vec!["users", "delete", "--help"],
     ] {
         let out = run(stockade(dir.path()).args(&args));
         assert!(out.status.success(), "{args:?}");

@@ -17,6 +17,7 @@ mod audit_tail;
 mod auth;
 mod cli;
 mod envelope;
+mod erasure;
 mod http;
 mod isolation;
 mod keyring;

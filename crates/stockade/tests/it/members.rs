@@ -16,7 +16,7 @@ const NEW_PASSWORD: &str = "Invited-Strong-Passw0rd";
 pub struct Member {
     pub access: String,
     refresh: String,
-    id: String,
+    pub id: String,
 }
 
 async fn member_from(s: &TestServer, res: reqwest::Response) -> Member {
@@ -63,7 +63,7 @@ async fn invite(s: &TestServer, access: &str, email: &str, role: &str) -> reqwes
 }
 
 /// Invites and returns the token (checked against the one in the outbox).
-async fn invite_ok(s: &TestServer, access: &str, email: &str, role: &str) -> String {
+pub async fn invite_ok(s: &TestServer, access: &str, email: &str, role: &str) -> String {
     let res = invite(s, access, email, role).await;
     assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
     let body: Value = res.json().await.unwrap();
@@ -118,7 +118,7 @@ async fn accept_new(s: &TestServer, token: &str, name: &str, password: &str) -> 
         .unwrap()
 }
 
-async fn accept_bearer(s: &TestServer, access: &str, token: &str) -> reqwest::Response {
+pub async fn accept_bearer(s: &TestServer, access: &str, token: &str) -> reqwest::Response {
     s.client
         .post(s.url("/v1/invitations/accept"))
         .bearer_auth(access)

@@ -675,6 +675,15 @@ async fn impersonation_is_marked_short_lived_and_attributed(backend: Backend) {
         "auth.impersonated",
     )
     .await;
+    // Nor delete the account (pat still signs in below).
+    let res = s
+        .client
+        .delete(s.url("/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    expect(res, StatusCode::FORBIDDEN, "auth.impersonated").await;
     expect(
         get(s, &token, "/v1/platform/tenants").await,
         StatusCode::FORBIDDEN,
