@@ -575,7 +575,35 @@ async fn master_rotation_rewraps_the_secret(backend: Backend) {
     assert!(rx.seen().iter().all(|d| verify_delivery(&secret, d)));
 }
 
+/// Two delivery runs at once (two instances on one database): the lease
+/// lets one send; every event arrives exactly once.
+async fn concurrent_runs_never_send_twice(backend: Backend) {
+    let pki = pki();
+    let Some((s, _dir)) = webhook_server(backend, &pki).await else {
+        return;
+    };
+    let rx = Receiver::bind(&pki).await;
+    let acme = signup(&s, "acme", "owner@acme.test").await;
+    put_hook(&s, &acme, &rx.url()).await;
+    for idle in [1800, 3600, 7200] {
+        cause_event(&s, &acme, idle).await;
+    }
+    let (a, b) = tokio::join!(
+        webhook::deliver_due(&s.state),
+        webhook::deliver_due(&s.state)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.tenants + b.tenants, 1, "one run claimed: {a:?} {b:?}");
+    let ta = tenant_id(&s, "acme").await;
+    let head = stockade::audit::verify_tenant(&s.db, ta).await.unwrap();
+    assert_eq!(a.delivered + b.delivered, head.head_seq as u64);
+    let events: Vec<StoredEvent> = rx.seen().iter().map(|d| d.event()).collect();
+    check_chain(&events);
+    assert_eq!(events.len() as i64, head.head_seq, "each event once");
+}
+
 crate::both_servers!(
+    concurrent_runs_never_send_twice,
     master_rotation_rewraps_the_secret,
     delivers_every_event_signed_in_order,
     bad_urls_and_callers_are_refused,
