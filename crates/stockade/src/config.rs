@@ -590,6 +590,26 @@ mod tests {
         assert_eq!(cfg.record_max_bytes, 256 * 1024);
         assert_eq!(cfg.import_max_bytes, 20 * 1024 * 1024);
         assert_eq!(cfg.import_max_rows, 100_000);
+        assert!(!cfg.webhook_allow_private);
+        assert_eq!(cfg.webhook_ca_file, None);
+    }
+
+    #[test]
+    fn webhook_settings_parse() {
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("STOCKADE_WEBHOOK_ALLOW_PRIVATE", "true"),
+                ("STOCKADE_WEBHOOK_CA_FILE", "/etc/stockade/siem-ca.pem"),
+            ]),
+        )
+        .unwrap();
+        assert!(cfg.webhook_allow_private);
+        assert_eq!(
+            cfg.webhook_ca_file,
+            Some(PathBuf::from("/etc/stockade/siem-ca.pem"))
+        );
+        assert!(Config::load(None, &env(&[("STOCKADE_WEBHOOK_ALLOW_PRIVATE", "maybe")])).is_err());
     }
 
     #[test]

@@ -602,7 +602,57 @@ async fn concurrent_runs_never_send_twice(backend: Backend) {
     assert_eq!(events.len() as i64, head.head_seq, "each event once");
 }
 
+/// A log sink shared with the test (every thread of the test's runtime).
+#[derive(Clone, Default)]
+struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything the server logs at every level while a webhook is
+/// configured, delivered, failing, shown, rotated and removed holds neither
+/// form of the secret.
+async fn the_secret_is_never_logged(backend: Backend) {
+    let sink = LogSink::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let pki = pki();
+    let Some((s, _dir)) = webhook_server(backend, &pki).await else {
+        return;
+    };
+    let rx = Receiver::bind(&pki).await;
+    let acme = signup(&s, "acme", "owner@acme.test").await;
+    let mut secrets = Vec::new();
+    for _ in 0..2 {
+        let (_, created) = put_hook(&s, &acme, &rx.url()).await;
+        secrets.push(created["secret"].as_str().unwrap().to_owned());
+        rx.answer(&[500]);
+        webhook::deliver_due(&s.state).await.unwrap();
+        s.clock.advance(chrono::Duration::seconds(2));
+        drain(&s).await;
+        get_hook(&s, &acme).await;
+    }
+    call(&s, Method::DELETE, "/v1/audit/webhook", &acme.access, None).await;
+    let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("/v1/audit/webhook"), "requests are logged");
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()) && !logs.contains(&secret[6..]));
+    }
+}
+
 crate::both_servers!(
+    the_secret_is_never_logged,
     concurrent_runs_never_send_twice,
     master_rotation_rewraps_the_secret,
     delivers_every_event_signed_in_order,
