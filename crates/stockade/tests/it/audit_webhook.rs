@@ -602,13 +602,21 @@ async fn concurrent_runs_never_send_twice(backend: Backend) {
     assert_eq!(events.len() as i64, head.head_seq, "each event once");
 }
 
-/// A log sink shared with the test (every thread of the test's runtime).
-#[derive(Clone, Default)]
-struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+thread_local! {
+    /// Where this thread's log lines go, while a test captures them.
+    static CAPTURE: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
 
-impl std::io::Write for LogSink {
+/// Writes to the current thread's capture, if any.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with(|c| {
+            if let Some(v) = c.borrow_mut().as_mut() {
+                v.extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -616,17 +624,38 @@ impl std::io::Write for LogSink {
     }
 }
 
+/// Installs, once per test binary, a global subscriber that formats every
+/// event at every level, but only on a thread that captures (a scoped
+/// subscriber per test would race with tracing's callsite cache). The
+/// test's runtime is single-threaded, so the server's tasks log on it.
+fn capture_logs() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(|| ThreadSink)
+            // Dynamic: decided per event (`filter_fn` would cache its first
+            // answer per callsite, made on whichever thread got there first).
+            .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
+                CAPTURE.with(|c| c.borrow().is_some())
+            }));
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .unwrap();
+    });
+    CAPTURE.with(|c| *c.borrow_mut() = Some(Vec::new()));
+}
+
+fn captured() -> String {
+    CAPTURE.with(|c| String::from_utf8(c.borrow_mut().take().unwrap_or_default()).unwrap())
+}
+
 /// Everything the server logs at every level while a webhook is
 /// configured, delivered, failing, shown, rotated and removed holds neither
 /// form of the secret.
 async fn the_secret_is_never_logged(backend: Backend) {
-    let sink = LogSink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    capture_logs();
     let pki = pki();
     let Some((s, _dir)) = webhook_server(backend, &pki).await else {
         return;
@@ -644,7 +673,7 @@ async fn the_secret_is_never_logged(backend: Backend) {
         get_hook(&s, &acme).await;
     }
     call(&s, Method::DELETE, "/v1/audit/webhook", &acme.access, None).await;
-    let logs = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let logs = captured();
     assert!(logs.contains("/v1/audit/webhook"), "requests are logged");
     for secret in &secrets {
         assert!(!logs.contains(secret.as_str()) && !logs.contains(&secret[6..]));
