@@ -15,6 +15,7 @@ mod audit_retention;
 mod audit_scenario;
 mod audit_tail;
 mod audit_webhook;
+mod audit_webhook_more;
 mod auth;
 mod cli;
 mod envelope;
