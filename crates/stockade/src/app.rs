@@ -54,6 +54,8 @@ pub struct Inner {
     /// API keys: HMAC key (loaded once), rate limits, denial sampling.
     pub api_keys: crate::apikeys::ApiKeyState,
     keyring: RwLock<Arc<Keyring>>,
+    /// Extra trust roots for audit webhook endpoints (`webhook_ca_file`).
+    webhook_roots: Vec<reqwest::Certificate>,
 }
 
 impl AppState {
@@ -68,7 +70,25 @@ impl AppState {
             reuse_grace: chrono::Duration::from_std(config.refresh_reuse_grace)?,
             ..SessionPolicy::default()
         };
+        let webhook_roots = match &config.webhook_ca_file {
+            None => Vec::new(),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("STOCKADE_WEBHOOK_CA_FILE {}: {e}", path.display())
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    anyhow::anyhow!("STOCKADE_WEBHOOK_CA_FILE {}: {e}", path.display())
+                })?;
+                anyhow::ensure!(
+                    !certs.is_empty(),
+                    "STOCKADE_WEBHOOK_CA_FILE {} holds no PEM certificate",
+                    path.display()
+                );
+                certs
+            }
+        };
         Ok(Self(Arc::new(Inner {
+            webhook_roots,
             issuer: config.base_url(),
             hasher: Hasher::new()?,
             session_policy,
@@ -105,6 +125,11 @@ impl AppState {
         self.keys.master.clone()
     }
 
+    /// The extra trust roots of audit webhook endpoints.
+    pub fn webhook_roots(&self) -> &[reqwest::Certificate] {
+        &self.webhook_roots
+    }
+
     /// Swaps in a reloaded keyring (after `stockade keys rotate`).
     pub fn set_keyring(&self, keyring: Keyring) {
         *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keyring);
@@ -138,7 +163,8 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::platform::routes())
         .merge(crate::records::routes())
         .merge(crate::apikeys::routes())
-        .merge(crate::audit::api::routes());
+        .merge(crate::audit::api::routes())
+        .merge(crate::audit::webhook_api::routes());
     #[cfg(feature = "bench")]
     let router = router.merge(crate::bench::routes());
     let router = router
@@ -158,9 +184,19 @@ pub fn app(state: AppState) -> Router {
 pub const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Starts the background jobs of a serving instance: the keyring reload
-/// every [`KEYRING_RELOAD`] and the audit retention purge every day (the
-/// first one at startup).
+/// every [`KEYRING_RELOAD`], the audit retention purge every day (the
+/// first one at startup) and the audit webhook delivery every
+/// [`crate::audit::webhook::INTERVAL`].
 pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let webhook_state = state.clone();
+    let webhooks = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::audit::webhook::INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            deliver_webhooks(&webhook_state).await;
+        }
+    });
     let purge_state = state.clone();
     let purge = tokio::spawn(async move {
         let mut tick = tokio::time::interval(crate::audit::retention::PURGE_INTERVAL);
@@ -174,6 +210,7 @@ pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // Aborting this task (shutdown) ends the purge job too.
         let _purge = AbortOnDrop(purge);
+        let _webhooks = AbortOnDrop(webhooks);
         let mut tick = tokio::time::interval(KEYRING_RELOAD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate; keys were just loaded
@@ -202,6 +239,24 @@ pub async fn purge_audit(state: &AppState) {
             }
         }
         Err(e) => tracing::error!(error = %e, "audit retention purge failed"),
+    }
+}
+
+/// One run of the audit webhook delivery (see `audit::webhook`); failures
+/// are recorded per endpoint and retried with backoff.
+pub async fn deliver_webhooks(state: &AppState) {
+    match crate::audit::webhook::deliver_due(state).await {
+        Ok(r) if r.tenants > 0 => {
+            tracing::debug!(
+                tenants = r.tenants,
+                delivered = r.delivered,
+                failed = r.failed,
+                disabled = r.disabled,
+                "audit webhooks delivered"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "audit webhook delivery failed"),
     }
 }
 

@@ -82,6 +82,11 @@ pub struct Config {
     pub import_max_bytes: usize,
     /// Most data rows one CSV import may hold.
     pub import_max_rows: usize,
+    /// Audit webhooks may target loopback, private, link-local and other
+    /// non-public addresses (SSRF guard off). Default false.
+    pub webhook_allow_private: bool,
+    /// Extra PEM trust roots for audit webhook endpoints (a private CA).
+    pub webhook_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -124,6 +129,8 @@ const KEYS: &[&str] = &[
     "record_max_bytes",
     "import_max_bytes",
     "import_max_rows",
+    "webhook_allow_private",
+    "webhook_ca_file",
 ];
 const SECRET_KEYS: &[&str] = &["database_url", "master_key", "jwt_secret"];
 
@@ -487,6 +494,8 @@ impl Raw {
                 "comma-separated user ids or emails",
             ));
         }
+        let webhook_allow_private = parse_bool(&self, "webhook_allow_private")?.unwrap_or(false);
+        let webhook_ca_file = self.get("webhook_ca_file").map(PathBuf::from);
         let database_url = self.secrets.remove("database_url");
         if let Some(url) = &database_url {
             let u = url.value.expose_secret();
@@ -519,6 +528,8 @@ impl Raw {
             record_max_bytes,
             import_max_bytes,
             import_max_rows,
+            webhook_allow_private,
+            webhook_ca_file,
         })
     }
 }
@@ -585,6 +596,26 @@ mod tests {
         assert_eq!(cfg.record_max_bytes, 256 * 1024);
         assert_eq!(cfg.import_max_bytes, 20 * 1024 * 1024);
         assert_eq!(cfg.import_max_rows, 100_000);
+        assert!(!cfg.webhook_allow_private);
+        assert_eq!(cfg.webhook_ca_file, None);
+    }
+
+    #[test]
+    fn webhook_settings_parse() {
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("STOCKADE_WEBHOOK_ALLOW_PRIVATE", "true"),
+                ("STOCKADE_WEBHOOK_CA_FILE", "/etc/stockade/siem-ca.pem"),
+            ]),
+        )
+        .unwrap();
+        assert!(cfg.webhook_allow_private);
+        assert_eq!(
+            cfg.webhook_ca_file,
+            Some(PathBuf::from("/etc/stockade/siem-ca.pem"))
+        );
+        assert!(Config::load(None, &env(&[("STOCKADE_WEBHOOK_ALLOW_PRIVATE", "maybe")])).is_err());
     }
 
     #[test]

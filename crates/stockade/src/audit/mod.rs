@@ -11,6 +11,10 @@ pub mod pii;
 pub mod query;
 pub mod retention;
 mod store;
+pub mod webhook;
+pub mod webhook_api;
+mod webhook_send;
+pub mod webhook_url;
 
 pub use head::{HEAD_KEY_PURPOSE, install_head_key};
 pub use model::{

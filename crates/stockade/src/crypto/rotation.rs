@@ -3,7 +3,7 @@
 //!
 //! **Master key.** [`rotate_master`] adds a version to the key file, then
 //! re-wraps every item sealed under the master key — tenant keys, signing
-//! keys, server keys, queued email — under that version, in short
+//! keys, server keys, queued email, audit webhook secrets — under that version, in short
 //! transactions; no record is rewritten. It is resumable: when items are
 //! still under an older version than the newest in the file, it finishes
 //! moving them to the newest instead of adding yet another version.
@@ -52,11 +52,13 @@ pub struct Wrapped {
     pub signing_keys: u64,
     pub server_keys: u64,
     pub outbox: u64,
+    /// Tenants' audit webhook signing secrets (`audit::webhook`).
+    pub webhook_secrets: u64,
 }
 
 impl Wrapped {
     pub fn total(&self) -> u64 {
-        self.tenant_keys + self.signing_keys + self.server_keys + self.outbox
+        self.tenant_keys + self.signing_keys + self.server_keys + self.outbox + self.webhook_secrets
     }
 }
 
@@ -64,8 +66,12 @@ impl std::fmt::Display for Wrapped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} tenant keys, {} signing keys, {} server keys, {} queued emails",
-            self.tenant_keys, self.signing_keys, self.server_keys, self.outbox
+            "{} tenant keys, {} signing keys, {} server keys, {} queued emails, {} webhook secrets",
+            self.tenant_keys,
+            self.signing_keys,
+            self.server_keys,
+            self.outbox,
+            self.webhook_secrets
         )
     }
 }
@@ -147,9 +153,13 @@ pub async fn master_usage(db: &Db) -> Result<BTreeMap<u32, Wrapped>, RotationErr
                 vec![],
             )
             .await?;
+        let webhooks = crate::audit::webhook::master_versions(&mut tx).await?;
         tx.commit().await?;
         for (version, n) in rows {
             usage.entry(to_u32(version)).or_default().tenant_keys += to_u64(n);
+        }
+        for (version, n) in webhooks {
+            usage.entry(to_u32(version)).or_default().webhook_secrets += to_u64(n);
         }
     }
     Ok(usage)
@@ -203,6 +213,12 @@ pub async fn rotate_master(db: &Db, master: &MasterKey) -> Result<MasterRotation
     for (tenant, _) in tenants(db).await? {
         let mut tx = db.tenant_tx(tenant).await?;
         rewrapped.tenant_keys += envelope::rewrap(&mut tx, master).await?;
+        rewrapped.webhook_secrets += crate::audit::webhook::rewrap(&mut tx, master)
+            .await
+            .map_err(|e| match e {
+                crate::audit::webhook::WebhookError::Db(d) => RotationError::Db(d),
+                _ => RotationError::Unseal(format!("the audit webhook secret of tenant {tenant}")),
+            })?;
         tx.commit().await?;
     }
     Ok(MasterRotation {

@@ -47,6 +47,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "records",
     "record_index",
     "api_keys",
+    "audit_webhooks",
 ];
 
 /// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.

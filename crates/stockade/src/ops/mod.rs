@@ -43,6 +43,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::records::RecordsApi::openapi());
     doc.merge(crate::apikeys::ApiKeysApi::openapi());
     doc.merge(crate::audit::api::AuditApi::openapi());
+    doc.merge(crate::audit::webhook_api::WebhookApi::openapi());
     doc
 }
 

@@ -99,6 +99,18 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{body}");
+    // An audit webhook to a public address (no delivery runs here), removed.
+    let (st, body) = call(
+        &s,
+        Method::PUT,
+        "/v1/audit/webhook",
+        &owner.access,
+        Some(json!({"url": "https://93.184.215.14/siem"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    let (st, body) = call(&s, Method::DELETE, "/v1/audit/webhook", &owner.access, None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
     // Sign out; once the lockout is over, sign in again to read the log.
     let (st, body) = call(&s, Method::POST, "/v1/auth/logout", &owner.access, None).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
@@ -149,6 +161,8 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
         user("records.import.completed", &owner_id),
         user("auth.session.reauthenticated", &owner_id),
         user("tenancy.settings.updated", &owner_id),
+        user("audit.webhook.configured", &owner_id),
+        user("audit.webhook.removed", &owner_id),
         user("auth.session.logged_out", &owner_id),
         user("auth.login.succeeded", &owner_id),
     ]);
