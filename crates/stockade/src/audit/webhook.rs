@@ -35,7 +35,8 @@ use serde::Serialize;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::model::{Actor, NewEvent, StoredEvent, Target};
+use super::model::{Actor, AuditError, NewEvent, Target};
+use super::pii::{EventView, Ids, reveal};
 use super::query::page_after;
 use crate::app::AppState;
 use crate::clock::Clock;
@@ -65,6 +66,8 @@ const MAX_ERROR_LEN: usize = 300;
 pub enum WebhookError {
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("cannot seal or open the webhook secret")]
     Seal,
     #[error("the OS random number generator failed")]
@@ -318,14 +321,16 @@ pub(super) async fn claim(
     }))
 }
 
-/// The next undelivered events of the claim.
+/// The next undelivered events of the claim, as the export shows them
+/// (personal fields opened while their subject's key exists).
 pub(super) async fn pending(
     state: &AppState,
     tenant: TenantId,
     after: i64,
-) -> Result<Vec<StoredEvent>, DbError> {
+) -> Result<Vec<EventView>, AuditError> {
     let mut tx = state.db.tenant_read(tenant).await?;
-    page_after(&mut tx, after, MAX_PER_RUN).await
+    let page = page_after(&mut tx, after, MAX_PER_RUN).await?;
+    reveal(&mut tx, page, Ids::Stored).await
 }
 
 /// Records that `seq` was acknowledged; renews the lease. False when the

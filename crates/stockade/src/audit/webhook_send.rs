@@ -71,6 +71,12 @@ impl From<crate::db::DbError> for Failure {
     }
 }
 
+impl From<super::AuditError> for Failure {
+    fn from(e: super::AuditError) -> Self {
+        Self::Store(e.into())
+    }
+}
+
 async fn send_pending(
     state: &AppState,
     tenant: TenantId,
@@ -91,8 +97,11 @@ async fn send_pending(
             })
         })?;
     let http = client(state, &target).map_err(Failure::Attempt)?;
-    for e in &events {
-        let body = serde_json::to_vec(e).unwrap_or_default();
+    for view in &events {
+        // Exactly an export line, without its newline.
+        let mut body = super::api::ndjson_line(view);
+        body.pop();
+        let e = &view.event;
         let id = e.id.to_string();
         let timestamp = state.clock.now().timestamp();
         let signature = webhook::sign(&claim.secret, &id, timestamp, &body);
