@@ -1,6 +1,7 @@
 //! Users: global identities that belong to tenants through memberships;
 //! passwords, sign-up, sign-in, login protection, password reset.
 
+mod argon;
 pub mod erase;
 mod hash_pool;
 pub mod import;

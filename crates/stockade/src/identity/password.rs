@@ -10,15 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
-use argon2::password_hash::{
-    self, Output, ParamsString, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{self, Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Params, Version};
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use super::argon;
 use super::hash_pool::HashPool;
 use zeroize::Zeroizing;
 
@@ -463,8 +462,9 @@ impl Hasher {
 }
 
 impl Inner {
-    fn argon2(&self) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    /// Blocks a hashing thread keeps between runs: the current parameters'.
+    fn keep(&self) -> usize {
+        self.params.block_count()
     }
 
     fn count(&self) {
@@ -474,11 +474,13 @@ impl Inner {
     fn hash(&self, password: &SecretString) -> Result<String, HashError> {
         let salt = SaltString::generate(&mut OsRng);
         self.count();
-        let hash = self
-            .argon2()
-            .hash_password(password.expose_secret().as_bytes(), &salt)
-            .map_err(HashError::Hash)?;
-        Ok(hash.to_string())
+        argon::hash(
+            &self.params,
+            self.keep(),
+            password.expose_secret().as_bytes(),
+            &salt,
+        )
+        .map_err(HashError::Hash)
     }
 
     fn verify(&self, password: &SecretString, stored: Option<&str>) -> Verification {
@@ -518,7 +520,7 @@ impl Inner {
             return Verification::Mismatch;
         };
         self.count();
-        match self.argon2().verify_password(pw, &parsed) {
+        match argon::verify(&parsed, self.keep(), pw) {
             Ok(()) => Verification::Match { needs_rehash },
             Err(password_hash::Error::Password) => Verification::Mismatch,
             Err(e) => {
@@ -556,13 +558,13 @@ impl Inner {
         self.count();
         match PasswordHash::new(&self.dummy) {
             Ok(parsed) => {
-                let _ = self.argon2().verify_password(pw, &parsed);
+                let _ = argon::verify(&parsed, self.keep(), pw);
             }
             Err(_) => {
                 // Unreachable: the dummy is validated at construction. Spend
                 // the same work anyway.
                 let salt = SaltString::generate(&mut OsRng);
-                let _ = self.argon2().hash_password(pw, &salt);
+                let _ = argon::hash(&self.params, self.keep(), pw, &salt);
             }
         }
     }
@@ -591,6 +593,8 @@ fn dummy_hash(params: &Params) -> Result<String, HashError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::Argon2;
+    use argon2::password_hash::PasswordHasher;
 
     fn secret(s: &str) -> SecretString {
         SecretString::from(s.to_owned())
