@@ -53,6 +53,8 @@ pub struct Inner {
     pub allowlist_denials: RateLimiter<(crate::ids::TenantId, IpAddr)>,
     /// API keys: HMAC key (loaded once), rate limits, denial sampling.
     pub api_keys: crate::apikeys::ApiKeyState,
+    /// One `platform.access.denied` per user and reason per minute.
+    pub platform_denials: crate::apikeys::DenialAudit,
     keyring: RwLock<Arc<Keyring>>,
 }
 
@@ -79,6 +81,7 @@ impl AppState {
                 period: chrono::Duration::minutes(5),
             }),
             api_keys: crate::apikeys::ApiKeyState::default(),
+            platform_denials: crate::apikeys::DenialAudit::default(),
             keyring: RwLock::new(Arc::new(keyring)),
             config,
             db,
@@ -155,8 +158,9 @@ pub fn app(state: AppState) -> Router {
 pub const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Starts the background jobs of a serving instance: the keyring reload
-/// every [`KEYRING_RELOAD`] and the audit retention purge every day (the
-/// first one at startup).
+/// every [`KEYRING_RELOAD`], the audit retention purge every day (the
+/// first one at startup) and the expired-impersonation sweep every
+/// `platform::SWEEP_INTERVAL`.
 pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
     let purge_state = state.clone();
     let purge = tokio::spawn(async move {
@@ -167,10 +171,20 @@ pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
             purge_audit(&purge_state).await;
         }
     });
+    let sweep_state = state.clone();
+    let sweep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::platform::SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            end_impersonations(&sweep_state).await;
+        }
+    });
     let state = state.clone();
     tokio::spawn(async move {
-        // Aborting this task (shutdown) ends the purge job too.
+        // Aborting this task (shutdown) ends the other jobs too.
         let _purge = AbortOnDrop(purge);
+        let _sweep = AbortOnDrop(sweep);
         let mut tick = tokio::time::interval(KEYRING_RELOAD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate; keys were just loaded
@@ -199,6 +213,15 @@ pub async fn purge_audit(state: &AppState) {
             }
         }
         Err(e) => tracing::error!(error = %e, "audit retention purge failed"),
+    }
+}
+
+/// One run of the expired-impersonation sweep (`platform::expiry`).
+pub async fn end_impersonations(state: &AppState) {
+    match crate::platform::end_expired_impersonations(&state.db, state.clock.as_ref()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(ended = n, "expired impersonations ended"),
+        Err(e) => tracing::error!(error = %e, "expired impersonations could not be ended"),
     }
 }
 
