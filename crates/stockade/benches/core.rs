@@ -302,46 +302,163 @@ fn audit_bench(c: &mut Criterion) {
     rt.block_on(f.db.close());
 }
 
-/// `verify_tenant` over a 10,000-event chain on SQLite: read in pages of
-/// 1,000, every hash recomputed, compared with the head. Reported as events/s.
-fn audit_verify_bench(c: &mut Criterion) {
-    const EVENTS: u64 = 10_000;
-    let rt = runtime();
-    let f = rt.block_on(fixture());
+/// A recognisable event, as the records API writes them.
+fn bench_event(user: UserId, i: u64) -> NewEvent {
+    NewEvent::new(
+        Actor::User {
+            id: user,
+            impersonator: None,
+        },
+        "records.record.updated",
+    )
+    .target(Target::new("record", i))
+    .details(serde_json::json!({ "fields": ["title"] }))
+}
+
+/// Appends `n` events to the bench tenant in transactions of 1,000.
+async fn fill(db: &Db, tenant: TenantId, user: UserId, n: u64) {
     let clock = ManualClock::new(t0());
-    rt.block_on(async {
-        let mut tx = f.db.tenant_tx(f.tenant).await.expect("tenant tx");
-        for i in 0..EVENTS {
-            audit::append(
-                &mut tx,
-                &clock,
-                NewEvent::new(
-                    Actor::User {
-                        id: f.user,
-                        impersonator: None,
-                    },
-                    "records.record.updated",
-                )
-                .target(Target::new("record", i))
-                .details(serde_json::json!({ "fields": ["title"] })),
-            )
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<NewEvent> = (i..n.min(i + 1000)).map(|j| bench_event(user, j)).collect();
+        i += batch.len() as u64;
+        let mut tx = db.tenant_tx(tenant).await.expect("tenant tx");
+        audit::append_many(&mut tx, &clock, batch)
             .await
             .expect("append");
-        }
         tx.commit().await.expect("commit");
-    });
+    }
+}
+
+/// `tenant_tx` + `audit::append_many` of 100 events + commit: one head
+/// update and signature, one multi-row INSERT. Reported as events/s.
+fn bench_append_batch(
+    c: &mut Criterion,
+    rt: &Runtime,
+    db: &Db,
+    tenant: TenantId,
+    user: UserId,
+    name: &str,
+) {
+    const BATCH: u64 = 100;
+    let clock = SystemClock;
     let mut group = c.benchmark_group("audit");
     configure(&mut group);
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(EVENTS));
-    group.bench_function("verify_10k_sqlite", |b| {
-        b.to_async(&rt).iter(|| async {
-            let r = audit::verify_tenant(&f.db, f.tenant).await.expect("verify");
-            assert!(r.ok && r.events_checked > EVENTS);
+    group.throughput(Throughput::Elements(BATCH));
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter(|| async {
+            let batch: Vec<NewEvent> = (0..BATCH).map(|i| bench_event(user, i)).collect();
+            let mut tx = db.tenant_tx(tenant).await.expect("tenant tx");
+            audit::append_many(&mut tx, &clock, batch)
+                .await
+                .expect("append");
+            tx.commit().await.expect("commit");
         });
     });
     group.finish();
+}
+
+/// `verify_tenant` over a chain of `events` (+ the tenant's own first
+/// events): paged reads overlapped with hashing. Reported as events/s.
+fn bench_verify(
+    c: &mut Criterion,
+    rt: &Runtime,
+    db: &Db,
+    tenant: TenantId,
+    events: u64,
+    name: &str,
+) {
+    let mut group = c.benchmark_group("audit");
+    configure(&mut group);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events));
+    group.bench_function(name, |b| {
+        b.to_async(rt).iter(|| async {
+            let r = audit::verify_tenant(db, tenant).await.expect("verify");
+            assert!(r.ok && r.events_checked > events);
+        });
+    });
+    group.finish();
+}
+
+fn audit_batch_sqlite_bench(c: &mut Criterion) {
+    let rt = runtime();
+    let f = rt.block_on(fixture());
+    bench_append_batch(c, &rt, &f.db, f.tenant, f.user, "append_batch_100_sqlite");
     rt.block_on(f.db.close());
+}
+
+/// `verify_tenant` over 10,000 and 100,000 events on SQLite.
+fn audit_verify_bench(c: &mut Criterion) {
+    let rt = runtime();
+    for (events, name) in [
+        (10_000, "verify_10k_sqlite"),
+        (100_000, "verify_100k_sqlite"),
+    ] {
+        let f = rt.block_on(fixture());
+        rt.block_on(fill(&f.db, f.tenant, f.user, events));
+        bench_verify(c, &rt, &f.db, f.tenant, events, name);
+        rt.block_on(f.db.close());
+    }
+}
+
+/// A fresh migrated PostgreSQL database (`STOCKADE_BENCH_PG_URL`, default
+/// the local server's `postgres` database as admin) with the bench tenant
+/// and user; `None`, and the PostgreSQL benches skipped, when no server
+/// answers.
+async fn pg_fixture() -> Option<(Db, TenantId, UserId, String, String)> {
+    use sqlx::Connection;
+    let admin = std::env::var("STOCKADE_BENCH_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let mut conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipping the PostgreSQL benches: {admin} not reachable: {e}");
+            return None;
+        }
+    };
+    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let db = Db::open_postgres(&format!("{base}/{name}"))
+        .await
+        .expect("open PostgreSQL");
+    db.migrate().await.expect("migrate");
+    db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
+    let clock = ManualClock::new(t0());
+    let tenant = common::bench_tenant(&db, &clock, &bench_master()).await;
+    let (user, tx) = common::bench_editor(&db, &clock, &tenant).await;
+    tx.commit().await.expect("commit");
+    Some((db, tenant.id, user.id, admin, name))
+}
+
+async fn drop_pg(db: Db, admin: &str, name: &str) {
+    use sqlx::Connection;
+    db.close().await;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+/// The same append and verify benches on PostgreSQL (skipped without one).
+fn audit_postgres_bench(c: &mut Criterion) {
+    let rt = runtime();
+    let Some((db, tenant, user, admin, name)) = rt.block_on(pg_fixture()) else {
+        return;
+    };
+    bench_append_batch(c, &rt, &db, tenant, user, "append_batch_100_postgres");
+    rt.block_on(drop_pg(db, &admin, &name));
+    let Some((db, tenant, user, admin, name)) = rt.block_on(pg_fixture()) else {
+        return;
+    };
+    rt.block_on(fill(&db, tenant, user, 100_000));
+    bench_verify(c, &rt, &db, tenant, 100_000, "verify_100k_postgres");
+    rt.block_on(drop_pg(db, &admin, &name));
 }
 
 fn refresh(c: &mut Criterion) {
@@ -385,7 +502,9 @@ criterion_group!(
     seal_bench,
     record_cipher_bench,
     audit_bench,
+    audit_batch_sqlite_bench,
     audit_verify_bench,
+    audit_postgres_bench,
     refresh,
     password
 );

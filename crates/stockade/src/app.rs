@@ -53,6 +53,8 @@ pub struct Inner {
     pub allowlist_denials: RateLimiter<(crate::ids::TenantId, IpAddr)>,
     /// API keys: HMAC key (loaded once), rate limits, denial sampling.
     pub api_keys: crate::apikeys::ApiKeyState,
+    /// One `platform.access.denied` per user and reason per minute.
+    pub platform_denials: crate::apikeys::DenialAudit,
     keyring: RwLock<Arc<Keyring>>,
     /// Extra trust roots for audit webhook endpoints (`webhook_ca_file`).
     webhook_roots: Vec<reqwest::Certificate>,
@@ -99,6 +101,7 @@ impl AppState {
                 period: chrono::Duration::minutes(5),
             }),
             api_keys: crate::apikeys::ApiKeyState::default(),
+            platform_denials: crate::apikeys::DenialAudit::default(),
             keyring: RwLock::new(Arc::new(keyring)),
             config,
             db,
@@ -185,8 +188,9 @@ pub const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(3
 
 /// Starts the background jobs of a serving instance: the keyring reload
 /// every [`KEYRING_RELOAD`], the audit retention purge every day (the
-/// first one at startup) and the audit webhook delivery every
-/// [`crate::audit::webhook::INTERVAL`].
+/// first one at startup), the audit webhook delivery every
+/// [`crate::audit::webhook::INTERVAL`] and the expired-impersonation sweep
+/// every `platform::SWEEP_INTERVAL`.
 pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
     let webhook_state = state.clone();
     let webhooks = tokio::spawn(async move {
@@ -206,11 +210,21 @@ pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
             purge_audit(&purge_state).await;
         }
     });
+    let sweep_state = state.clone();
+    let sweep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::platform::SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            end_impersonations(&sweep_state).await;
+        }
+    });
     let state = state.clone();
     tokio::spawn(async move {
-        // Aborting this task (shutdown) ends the purge job too.
+        // Aborting this task (shutdown) ends the other jobs too.
         let _purge = AbortOnDrop(purge);
         let _webhooks = AbortOnDrop(webhooks);
+        let _sweep = AbortOnDrop(sweep);
         let mut tick = tokio::time::interval(KEYRING_RELOAD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate; keys were just loaded
@@ -257,6 +271,15 @@ pub async fn deliver_webhooks(state: &AppState) {
         }
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "audit webhook delivery failed"),
+    }
+}
+
+/// One run of the expired-impersonation sweep (`platform::expiry`).
+pub async fn end_impersonations(state: &AppState) {
+    match crate::platform::end_expired_impersonations(&state.db, state.clock.as_ref()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(ended = n, "expired impersonations ended"),
+        Err(e) => tracing::error!(error = %e, "expired impersonations could not be ended"),
     }
 }
 

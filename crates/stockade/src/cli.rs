@@ -332,7 +332,21 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(Failure::one)?
                 .ok_or_else(|| Failure::one(format!("no tenant with slug `{tenant}`")))?;
             let mut out = std::io::BufWriter::new(std::io::stdout());
-            let r = crate::audit::api::export_to(&db, found.id, after, &mut out).await;
+            let r: anyhow::Result<u64> = async {
+                crate::audit::api::audit_export(
+                    &db,
+                    &SystemClock,
+                    found.id,
+                    crate::audit::NewEvent::new(
+                        crate::audit::Actor::System,
+                        crate::audit::api::EXPORTED,
+                    ),
+                    after,
+                )
+                .await?;
+                crate::audit::api::export_to(&db, found.id, after, &mut out).await
+            }
+            .await;
             db.close().await;
             r.map(|_| ()).map_err(Failure::one)
         }

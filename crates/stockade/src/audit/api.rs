@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use super::model::{NewEvent, StoredEvent, Target, VerifyReport};
+use super::model::{AuditError, NewEvent, StoredEvent, Target, VerifyReport};
 use super::pii::{EventView, Ids, reveal};
 use super::query::{EventQuery, QueryError, page_after};
 use crate::app::AppState;
+use crate::clock::Clock;
 use crate::db::Db;
 use crate::http::{ApiError, Principal};
 use crate::ids::TenantId;
@@ -153,22 +154,46 @@ async fn export(
 ) -> Result<Response, ApiError> {
     p.require("audit:read")?;
     let after = parse_after(&pairs).map_err(invalid)?;
-    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
-    super::append(
-        &mut tx,
+    audit_export(
+        &state.db,
         state.clock.as_ref(),
-        NewEvent::new(p.actor(), "audit.events.exported")
-            .target(Target::new("tenant", p.tenant_id))
-            .details(serde_json::json!({ "after": after }))
-            .context(p.context.clone()),
+        p.tenant_id,
+        NewEvent::new(p.actor(), EXPORTED).context(p.context.clone()),
+        after,
     )
     .await
     .map_err(ApiError::internal)?;
-    tx.commit().await?;
     let (sender, receiver) = tokio::sync::mpsc::channel(2);
     tokio::spawn(stream_pages(state.db.clone(), p.tenant_id, after, sender));
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// The action of an export (API or CLI).
+pub const EXPORTED: &str = "audit.events.exported";
+
+/// Records an export of `tenant`'s chain after `after`, in a transaction of
+/// its own, **before** the export reads anything: the event is then the last
+/// line of the export it announces, and a chain read back always verifies
+/// (an event written after the last page would start the next export).
+pub async fn audit_export(
+    db: &Db,
+    clock: &dyn Clock,
+    tenant: TenantId,
+    event: NewEvent,
+    after: i64,
+) -> Result<StoredEvent, AuditError> {
+    let mut tx = db.tenant_tx(tenant).await?;
+    let stored = super::append(
+        &mut tx,
+        clock,
+        event
+            .target(Target::new("tenant", tenant))
+            .details(serde_json::json!({ "after": after })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(stored)
 }
 
 type Chunk = Result<Bytes, std::io::Error>;

@@ -6,7 +6,10 @@
 //! Upgrade rule: heads written before migration 0017 have no signature. The
 //! first [`install_head_key`] after the upgrade signs them once and marks
 //! `audit_head_signing.done` in the same transaction; from then on a missing
-//! or wrong signature fails verification. An append never launders a broken
+//! or wrong signature fails verification. Each chain it signs also gets an
+//! `audit.heads.signed` event, so a re-run of that signing (by someone with
+//! database write access who nulled the signatures and reset the marker, to
+//! hide a cut tail) shows in the chain itself, to the tenant and to a SIEM. An append never launders a broken
 //! head: it extends the chain but, when the head it found is not validly
 //! signed, stores no signature, so the break stays visible.
 
@@ -14,9 +17,10 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::model::{Actor, AuditError, NewEvent, Target};
 use crate::clock::Clock;
 use crate::crypto::keys::MasterKey;
-use crate::crypto::server_keys::{self, ServerKeyError};
+use crate::crypto::server_keys;
 use crate::db::Db;
 use crate::ids::TenantId;
 
@@ -113,15 +117,24 @@ pub async fn install_head_key(
     db: &Db,
     master: &MasterKey,
     clock: &dyn Clock,
-) -> Result<(), ServerKeyError> {
+) -> Result<(), AuditError> {
     let key = server_keys::get_or_create(db, master, clock, HEAD_KEY_PURPOSE).await?;
     db.set_audit_head_key(key.clone());
-    sign_legacy_heads(db, &key).await?;
+    sign_legacy_heads(db, &key, clock).await?;
     Ok(())
 }
 
-/// Signs the heads that predate migration 0017, once.
-async fn sign_legacy_heads(db: &Db, key: &Zeroizing<[u8; 32]>) -> Result<(), ServerKeyError> {
+/// The action appended to every chain whose unsigned head gets signed.
+pub(crate) const HEADS_SIGNED: &str = "audit.heads.signed";
+
+/// Signs the heads that predate migration 0017, once, and appends
+/// [`HEADS_SIGNED`] to each chain it signed (after signing, so the append
+/// finds a valid head and signs the new one).
+async fn sign_legacy_heads(
+    db: &Db,
+    key: &Zeroizing<[u8; 32]>,
+    clock: &dyn Clock,
+) -> Result<(), AuditError> {
     let mut tx = db.global_tx().await?;
     let won = tx
         .execute(
@@ -142,6 +155,14 @@ async fn sign_legacy_heads(db: &Db, key: &Zeroizing<[u8; 32]>) -> Result<(), Ser
                 vec![sign(key, tenant, &head).into()],
             )
             .await?;
+            let event = NewEvent::new(Actor::System, HEADS_SIGNED)
+                .target(Target::new("tenant", tenant))
+                .details(serde_json::json!({
+                    "reason": "unsigned_head",
+                    "head_seq": head.seq,
+                    "head_hash": head.hash,
+                }));
+            super::store::append(&mut tx, clock, event).await?;
         }
     }
     tx.commit().await?;

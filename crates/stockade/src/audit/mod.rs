@@ -1,6 +1,6 @@
 //! The audit log: append-only, hash-chained per tenant.
 //!
-//! [`append`] writes an event inside the caller's transaction, so an event
+//! [`append`] (and [`append_many`] for a batch) writes events inside the caller's transaction, so an event
 //! exists if and only if the change it describes was committed. [`verify`]
 //! walks a chain and names the first sequence number that does not hold.
 
@@ -21,4 +21,4 @@ pub use model::{
     Actor, AuditError, GENESIS_HASH, NewEvent, Outcome, RequestContext, StoredEvent, Target,
     VerifyReport,
 };
-pub use store::{append, verify_all, verify_tenant};
+pub use store::{append, append_many, verify_all, verify_tenant};

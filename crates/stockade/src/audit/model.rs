@@ -26,6 +26,8 @@ pub enum AuditError {
     SubjectKey,
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    ServerKey(#[from] crate::crypto::server_keys::ServerKeyError),
 }
 
 /// Who acted.
@@ -322,9 +324,9 @@ struct Canonical<'a> {
 }
 
 impl StoredEvent {
-    pub fn canonical(&self) -> Vec<u8> {
+    fn canonical_form(&self) -> Canonical<'_> {
         let v1 = self.subject_id.is_none();
-        let c = Canonical {
+        Canonical {
             v: if v1 { 1 } else { 2 },
             tenant_id: self.tenant_id.to_string(),
             seq: self.seq,
@@ -345,9 +347,23 @@ impl StoredEvent {
             details: &self.details,
             subject_id: self.subject_id.as_deref(),
             pii_digest: (!v1).then_some(self.pii_digest.as_deref()),
-        };
+        }
+    }
+
+    pub fn canonical(&self) -> Vec<u8> {
         // Serialising plain strings and integers cannot fail.
-        serde_json::to_vec(&c).unwrap_or_default()
+        serde_json::to_vec(&self.canonical_form()).unwrap_or_default()
+    }
+
+    /// SHA-256 over the previous hash, a newline and the canonical encoding;
+    /// the encoding is written straight into the hasher (no buffer).
+    fn hash_bytes(&self) -> [u8; 32] {
+        let mut w = HashWriter(Sha256::new());
+        w.0.update(self.prev_hash.as_bytes());
+        w.0.update(b"\n");
+        // Writing into a hasher cannot fail.
+        let _ = serde_json::to_writer(&mut w, &self.canonical_form());
+        w.0.finalize().into()
     }
 
     /// A stored v2 row keeps `ip` and `user_agent` only sealed; in clear
@@ -358,11 +374,29 @@ impl StoredEvent {
 
     /// SHA-256 over the previous hash and the canonical encoding, hex.
     pub fn compute_hash(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(self.prev_hash.as_bytes());
-        h.update(b"\n");
-        h.update(self.canonical());
-        hex::encode(h.finalize())
+        hex::encode(self.hash_bytes())
+    }
+
+    /// Whether the stored `hash` is exactly (lower-case hex) the hash of
+    /// this event's content; no allocation.
+    pub fn hash_matches(&self) -> bool {
+        let mut hex_buf = [0u8; 64];
+        hex::encode_to_slice(self.hash_bytes(), &mut hex_buf).is_ok()
+            && hex_buf.as_slice() == self.hash.as_bytes()
+    }
+}
+
+/// Feeds `serde_json::to_writer` output into SHA-256.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -405,10 +439,20 @@ mod tests {
     fn hash_covers_every_field_and_the_previous_hash() {
         let e = sealed(GENESIS_HASH, 1);
         assert_eq!(e.hash, e.compute_hash());
+        assert!(e.hash_matches());
+        let mut upper = e.clone();
+        upper.hash = e.hash.to_uppercase();
+        assert!(!upper.hash_matches());
+        let mut legacy = Sha256::new();
+        legacy.update(e.prev_hash.as_bytes());
+        legacy.update(b"\n");
+        legacy.update(e.canonical());
+        assert_eq!(e.hash, hex::encode(legacy.finalize()));
         assert_eq!(e.details, r#"{"a":"x","b":1}"#);
         let mut other = e.clone();
         other.outcome = "failure".into();
         assert_ne!(other.compute_hash(), e.hash);
+        assert!(!other.hash_matches());
         let mut other = e.clone();
         other.ip = Some("10.0.0.1".into());
         assert_ne!(other.compute_hash(), e.hash);

@@ -228,7 +228,7 @@ pub(super) async fn rotate_signing(config: &Config) -> Result<(), Failure> {
 pub(super) async fn rotate_master(config: &Config) -> Result<(), Failure> {
     let keys = keys_of(config)?;
     let db = open_migrated(config).await?;
-    let rotated = rotation::rotate_master(&db, &keys.master).await;
+    let rotated = rotation::rotate_master(&db, &keys.master, &SystemClock).await;
     db.close().await;
     let done = rotated.map_err(failure)?;
     let how = if done.added {
@@ -361,7 +361,7 @@ pub(super) async fn retire_data(
 pub(super) async fn retire_master(config: &Config, version: u32) -> Result<(), Failure> {
     let keys = keys_of(config)?;
     let db = open_migrated(config).await?;
-    let result = rotation::retire_master(&db, &keys.master, version).await;
+    let result = rotation::retire_master(&db, &keys.master, &SystemClock, version).await;
     db.close().await;
     result.map_err(failure)?;
     println!("master key v{version} retired: removed from the key file");

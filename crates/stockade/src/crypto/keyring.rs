@@ -21,6 +21,7 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use zeroize::Zeroizing;
 
+use crate::audit::{Actor, NewEvent, Target};
 use crate::clock::Clock;
 use crate::crypto::jwt::{KeyEntry, KeySecret, Keyring, RETIRED_KEY_GRACE, SigningAlg, TokenError};
 use crate::crypto::keys::MasterKey;
@@ -51,6 +52,8 @@ pub enum KeyringError {
     Seal(SealError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error("cannot audit the rotation: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// What an operator may see about a stored key (no secret material).
@@ -101,8 +104,25 @@ pub async fn rotate(db: &Db, keys: &Keys, clock: &dyn Clock) -> Result<String, K
         // first start is not undone by that start.
         reconcile(&mut tx, keys, now).await?;
         let new = generate(alg)?;
+        let retired: Vec<(String,)> = tx
+            .fetch_all(
+                "SELECT kid FROM signing_keys WHERE retired_at IS NULL ORDER BY kid",
+                vec![],
+            )
+            .await?;
         retire_current(&mut tx, now).await?;
         insert(&mut tx, &keys.master, &new, now).await?;
+        // Recorded in the platform chain in the same transaction: key ids
+        // and algorithm only, never key material.
+        let mut tx = tx.scoped(crate::ids::TenantId::PLATFORM).await?;
+        let event = NewEvent::new(Actor::System, "crypto.signing_key.rotated")
+            .target(Target::new("signing_key", &new.kid))
+            .details(serde_json::json!({
+                "kid": new.kid,
+                "alg": new.alg.as_str(),
+                "retired_kids": retired.into_iter().map(|(k,)| k).collect::<Vec<_>>(),
+            }));
+        crate::audit::append(&mut tx, clock, event).await?;
         tx.commit().await?;
         Ok(new.kid)
     })

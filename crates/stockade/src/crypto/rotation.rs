@@ -19,11 +19,14 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::json;
+
+use crate::audit::{self, Actor, NewEvent, Target};
 use crate::clock::Clock;
 use crate::crypto::envelope::{self, EnvelopeError};
 use crate::crypto::keys::MasterKey;
 use crate::crypto::{keyring, master, server_keys};
-use crate::db::{Db, DbError, GlobalTx, Value};
+use crate::db::{Db, DbError, GlobalTx, TenantTx, Value};
 use crate::ids::TenantId;
 use crate::records::cipher;
 
@@ -43,6 +46,8 @@ pub enum RotationError {
     Unseal(String),
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
+    #[error("cannot audit the key operation: {0}")]
+    Audit(#[from] audit::AuditError),
 }
 
 /// Items sealed under one master-key version.
@@ -186,7 +191,11 @@ pub struct MasterRotation {
 
 /// `stockade keys rotate`: see the module documentation. `master` must come
 /// from a file.
-pub async fn rotate_master(db: &Db, master: &MasterKey) -> Result<MasterRotation, RotationError> {
+pub async fn rotate_master(
+    db: &Db,
+    master: &MasterKey,
+    clock: &dyn Clock,
+) -> Result<MasterRotation, RotationError> {
     let path = master
         .file()
         .map(std::path::Path::to_path_buf)
@@ -221,6 +230,21 @@ pub async fn rotate_master(db: &Db, master: &MasterKey) -> Result<MasterRotation
             })?;
         tx.commit().await?;
     }
+    audit_platform(
+        db,
+        clock,
+        NewEvent::new(Actor::System, "crypto.master_key.rotated").details(json!({
+            "version": version,
+            "added": added,
+            "rewrapped": {
+                "tenant_keys": rewrapped.tenant_keys,
+                "signing_keys": rewrapped.signing_keys,
+                "server_keys": rewrapped.server_keys,
+                "outbox": rewrapped.outbox,
+            },
+        })),
+    )
+    .await?;
     Ok(MasterRotation {
         version,
         added,
@@ -306,7 +330,12 @@ async fn rewrap_rows(
 
 /// `stockade keys retire --master VERSION`: removes the version from the
 /// key file; refuses while any item is wrapped by it.
-pub async fn retire_master(db: &Db, master: &MasterKey, version: u32) -> Result<(), RotationError> {
+pub async fn retire_master(
+    db: &Db,
+    master: &MasterKey,
+    clock: &dyn Clock,
+    version: u32,
+) -> Result<(), RotationError> {
     let path = master
         .file()
         .map(std::path::Path::to_path_buf)
@@ -330,7 +359,35 @@ pub async fn retire_master(db: &Db, master: &MasterKey, version: u32) -> Result<
     }
     master::remove_version(&path, version)?;
     master.refresh_if_changed();
+    audit_platform(
+        db,
+        clock,
+        NewEvent::new(Actor::System, "crypto.master_key.retired")
+            .details(json!({ "version": version })),
+    )
+    .await
+}
+
+/// Appends a key operation to the platform chain, in a transaction of its
+/// own (the operation changed the key file or committed in batches).
+async fn audit_platform(db: &Db, clock: &dyn Clock, event: NewEvent) -> Result<(), RotationError> {
+    let mut tx = db.tenant_tx(TenantId::PLATFORM).await?;
+    audit::append(&mut tx, clock, event).await?;
+    tx.commit().await?;
     Ok(())
+}
+
+/// Appends `event` to the transaction's tenant chain, then, continuing the
+/// same transaction, to the platform chain; the caller commits.
+async fn audit_tenant_and_platform(
+    mut tx: TenantTx,
+    clock: &dyn Clock,
+    event: NewEvent,
+) -> Result<TenantTx, RotationError> {
+    audit::append(&mut tx, clock, event.clone()).await?;
+    let mut tx = tx.rescope(TenantId::PLATFORM).await?;
+    audit::append(&mut tx, clock, event).await?;
+    Ok(tx)
 }
 
 /// What [`rotate_tenant_data`] did for one tenant.
@@ -395,6 +452,21 @@ pub async fn rotate_tenant_data(
         let keys = envelope::load(&mut tx, master, clock).await?;
         let n = cipher::reencrypt_batch(&mut tx, &keys, BATCH).await?;
         let remaining = stale_records(&mut tx, keys.current_version()).await?;
+        // The last batch records the finished rotation, in the tenant's
+        // chain and the platform's.
+        let tx = if remaining == 0 {
+            let event = NewEvent::new(Actor::System, "crypto.data_key.rotated")
+                .target(Target::new("tenant", tenant))
+                .details(json!({
+                    "tenant_id": tenant,
+                    "version": keys.current_version(),
+                    "added": added,
+                    "reencrypted": done + n,
+                }));
+            audit_tenant_and_platform(tx, clock, event).await?
+        } else {
+            tx
+        };
         tx.commit().await?;
         batches += 1;
         done += n;
@@ -507,6 +579,15 @@ pub async fn retire_data_version(
             vec![clock.now().into(), i64::from(version).into()],
         )
         .await?;
+    let tx = if n == 1 {
+        let tenant = tx.tenant();
+        let event = NewEvent::new(Actor::System, "crypto.data_key.retired")
+            .target(Target::new("tenant", tenant))
+            .details(json!({ "tenant_id": tenant, "version": version }));
+        audit_tenant_and_platform(tx, clock, event).await?
+    } else {
+        tx
+    };
     tx.commit().await?;
     Ok(n == 1)
 }

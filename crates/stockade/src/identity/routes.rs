@@ -512,15 +512,13 @@ async fn audit_failed_login(
             }
             events.push(event);
         }
-        for event in events {
-            audit::append(
-                &mut tx,
-                state.clock.as_ref(),
-                event.context(context.clone()),
-            )
+        let events = events
+            .into_iter()
+            .map(|e| e.context(context.clone()))
+            .collect();
+        audit::append_many(&mut tx, state.clock.as_ref(), events)
             .await
             .map_err(ApiError::internal)?;
-        }
         tx.commit().await?;
     }
     Ok(())

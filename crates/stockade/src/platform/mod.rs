@@ -7,6 +7,7 @@
 //! `"confirm": true`, and is audited in the platform log and in the
 //! affected tenant's log, in the same transaction as the change.
 
+mod expiry;
 pub mod routes;
 mod store;
 
@@ -14,12 +15,13 @@ use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 
+pub use expiry::{SWEEP_INTERVAL, end_expired_impersonations};
 pub use routes::{PlatformApi, routes};
 
 use crate::app::AppState;
-use crate::audit::Actor;
+use crate::audit::{Actor, NewEvent, Outcome};
 use crate::http::{ApiError, Principal};
-use crate::ids::UserId;
+use crate::ids::{TenantId, UserId};
 
 /// A request from a platform owner acting as themselves (never through an
 /// impersonation session). Unauthenticated: 401; anyone else: 403
@@ -52,15 +54,49 @@ impl FromRequestParts<AppState> for PlatformOwner {
         // An impersonation session acts as its user, who is no owner; and
         // an owner must not chain impersonation into platform powers.
         if p.impersonator.is_some() {
+            deny(state, &p, "impersonation", parts.uri.path()).await;
             return Err(forbidden());
         }
         let user = crate::identity::find_user(&state.db, p.user_id)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
         if !is_platform_owner(&state.config.platform_owners, user.id, &user.email_key) {
+            deny(state, &p, "not_owner", parts.uri.path()).await;
             return Err(forbidden());
         }
         Ok(Self(p))
+    }
+}
+
+/// Longest request path recorded in `platform.access.denied`.
+const MAX_PATH: usize = 200;
+
+/// Records a refused platform call in the platform chain, sampled: at most
+/// one event per user and reason per minute, `suppressed` counting the
+/// refusals since the previous event, so a client cannot flood the log.
+async fn deny(state: &AppState, p: &Principal, reason: &'static str, path: &str) {
+    let now = state.clock.now();
+    let Some(suppressed) = state.platform_denials.sample(p.user_id.0, reason, now) else {
+        return;
+    };
+    let path: String = path.chars().take(MAX_PATH).collect();
+    let event = NewEvent::new(p.actor(), "platform.access.denied")
+        .outcome(Outcome::Denied)
+        .details(serde_json::json!({
+            "reason": reason,
+            "path": path,
+            "tenant_id": p.tenant_id,
+            "suppressed": suppressed,
+        }))
+        .context(p.context.clone());
+    let written = async {
+        let mut tx = state.db.tenant_tx(TenantId::PLATFORM).await?;
+        crate::audit::append(&mut tx, state.clock.as_ref(), event).await?;
+        tx.commit().await?;
+        Ok::<(), crate::audit::AuditError>(())
+    };
+    if let Err(e) = written.await {
+        tracing::error!(error = %e, "platform.access.denied could not be audited");
     }
 }
 

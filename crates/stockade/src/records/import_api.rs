@@ -15,7 +15,7 @@ use super::model::KEY_FIELD;
 use super::service;
 use super::store;
 use crate::app::AppState;
-use crate::audit::Target;
+use crate::audit::{self, NewEvent, Outcome, Target};
 use crate::http::{ApiError, Principal};
 
 /// What an import stored.
@@ -63,34 +63,121 @@ pub(crate) async fn import(
         )
         .with_detail("expected Content-Type: text/csv"));
     }
+    match run(&state, &p, &access, &collection, formula, body).await {
+        Ok(done) => Ok(done),
+        Err(Failed::Other(e)) => Err(e),
+        Err(Failed::Refused(r)) => {
+            audit_refusal(&state, &p, &collection, &r).await;
+            Err(r.error)
+        }
+    }
+}
+
+/// A file refused for its content: the answer, and what
+/// `records.import.failed` records (counts and line numbers, never cells).
+struct Refused {
+    error: ApiError,
+    errors: usize,
+    first_line: Option<u64>,
+}
+
+impl Refused {
+    fn whole_file(error: ApiError) -> Self {
+        Self {
+            error,
+            errors: 1,
+            first_line: None,
+        }
+    }
+}
+
+enum Failed {
+    Refused(Refused),
+    /// Not the file's fault (database, keys): not audited as a refusal.
+    Other(ApiError),
+}
+
+impl From<ApiError> for Failed {
+    fn from(e: ApiError) -> Self {
+        Self::Other(e)
+    }
+}
+
+impl From<crate::db::DbError> for Failed {
+    fn from(e: crate::db::DbError) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+/// Writes `records.import.failed` in a transaction of its own (the import
+/// wrote nothing). A failure to audit is logged; the caller still gets its
+/// 4xx answer.
+async fn audit_refusal(state: &AppState, p: &Principal, collection: &str, r: &Refused) {
+    let written = async {
+        let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+        audit::append(
+            &mut tx,
+            state.clock.as_ref(),
+            NewEvent::new(p.actor(), "records.import.failed")
+                .target(Target::new("collection", collection))
+                .outcome(Outcome::Failure)
+                .details(json!({
+                    "collection": collection,
+                    "code": r.error.code(),
+                    "errors": r.errors,
+                    "first_line": r.first_line,
+                }))
+                .context(p.context.clone()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<(), audit::AuditError>(())
+    };
+    if let Err(e) = written.await {
+        tracing::error!(error = %e, "records.import.failed could not be audited");
+    }
+}
+
+/// Reads, checks and stores the file: all rows in one transaction, or none.
+async fn run(
+    state: &AppState,
+    p: &Principal,
+    access: &Access,
+    collection: &str,
+    formula: FormulaCells,
+    body: Body,
+) -> Result<(StatusCode, Json<ImportResult>), Failed> {
     let limit = state.config.import_max_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request.too_large")
-            .with_detail(format!("an import file may be at most {limit} bytes"))
+        Failed::Refused(Refused::whole_file(
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request.too_large")
+                .with_detail(format!("an import file may be at most {limit} bytes")),
+        ))
     })?;
-    let rows = import::parse(&bytes, state.config.import_max_rows, formula).map_err(parse_error)?;
+    let rows = import::parse(&bytes, state.config.import_max_rows, formula)
+        .map_err(|e| Failed::Refused(parse_error(e)))?;
     let mut errors: Vec<RowError> = Vec::new();
     for row in &rows {
-        if service::check_size(&state, &row.data).is_err() {
+        if service::check_size(state, &row.data).is_err() {
             errors.push(row_error(row.line, "the record is larger than allowed"));
         } else if access.check_write(&row.data).is_err() {
             errors.push(row_error(row.line, "outside your record rule"));
         }
     }
     if !errors.is_empty() {
-        return Err(rows_error(errors));
+        return Err(Failed::Refused(rows_error(errors)));
     }
     let now = state.clock.now();
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
-    let keys = service::keys(&mut tx, &state).await?;
-    let coll = store::ensure_collection(&mut tx, &collection, now).await?;
+    let keys = service::keys(&mut tx, state).await?;
+    let coll = store::ensure_collection(&mut tx, collection, now).await?;
     for row in &rows {
         let index = row
             .key
             .as_deref()
-            .map(|k| keys.blind_index(&collection, KEY_FIELD, k));
+            .map(|k| keys.blind_index(collection, KEY_FIELD, k));
         if let Some(index) = index
-            && store::key_taken(&mut tx, &collection, index).await?
+            && store::key_taken(&mut tx, collection, index).await?
         {
             errors.push(RowError {
                 line: row.line,
@@ -100,7 +187,8 @@ pub(crate) async fn import(
         }
     }
     if !errors.is_empty() {
-        return Err(rows_error(errors));
+        // Dropping `tx` rolls back the collection it may have created.
+        return Err(Failed::Refused(rows_error(errors)));
     }
     let count = rows.len();
     for row in rows {
@@ -112,10 +200,10 @@ pub(crate) async fn import(
     }
     service::audit(
         &mut tx,
-        &state,
-        &p,
+        state,
+        p,
         "records.import.completed",
-        Target::new("collection", &collection),
+        Target::new("collection", collection),
         json!({ "collection": collection, "count": count }),
     )
     .await?;
@@ -123,7 +211,7 @@ pub(crate) async fn import(
     Ok((
         StatusCode::CREATED,
         Json(ImportResult {
-            collection,
+            collection: collection.to_owned(),
             imported: count,
         }),
     ))
@@ -155,33 +243,49 @@ fn row_error(line: u64, message: &str) -> RowError {
 }
 
 /// 400 `records.import_invalid` listing the first 100 problems.
-fn rows_error(mut errors: Vec<RowError>) -> ApiError {
+fn rows_error(mut errors: Vec<RowError>) -> Refused {
     errors.sort_by_key(|e| e.line);
     let total = errors.len();
+    let first_line = errors.first().map(|e| e.line);
     errors.truncate(MAX_LISTED_ERRORS);
-    ApiError::bad_request(
-        "records.import_invalid",
-        format!("{total} problem(s) in the file (the first {MAX_LISTED_ERRORS} are listed); nothing was imported"),
-    )
-    .with_errors(serde_json::to_value(errors).unwrap_or_default())
+    Refused {
+        error: ApiError::bad_request(
+            "records.import_invalid",
+            format!("{total} problem(s) in the file (the first {MAX_LISTED_ERRORS} are listed); nothing was imported"),
+        )
+        .with_errors(serde_json::to_value(errors).unwrap_or_default()),
+        errors: total,
+        first_line,
+    }
 }
 
-fn parse_error(e: ParseError) -> ApiError {
+fn parse_error(e: ParseError) -> Refused {
     match e {
-        ParseError::NotUtf8 => {
-            ApiError::bad_request("records.import_not_utf8", "the file is not UTF-8 text")
-        }
-        ParseError::Malformed { line, message } => ApiError::bad_request(
-            "records.import_malformed",
-            format!("line {line}: {message}"),
-        )
-        .with_errors(json!([{ "line": line, "message": message }])),
-        ParseError::Header(m) => ApiError::bad_request("records.import_bad_header", m),
-        ParseError::TooManyRows(max) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "records.import_too_many_rows",
-        )
-        .with_detail(format!("an import may hold at most {max} rows")),
+        ParseError::NotUtf8 => Refused::whole_file(ApiError::bad_request(
+            "records.import_not_utf8",
+            "the file is not UTF-8 text",
+        )),
+        ParseError::Malformed { line, message } => Refused {
+            error: ApiError::bad_request(
+                "records.import_malformed",
+                format!("line {line}: {message}"),
+            )
+            .with_errors(json!([{ "line": line, "message": message }])),
+            errors: 1,
+            first_line: Some(line),
+        },
+        ParseError::Header(m) => Refused {
+            error: ApiError::bad_request("records.import_bad_header", m),
+            errors: 1,
+            first_line: Some(1),
+        },
+        ParseError::TooManyRows(max) => Refused::whole_file(
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "records.import_too_many_rows",
+            )
+            .with_detail(format!("an import may hold at most {max} rows")),
+        ),
         ParseError::Rows(errors) => rows_error(errors),
     }
 }

@@ -181,18 +181,17 @@ async fn logout(State(state): State<AppState>, p: Principal) -> Result<Response,
             .details(serde_json::json!({ "user_id": p.user_id })),
         );
     }
-    for event in &events {
-        audit::append(
-            &mut tx,
-            state.clock.as_ref(),
-            event
-                .clone()
+    let batch = events
+        .iter()
+        .map(|e| {
+            e.clone()
                 .target(Target::new("session", p.session_id))
-                .context(p.context.clone()),
-        )
+                .context(p.context.clone())
+        })
+        .collect();
+    audit::append_many(&mut tx, state.clock.as_ref(), batch)
         .await
         .map_err(ApiError::internal)?;
-    }
     if p.impersonator.is_some() {
         let mut ptx = tx.rescope(crate::ids::TenantId::PLATFORM).await?;
         if let Some(ended) = events.get(1) {

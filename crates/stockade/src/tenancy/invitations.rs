@@ -289,11 +289,13 @@ pub(crate) async fn create(
                 "replaced": replaced.iter().map(|(id,)| id.to_string()).collect::<Vec<_>>(),
             })),
     );
-    for event in events {
-        audit::append(&mut tx, clock, event.context(p.context.clone()))
-            .await
-            .map_err(ApiError::internal)?;
-    }
+    let events = events
+        .into_iter()
+        .map(|e| e.context(p.context.clone()))
+        .collect();
+    audit::append_many(&mut tx, clock, events)
+        .await
+        .map_err(ApiError::internal)?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,

@@ -19,6 +19,24 @@ pub(crate) async fn tenant_id(s: &TestServer, slug: &str) -> TenantId {
         .id
 }
 
+/// The events of `tenant`'s chain with `action`, oldest first.
+pub(crate) async fn events_of(
+    db: &stockade::db::Db,
+    tenant: TenantId,
+    action: &str,
+) -> Vec<StoredEvent> {
+    let mut tx = db.tenant_read(tenant).await.unwrap();
+    let rows = tx
+        .fetch_all(
+            "SELECT * FROM audit_events WHERE tenant_id = $1 AND action = $2 ORDER BY seq",
+            vec![action.into()],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    rows
+}
+
 /// Appends `events` to `tenant`, one second apart on the test clock.
 pub(crate) async fn append(s: &TestServer, tenant: TenantId, events: Vec<NewEvent>) {
     let mut tx = s.db.tenant_tx(tenant).await.unwrap();
@@ -411,12 +429,26 @@ fn cli_export_writes_the_same_ndjson() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let all = check_chain(&text, GENESIS_HASH.to_owned(), 0);
-    assert_eq!(all.len(), 1);
-    assert_eq!(all[0].action, "tenancy.tenant.created");
+    // The export is audited first (by `system`), so it ends its own stream.
+    assert_eq!(
+        all.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["tenancy.tenant.created", "audit.events.exported"]
+    );
+    assert_eq!(all[1].actor_type, "system");
+    assert_eq!(all[1].details, r#"{"after":0}"#);
     let out =
-        run(stockade(dir.path()).args(["audit", "export", "--tenant", "acme", "--after", "1"]));
+        run(stockade(dir.path()).args(["audit", "export", "--tenant", "acme", "--after", "2"]));
     assert!(out.status.success());
-    assert!(out.stdout.is_empty());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rest = check_chain(&text, all[1].hash.clone(), 2);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].details, r#"{"after":2}"#);
+    // The other tenant's chain is not touched by exporting acme's.
+    let out = run(stockade(dir.path()).args(["audit", "export", "--tenant", "beta"]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(check_chain(&text, GENESIS_HASH.to_owned(), 0).len(), 2);
+    let out = run(stockade(dir.path()).args(["audit", "verify"]));
+    assert!(out.status.success());
     let out = run(stockade(dir.path()).args(["audit", "export", "--tenant", "nope"]));
     assert_eq!(out.status.code(), Some(1));
     let out =

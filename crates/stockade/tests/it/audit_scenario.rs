@@ -79,6 +79,17 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
+    // The same keys again: refused, nothing imported, the refusal audited.
+    let res = s
+        .client
+        .post(s.url("/v1/collections/orders/import"))
+        .bearer_auth(&owner.access)
+        .header("content-type", "text/csv")
+        .body("key,total\nK-1,1\nK-2,2\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     // A settings change needs a recent password (step-up).
     s.clock.advance(chrono::Duration::minutes(6));
     let (st, body) = call(
@@ -159,6 +170,7 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
         user("records.record.updated", &owner_id),
         user("records.record.deleted", &owner_id),
         user("records.import.completed", &owner_id),
+        user("records.import.failed", &owner_id),
         user("auth.session.reauthenticated", &owner_id),
         user("tenancy.settings.updated", &owner_id),
         user("audit.webhook.configured", &owner_id),

@@ -6,7 +6,7 @@ use serde_json::Value;
 use stockade::audit;
 use stockade::ids::TenantId;
 
-use crate::audit::{append, get, sample, tenant_id};
+use crate::audit::{append, events_of, get, sample, tenant_id};
 use crate::auth::{server, signup};
 use crate::testkit::{Backend, TestServer, raw_execute};
 
@@ -88,9 +88,10 @@ async fn legacy_heads_are_signed_once_at_upgrade(backend: Backend) {
     let Some(s) = server(backend, &[]).await else {
         return;
     };
-    signup(&s, "acme", "owner@acme.test").await;
+    let a = signup(&s, "acme", "owner@acme.test").await;
     let ta = tenant_id(&s, "acme").await;
     append(&s, ta, sample()).await;
+    assert!(events_of(&s.db, ta, "audit.heads.signed").await.is_empty());
     // A head as written before migration 0017: no signature.
     let strip = "UPDATE audit_heads SET sig = NULL WHERE tenant_id = $1";
     raw_execute(&s.db, strip, ta.as_uuid()).await;
@@ -109,11 +110,41 @@ async fn legacy_heads_are_signed_once_at_upgrade(backend: Backend) {
     // As on the first start after the upgrade: the marker is not set yet.
     let reset = "UPDATE audit_head_signing SET done = 0 WHERE id = 1 OR $1 IS NULL";
     raw_execute(&s.db, reset, ta.as_uuid()).await;
+    let before = audit::verify_tenant(&s.db, ta).await.unwrap();
     audit::install_head_key(&s.db, &master, s.clock.as_ref())
         .await
         .unwrap();
     let r = audit::verify_tenant(&s.db, ta).await.unwrap();
     assert!(r.ok, "{r:?}");
+    // The signing is visible in the chain it signed, to the tenant: a re-run
+    // by someone who stripped signatures and reset the marker cannot hide.
+    let signed = events_of(&s.db, ta, "audit.heads.signed").await;
+    assert_eq!(signed.len(), 1);
+    assert_eq!(signed[0].seq, r.head_seq, "the newest event");
+    assert_eq!(signed[0].actor_type, "system");
+    let details: Value = serde_json::from_str(&signed[0].details).unwrap();
+    assert_eq!(
+        details,
+        serde_json::json!({"reason": "unsigned_head", "head_seq": before.head_seq,
+            "head_hash": before.head_hash})
+    );
+    let page: Value = get(&s, &a, "/v1/audit/events?action=audit.heads.signed")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["events"].as_array().unwrap().len(), 1, "{page}");
+    // Chains whose heads were signed already get no event.
+    assert!(
+        events_of(&s.db, TenantId::PLATFORM, "audit.heads.signed")
+            .await
+            .is_empty()
+    );
+    // Done once: another start signs nothing and appends nothing.
+    audit::install_head_key(&s.db, &master, s.clock.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(events_of(&s.db, ta, "audit.heads.signed").await.len(), 1);
     s.stop().await;
 }
 

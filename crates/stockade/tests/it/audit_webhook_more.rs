@@ -108,7 +108,7 @@ async fn master_rotation_rewraps_the_secret(backend: Backend) {
         Some(key.clone()),
     )
     .unwrap();
-    let done = stockade::crypto::rotation::rotate_master(&s.db, &cli)
+    let done = stockade::crypto::rotation::rotate_master(&s.db, &cli, s.clock.as_ref())
         .await
         .unwrap();
     assert_eq!((done.version, done.rewrapped.webhook_secrets), (2, 1));
@@ -117,7 +117,7 @@ async fn master_rotation_rewraps_the_secret(backend: Backend) {
         .unwrap();
     assert_eq!(usage.get(&1).map_or(0, |w| w.total()), 0, "{usage:?}");
     assert_eq!(usage[&2].webhook_secrets, 1);
-    stockade::crypto::rotation::retire_master(&s.db, &cli, 1)
+    stockade::crypto::rotation::retire_master(&s.db, &cli, s.clock.as_ref(), 1)
         .await
         .unwrap();
 

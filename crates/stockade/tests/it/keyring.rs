@@ -149,6 +149,21 @@ async fn rotation_overlaps_for_the_token_lifetime(t: &TestDb) {
     let new_kid = keyring::rotate(&t.db, &keys, clock.as_ref()).await.unwrap();
     assert_ne!(new_kid, old_kid);
     assert_eq!(new_kid.len(), 16);
+    // Audited in the platform chain, with the key ids only.
+    let events = crate::audit::events_of(
+        &t.db,
+        stockade::ids::TenantId::PLATFORM,
+        "crypto.signing_key.rotated",
+    )
+    .await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor_type, "system");
+    assert_eq!(events[0].target_id.as_deref(), Some(new_kid.as_str()));
+    let details: serde_json::Value = serde_json::from_str(&events[0].details).unwrap();
+    assert_eq!(
+        details,
+        serde_json::json!({"kid": new_kid, "alg": "EdDSA", "retired_kids": [old_kid]})
+    );
 
     let after = keyring::load(&t.db, &keys, clock.as_ref()).await.unwrap();
     assert_eq!(after.current_kid(), new_kid);

@@ -243,6 +243,34 @@ async fn non_owners_get_403_on_every_platform_route(backend: Backend) {
         count(s, TenantId::PLATFORM, "platform.tenant.suspended").await,
         0
     );
+    // Eight refusals in one minute: one sampled event in the platform chain,
+    // none in pat's tenant.
+    let first = find_event(s, TenantId::PLATFORM, "platform.access.denied").await;
+    assert_eq!(
+        count(s, TenantId::PLATFORM, "platform.access.denied").await,
+        1
+    );
+    assert_eq!(first.actor_type, "user");
+    assert_eq!(first.actor_id.as_deref(), Some(w.pat_id.as_str()));
+    assert_eq!(first.details["reason"], "not_owner");
+    assert_eq!(first.details["path"], "/v1/platform/tenants");
+    assert_eq!(first.details["suppressed"], 0);
+    assert_eq!(count(s, w.acme, "platform.access.denied").await, 0);
+    // The next minute's first refusal writes the next event, with the count
+    // of the refusals not logged since.
+    s.clock.advance(chrono::Duration::seconds(61));
+    expect(
+        get(s, &w.pat.access, "/v1/platform/tenants").await,
+        StatusCode::FORBIDDEN,
+        "platform.forbidden",
+    )
+    .await;
+    assert_eq!(
+        count(s, TenantId::PLATFORM, "platform.access.denied").await,
+        2
+    );
+    let next = find_event(s, TenantId::PLATFORM, "platform.access.denied").await;
+    assert_eq!(next.details["suppressed"], 7);
     // The owner sees an unknown platform route as missing.
     expect(
         get(s, &w.root.access, "/v1/platform/no-such-route").await,
@@ -690,6 +718,10 @@ async fn impersonation_is_marked_short_lived_and_attributed(backend: Backend) {
         "platform.forbidden",
     )
     .await;
+    let denied = find_event(s, TenantId::PLATFORM, "platform.access.denied").await;
+    assert_eq!(denied.details["reason"], "impersonation");
+    assert_eq!(denied.actor_id.as_deref(), Some(w.pat_id.as_str()));
+    assert_eq!(denied.impersonator_id.as_deref(), Some(w.root_id.as_str()));
 
     // What it does is attributed to pat, driven by root.
     let res = post(s, &token, "/v1/auth/logout", json!({})).await;
@@ -975,8 +1007,44 @@ async fn unknown_or_foreign_users_are_not_found(backend: Backend) {
     assert_eq!(count(s, beta, "platform.impersonation.started").await, 0);
 }
 
+/// An impersonation that runs out (no sign-out) is ended by the sweep of the
+/// serving instance: once, in both logs, attributed to the owner.
+async fn an_expired_impersonation_is_ended_in_both_logs(backend: Backend) {
+    let Some(w) = world(backend, OWNERS).await else {
+        return;
+    };
+    let s = &w.s;
+    let request = json!({"user_id": w.pat_id, "reason": "support ticket #7", "confirm": true});
+    let res = post(s, &w.root.access, "/v1/platform/impersonate", request).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let sweep = || stockade::platform::end_expired_impersonations(&s.db, s.clock.as_ref());
+    assert_eq!(sweep().await.unwrap(), 0, "not expired yet");
+    s.clock.advance(Duration::minutes(16));
+    assert_eq!(sweep().await.unwrap(), 1);
+    for tenant in [w.acme, TenantId::PLATFORM] {
+        let ended = find_event(s, tenant, "platform.impersonation.ended").await;
+        assert_eq!(ended.actor_type, "platform_owner");
+        assert_eq!(ended.actor_id.as_deref(), Some(w.root_id.as_str()));
+        assert_eq!(ended.details["reason"], "expired");
+        assert_eq!(ended.details["user_id"], w.pat_id);
+        assert!(ended.details["expired_at"].is_string());
+    }
+    let platform = find_event(s, TenantId::PLATFORM, "platform.impersonation.ended").await;
+    assert_eq!(platform.details["tenant_id"], w.acme.to_string());
+    // Once only.
+    assert_eq!(sweep().await.unwrap(), 0);
+    assert_eq!(
+        count(s, TenantId::PLATFORM, "platform.impersonation.ended").await,
+        1
+    );
+    for r in stockade::audit::verify_all(&s.db).await.unwrap() {
+        assert!(r.ok, "{r:?}");
+    }
+}
+
 crate::both_servers!(
     non_owners_get_403_on_every_platform_route,
+    an_expired_impersonation_is_ended_in_both_logs,
     owner_lists_tenants_in_pages,
     sensitive_actions_need_step_up_and_confirm,
     suspension_revokes_at_once_and_reinstatement_restores,

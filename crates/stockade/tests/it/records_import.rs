@@ -176,6 +176,65 @@ async fn csv_import_is_all_or_nothing(backend: Backend) {
         4,
         "a refused import stored nothing"
     );
+    // Each file refused for its content is audited in its own transaction
+    // (the import rolled back): the code, the number of problems and the
+    // first line, never a cell. Wrong media type and bad query: no file.
+    let tenant = crate::audit::tenant_id(&s, "acme").await;
+    let failed = crate::audit::events_of(&s.db, tenant, "records.import.failed").await;
+    assert!(
+        failed
+            .iter()
+            .all(|e| e.outcome == "failure" && e.target_id.as_deref() == Some("orders"))
+    );
+    let details: Vec<Value> = failed
+        .iter()
+        .map(|e| serde_json::from_str(&e.details).unwrap())
+        .collect();
+    assert_eq!(
+        details
+            .iter()
+            .map(|d| d["code"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        [
+            "records.import_not_utf8",
+            "records.import_malformed",
+            "records.import_bad_header",
+            "records.import_bad_header",
+            "records.import_invalid",
+            "records.import_invalid",
+            "records.import_invalid",
+            "records.import_too_many_rows",
+            "request.too_large",
+        ]
+    );
+    assert_eq!(
+        details[0],
+        json!({"collection": "orders", "code": "records.import_not_utf8", "errors": 1,
+            "first_line": null})
+    );
+    assert_eq!(
+        (&details[2]["errors"], &details[2]["first_line"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(
+        (&details[4]["errors"], &details[4]["first_line"]),
+        (&json!(2), &json!(2))
+    );
+    assert_eq!(
+        (&details[6]["errors"], &details[6]["first_line"]),
+        (&json!(1), &json!(3))
+    );
+    for e in &failed {
+        for cell in ["=1+1", "@x", "TAKEN", "B-1", "B-2"] {
+            assert!(!e.details.contains(cell), "{}", e.details);
+        }
+    }
+    assert!(
+        stockade::audit::verify_tenant(&s.db, tenant)
+            .await
+            .unwrap()
+            .ok
+    );
     // Per-row errors carry lines and fields.
     let (_, p) = import(
         &s,

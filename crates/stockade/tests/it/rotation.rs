@@ -20,6 +20,7 @@ use stockade::records::cipher::{self, StoredDocument};
 use stockade::tenancy;
 use uuid::Uuid;
 
+use crate::audit::events_of;
 use crate::auth::{login_ok, server, signup};
 use crate::testkit::{Backend, TestDb, fixed_clock};
 
@@ -201,9 +202,19 @@ async fn master_rotation_rewraps_everything_while_the_server_serves(backend: Bac
 
     // `stockade keys rotate`, as another process.
     let cli = from_file(&path);
-    let done = rotation::rotate_master(&s.db, &cli).await.unwrap();
+    let done = rotation::rotate_master(&s.db, &cli, clock.as_ref())
+        .await
+        .unwrap();
     assert_eq!((done.version, done.added), (2, true));
     assert_eq!(done.rewrapped, v1);
+    let rotated = details_of(&s.db, TenantId::PLATFORM, "crypto.master_key.rotated").await;
+    assert_eq!(rotated.len(), 1);
+    assert_eq!(
+        rotated[0],
+        serde_json::json!({"version": 2, "added": true, "rewrapped": {
+            "tenant_keys": v1.tenant_keys, "signing_keys": v1.signing_keys,
+            "server_keys": v1.server_keys, "outbox": v1.outbox}})
+    );
     let after = rotation::master_usage(&s.db).await.unwrap();
     assert_eq!(only(&after), [2]);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -238,22 +249,55 @@ async fn master_rotation_rewraps_everything_while_the_server_serves(backend: Bac
     assert_eq!(ids.len(), 3);
 
     // Retiring v1 is now allowed; the current version never is.
-    let err = rotation::retire_master(&s.db, &cli, 2).await.unwrap_err();
+    let err = rotation::retire_master(&s.db, &cli, clock.as_ref(), 2)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("current"), "{err}");
-    rotation::retire_master(&s.db, &cli, 1).await.unwrap();
+    rotation::retire_master(&s.db, &cli, clock.as_ref(), 1)
+        .await
+        .unwrap();
     assert!(!std::fs::read_to_string(&path).unwrap().contains("v1:"));
 
     // A crash after the file got v3 but before any re-wrap: v2 is still in
     // use, so retiring it is refused; re-running finishes the rotation to v3
     // without adding a v4.
     assert_eq!(master::append_version(&path).unwrap(), 3);
-    let err = rotation::retire_master(&s.db, &cli, 2).await.unwrap_err();
+    let err = rotation::retire_master(&s.db, &cli, clock.as_ref(), 2)
+        .await
+        .unwrap_err();
     assert!(matches!(err, RotationError::Refused(_)), "{err}");
     assert!(err.to_string().contains("still wraps"), "{err}");
-    let resumed = rotation::rotate_master(&s.db, &cli).await.unwrap();
+    let resumed = rotation::rotate_master(&s.db, &cli, clock.as_ref())
+        .await
+        .unwrap();
     assert_eq!((resumed.version, resumed.added), (3, false));
     assert_eq!(only(&rotation::master_usage(&s.db).await.unwrap()), [3]);
-    rotation::retire_master(&s.db, &cli, 2).await.unwrap();
+    rotation::retire_master(&s.db, &cli, clock.as_ref(), 2)
+        .await
+        .unwrap();
+    let rotated = details_of(&s.db, TenantId::PLATFORM, "crypto.master_key.rotated").await;
+    assert_eq!(
+        rotated
+            .iter()
+            .map(|d| (d["version"].as_u64(), d["added"].as_bool()))
+            .collect::<Vec<_>>(),
+        [(Some(2), Some(true)), (Some(3), Some(false))]
+    );
+    // Refused retirements write nothing; each retirement writes one event.
+    assert_eq!(
+        details_of(&s.db, TenantId::PLATFORM, "crypto.master_key.retired").await,
+        [
+            serde_json::json!({"version": 1}),
+            serde_json::json!({"version": 2})
+        ]
+    );
+    assert!(
+        stockade::audit::verify_all(&s.db)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.ok)
+    );
     // The server has only ever been told about v1 at start: it still serves.
     assert_eq!(read_records(&s.db, acme, &served).await.unwrap().len(), 4);
     login_ok(&s, "owner@globex.example").await;
@@ -263,6 +307,18 @@ async fn master_rotation_rewraps_everything_while_the_server_serves(backend: Bac
             .is_err()
     );
     s.stop().await;
+}
+
+/// The `details` of `tenant`'s events with `action`, oldest first.
+async fn details_of(db: &Db, tenant: TenantId, action: &str) -> Vec<serde_json::Value> {
+    events_of(db, tenant, action)
+        .await
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.actor_type, "system");
+            serde_json::from_str(&e.details).unwrap()
+        })
+        .collect()
 }
 
 /// The stored ciphertexts of a tenant's records.
@@ -284,7 +340,9 @@ async fn raw_bodies(db: &Db, tenant: TenantId) -> Vec<Vec<u8>> {
 async fn master_rotation_needs_a_key_file() {
     let t = TestDb::sqlite().await;
     let m = MasterKey::single(1, [1u8; 32]);
-    let err = rotation::rotate_master(&t.db, &m).await.unwrap_err();
+    let err = rotation::rotate_master(&t.db, &m, fixed_clock().as_ref())
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("STOCKADE_MASTER_KEY_FILE"),
         "{err}"
@@ -314,6 +372,12 @@ async fn tenant_data_rotation_resumes_and_reencrypts_every_record(t: &TestDb) {
     assert_eq!((first.version, first.added), (2, true));
     assert_eq!(first.reencrypted, 500);
     assert_eq!(first.remaining, total - 500);
+    assert!(
+        events_of(&t.db, a, "crypto.data_key.rotated")
+            .await
+            .is_empty(),
+        "an unfinished rotation is not recorded yet"
+    );
     assert_eq!(seen, [(0, total), (500, total)]);
     assert_eq!(counts(&t.db, a).await, [(1, total - 500), (2, 500)]);
     // Mid-rotation the API keeps reading every record (both versions live).
@@ -330,6 +394,21 @@ async fn tenant_data_rotation_resumes_and_reencrypts_every_record(t: &TestDb) {
     numbers.sort_unstable();
     assert_eq!(numbers, (0..total).collect::<Vec<_>>());
     assert_eq!(counts(&t.db, b).await, [(1, 2)], "other tenant untouched");
+    let done = serde_json::json!({"tenant_id": a, "version": 2, "added": false,
+        "reencrypted": total - 500});
+    for chain in [a, TenantId::PLATFORM] {
+        assert_eq!(
+            details_of(&t.db, chain, "crypto.data_key.rotated")
+                .await
+                .as_slice(),
+            std::slice::from_ref(&done)
+        );
+    }
+    assert!(
+        events_of(&t.db, b, "crypto.data_key.rotated")
+            .await
+            .is_empty()
+    );
 
     // Run again when finished: a new version (a fresh rotation).
     let again = rotation::rotate_tenant_data(&t.db, &m, clock.as_ref(), a, None, &mut |_, _| {})
@@ -340,6 +419,12 @@ async fn tenant_data_rotation_resumes_and_reencrypts_every_record(t: &TestDb) {
         (3, true, total)
     );
     assert_eq!(counts(&t.db, a).await, [(3, total)]);
+    let events = details_of(&t.db, a, "crypto.data_key.rotated").await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[1],
+        serde_json::json!({"tenant_id": a, "version": 3, "added": true, "reencrypted": total})
+    );
 }
 
 /// `keys retire VERSION`: refused while records use the version or while it
@@ -388,6 +473,14 @@ async fn retiring_a_data_key_version_refuses_while_in_use(t: &TestDb) {
         rotation::retire_data_version(&t.db, clock.as_ref(), a, 2).await,
         "current",
     );
+    // One event for the retirement (none for refusals or a repeat), in the
+    // tenant's chain and the platform's.
+    for chain in [a, TenantId::PLATFORM] {
+        assert_eq!(
+            details_of(&t.db, chain, "crypto.data_key.retired").await,
+            [serde_json::json!({"tenant_id": a, "version": 1})]
+        );
+    }
     let usage = rotation::data_key_usage(&t.db, a).await.unwrap().unwrap();
     assert_eq!(usage, [(1, true, 0), (2, false, 3)]);
     assert_eq!(read_records(&t.db, a, &m).await.unwrap().len(), 3);
