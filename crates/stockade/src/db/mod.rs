@@ -28,29 +28,6 @@ use zeroize::Zeroizing;
 pub use migrate::MigrationStatus;
 pub use tx::{FromAnyRow, GlobalTx, TenantTx, UserTx, Value};
 
-/// Called after every commit that bumped the liveness generation (see
-/// [`Db::set_liveness_hook`]); the commit waits for the future.
-pub type LivenessHook =
-    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
-
-/// The liveness generation and the optional hook that publishes its bumps
-/// beyond this process (shared by every clone and transaction of a `Db`).
-#[derive(Default)]
-pub(crate) struct Liveness {
-    generation: AtomicU64,
-    hook: OnceLock<LivenessHook>,
-}
-
-impl Liveness {
-    /// After a commit that touched liveness: bump, then run the hook.
-    pub(crate) async fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Some(hook) = self.hook.get() {
-            hook().await;
-        }
-    }
-}
-
 use crate::config::Config;
 use crate::ids::TenantId;
 
@@ -123,6 +100,29 @@ pub struct Db {
 
 /// The audit head HMAC key slot (see [`Db::set_audit_head_key`]).
 pub(crate) type AuditHeadKey = Arc<OnceLock<Zeroizing<[u8; 32]>>>;
+
+/// Called after every commit that bumped the liveness generation (see
+/// [`Db::set_liveness_hook`]); the commit waits for the future.
+pub type LivenessHook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The liveness generation and the optional hook that publishes its bumps
+/// beyond this process (shared by every clone and transaction of a `Db`).
+#[derive(Default)]
+pub(crate) struct Liveness {
+    generation: AtomicU64,
+    hook: OnceLock<LivenessHook>,
+}
+
+impl Liveness {
+    /// After a commit that touched liveness: bump, then run the hook.
+    pub(crate) async fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(hook) = self.hook.get() {
+            hook().await;
+        }
+    }
+}
 
 #[derive(Clone)]
 enum Backend {
