@@ -3,7 +3,9 @@
 //!
 //! Only the crate's public API is used. Database benches run on a fresh,
 //! migrated SQLite file in a temporary directory (WAL, synchronous=FULL, as
-//! the server opens it).
+//! the server opens it); the cluster-mode session benches on a fresh
+//! PostgreSQL database and the local Redis (`STOCKADE_TEST_PG_URL`,
+//! `STOCKADE_TEST_REDIS_URL`), skipped when either does not answer.
 
 // reason: a benchmark harness aborts on any set-up failure; there is no caller
 // to hand an error to, and a panic with a message is the clearest report.
@@ -136,6 +138,55 @@ async fn fixture() -> Fixture {
     let db = Db::open_sqlite_file(&dir.path().join("stockade.db"))
         .await
         .expect("open SQLite");
+    populate(db, dir).await
+}
+
+/// The fixture on a fresh PostgreSQL database, with a session cache using
+/// the Redis generation; `None` (the bench is skipped) when PostgreSQL or
+/// Redis does not answer. Returns the admin connection that drops the
+/// database afterwards, and its name.
+async fn pg_redis_fixture() -> Option<(Fixture, SessionCache, sqlx::PgConnection, String)> {
+    use sqlx::Connection;
+    let admin = std::env::var("STOCKADE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let redis_url = std::env::var("STOCKADE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let mut conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipping session/*_postgres*: PostgreSQL not reachable: {e}");
+            return None;
+        }
+    };
+    let client = redis::Client::open(redis_url.as_str()).expect("Redis URL");
+    if let Err(e) = client.get_multiplexed_async_connection().await {
+        eprintln!("skipping session/*_postgres*: Redis not reachable: {e}");
+        return None;
+    }
+    let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let url = format!("{base}/{name}");
+    let db = Db::open_postgres(&url).await.expect("open PostgreSQL");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("STOCKADE_DATA_DIR", dir.path().display().to_string()),
+        ("STOCKADE_DATABASE_URL", url),
+        ("STOCKADE_REDIS_URL", redis_url),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let config = stockade::config::Config::load(None, &env).expect("config");
+    let f = populate(db, dir).await;
+    let cache = SessionCache::new(&config, &f.db);
+    Some((f, cache, conn, name))
+}
+
+async fn populate(db: Db, dir: tempfile::TempDir) -> Fixture {
     db.migrate().await.expect("migrate");
     db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
     let clock = Arc::new(ManualClock::new(t0()));
@@ -194,8 +245,37 @@ fn session(c: &mut Criterion) {
     });
     // At most one entry (none when a filter skipped this bench).
     assert!(cache.len() <= 1, "the cached bench must hit one entry");
-    group.finish();
     rt.block_on(f.db.close());
+    // Cluster mode: the database read, and the cache whose every check
+    // costs one Redis GET (the cluster-wide liveness generation).
+    if let Some((f, cache, mut admin, name)) = rt.block_on(pg_redis_fixture()) {
+        group.bench_function("check_postgres", |b| {
+            b.to_async(&rt).iter(|| async {
+                sessions::check(&f.db, f.tenant, f.session, f.user, f.now)
+                    .await
+                    .expect("check")
+                    .expect("live")
+            });
+        });
+        group.bench_function("check_cached_postgres_redis", |b| {
+            b.to_async(&rt).iter(|| async {
+                cache
+                    .check(&f.db, f.tenant, f.session, f.user, f.now)
+                    .await
+                    .expect("check")
+                    .expect("live")
+            });
+        });
+        assert!(cache.len() <= 1, "the cached bench must hit one entry");
+        rt.block_on(async {
+            f.db.close().await;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await
+                .expect("drop database");
+        });
+    }
+    group.finish();
 }
 
 fn rbac_check(c: &mut Criterion) {

@@ -44,7 +44,8 @@ pub struct Inner {
     pub issuer: String,
     pub hasher: Hasher,
     pub session_policy: SessionPolicy,
-    /// The per-request session check, cached (embedded mode).
+    /// The per-request session check, cached (embedded mode; cluster mode
+    /// with Redis).
     pub session_cache: sessions::SessionCache,
     /// Sign-in and other password-hashing endpoints, per client IP.
     pub login_limiter: RateLimiter<IpAddr>,
@@ -94,7 +95,7 @@ impl AppState {
             issuer: config.base_url(),
             hasher: Hasher::new()?,
             session_policy,
-            session_cache: sessions::SessionCache::for_backend(db.kind()),
+            session_cache: sessions::SessionCache::new(&config, &db),
             login_limiter: RateLimiter::new(LOGIN_QUOTA),
             allowlist_denials: RateLimiter::new(Quota {
                 burst: 1,

@@ -54,6 +54,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…` selects cluster mode; unset means embedded SQLite.
     pub database_url: Option<Secret>,
+    /// `redis://…`: in cluster mode, publishes session revocations across
+    /// instances so each can cache its session checks (`sessions::cluster`).
+    pub redis_url: Option<Secret>,
     pub public_url: Option<Url>,
     pub signup: SignupMode,
     /// The explicit flag production needs before signup may be open.
@@ -129,10 +132,11 @@ const KEYS: &[&str] = &[
     "record_max_bytes",
     "import_max_bytes",
     "import_max_rows",
+    "redis_url",
     "webhook_allow_private",
     "webhook_ca_file",
 ];
-const SECRET_KEYS: &[&str] = &["database_url", "master_key", "jwt_secret"];
+const SECRET_KEYS: &[&str] = &["database_url", "master_key", "jwt_secret", "redis_url"];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -506,8 +510,18 @@ impl Raw {
                 });
             }
         }
+        let redis_url = self.secrets.remove("redis_url");
+        if let Some(url) = &redis_url
+            && !url.value.expose_secret().starts_with("redis://")
+        {
+            return Err(ConfigError::Invalid {
+                name: url.origin.clone(),
+                reason: "expected a redis:// URL".to_owned(),
+            });
+        }
         Ok(Config {
             profile,
+            redis_url,
             listen,
             data_dir,
             database_url,
@@ -616,6 +630,21 @@ mod tests {
             Some(PathBuf::from("/etc/stockade/siem-ca.pem"))
         );
         assert!(Config::load(None, &env(&[("STOCKADE_WEBHOOK_ALLOW_PRIVATE", "maybe")])).is_err());
+    }
+
+    #[test]
+    fn redis_url_is_a_secret_and_must_be_redis() {
+        let cfg = Config::load(
+            None,
+            &env(&[("STOCKADE_REDIS_URL", "redis://:pw@127.0.0.1:6379")]),
+        )
+        .unwrap();
+        let url = cfg.redis_url.as_ref().unwrap();
+        assert_eq!(url.value.expose_secret(), "redis://:pw@127.0.0.1:6379");
+        assert!(!format!("{cfg:?}").contains(":pw@"));
+        let err = Config::load(None, &env(&[("STOCKADE_REDIS_URL", "http://x")])).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+        assert!(Config::load(None, &env(&[])).unwrap().redis_url.is_none());
     }
 
     #[test]

@@ -91,7 +91,8 @@ pub struct Db {
     backend: Backend,
     /// Bumped after every commit that changed a session, user, membership
     /// or tenant row: caches of "is this session live" compare against it.
-    liveness: Arc<AtomicU64>,
+    /// Its hook, when set, publishes each bump to other processes.
+    liveness: Arc<Liveness>,
     /// The key that signs audit chain heads (`audit::install_head_key`),
     /// shared by every clone and every transaction of this database. Set
     /// once at startup; appending without it is an error, never a skip.
@@ -100,6 +101,29 @@ pub struct Db {
 
 /// The audit head HMAC key slot (see [`Db::set_audit_head_key`]).
 pub(crate) type AuditHeadKey = Arc<OnceLock<Zeroizing<[u8; 32]>>>;
+
+/// Called after every commit that bumped the liveness generation (see
+/// [`Db::set_liveness_hook`]); the commit waits for the future.
+pub type LivenessHook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The liveness generation and the optional hook that publishes its bumps
+/// beyond this process (shared by every clone and transaction of a `Db`).
+#[derive(Default)]
+pub(crate) struct Liveness {
+    generation: AtomicU64,
+    hook: OnceLock<LivenessHook>,
+}
+
+impl Liveness {
+    /// After a commit that touched liveness: bump, then run the hook.
+    pub(crate) async fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some(hook) = self.hook.get() {
+            hook().await;
+        }
+    }
+}
 
 #[derive(Clone)]
 enum Backend {
@@ -218,7 +242,24 @@ impl Db {
 
     /// The liveness generation (see the field).
     pub fn liveness_generation(&self) -> u64 {
-        self.liveness.load(Ordering::SeqCst)
+        self.liveness.generation.load(Ordering::SeqCst)
+    }
+
+    /// Installs a hook run (and awaited) after every commit that bumps the
+    /// liveness generation, e.g. to publish the bump cluster-wide. The first
+    /// hook installed stays; returns whether this one was taken.
+    pub fn set_liveness_hook(&self, hook: LivenessHook) -> bool {
+        self.liveness.hook.set(hook).is_ok()
+    }
+
+    /// The database name (PostgreSQL), to name per-database keys elsewhere.
+    pub fn postgres_database_name(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Postgres { app, .. } => {
+                app.connect_options().get_database().map(str::to_owned)
+            }
+            Backend::Sqlite { .. } => None,
+        }
     }
 
     pub fn kind(&self) -> BackendKind {

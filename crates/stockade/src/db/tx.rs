@@ -4,7 +4,6 @@
 //! type that implements `FromRow` for both backends.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -26,7 +25,7 @@ pub(crate) enum RawConn {
 /// check (see `sessions::cache`).
 pub(crate) struct Conn {
     raw: RawConn,
-    liveness: Arc<AtomicU64>,
+    liveness: Arc<super::Liveness>,
     touched_liveness: bool,
     audit_head_key: super::AuditHeadKey,
 }
@@ -137,7 +136,7 @@ macro_rules! bind_all {
 impl Conn {
     pub(crate) fn new(
         raw: RawConn,
-        liveness: Arc<AtomicU64>,
+        liveness: Arc<super::Liveness>,
         audit_head_key: super::AuditHeadKey,
     ) -> Self {
         Self {
@@ -217,8 +216,10 @@ impl Conn {
         // After the commit. A cache entry is tagged with the generation read
         // *before* its database read, so an entry filled from the old state
         // carries an old generation and is never used after this bump.
+        // The hook (if any) publishes the bump to other processes the same
+        // way, after the commit.
         if self.touched_liveness {
-            self.liveness.fetch_add(1, Ordering::SeqCst);
+            self.liveness.bump().await;
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ mod records_import;
 mod records_rules;
 mod roles;
 mod rotation;
+mod session_cache;
 mod settings;
 mod storage;
 mod testkit;

@@ -211,7 +211,6 @@ impl TestServer {
         extra: &[(&str, &str)],
         migrate: bool,
     ) -> Option<TestServer> {
-        let dir = tempfile::tempdir().unwrap();
         let mut extra: Vec<(&str, &str)> = extra.to_vec();
         let pg = match backend {
             Backend::Sqlite => None,
@@ -220,7 +219,31 @@ impl TestServer {
         if let Some((_, url)) = &pg {
             extra.push(("STOCKADE_DATABASE_URL", url.as_str()));
         }
-        let config = test_config(dir.path(), &extra);
+        let pg_name = pg.as_ref().map(|(name, _)| name.clone());
+        Some(Self::launch(&extra, migrate, pg_name).await)
+    }
+
+    /// A second instance on `first`'s database and keys (its data
+    /// directory), as another server process of one cluster would be. The
+    /// database stays `first`'s to drop.
+    pub async fn start_beside(first: &TestServer, extra: &[(&str, &str)]) -> TestServer {
+        let cfg = &first.state.config;
+        let dir = cfg.data_dir.display().to_string();
+        let url = cfg
+            .database_url
+            .as_ref()
+            .map(|u| secrecy::ExposeSecret::expose_secret(&u.value).to_owned());
+        let mut extra: Vec<(&str, &str)> = extra.to_vec();
+        extra.push(("STOCKADE_DATA_DIR", &dir));
+        if let Some(url) = &url {
+            extra.push(("STOCKADE_DATABASE_URL", url));
+        }
+        Self::launch(&extra, true, None).await
+    }
+
+    async fn launch(extra: &[(&str, &str)], migrate: bool, pg_name: Option<String>) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let config = test_config(dir.path(), extra);
         let keys = stockade::crypto::keys::load(&config).unwrap();
         let db = Db::open(&config).await.unwrap();
         if migrate {
@@ -247,7 +270,7 @@ impl TestServer {
         let task = tokio::spawn(app::serve(listener, router, async {
             let _ = rx.await;
         }));
-        Some(TestServer {
+        TestServer {
             addr,
             client: reqwest::Client::new(),
             db,
@@ -255,9 +278,9 @@ impl TestServer {
             clock,
             shutdown: Some(tx),
             task: Some(task),
-            pg_name: pg.map(|(name, _)| name),
+            pg_name,
             _dir: dir,
-        })
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,166 @@
+//! The cluster-wide liveness generation, kept in Redis so that several
+//! instances on one PostgreSQL database can each cache their session checks.
+//!
+//! One counter per database, `stockade:liveness:<database name>`. Every
+//! instance `INCR`s it after each commit that bumps its local liveness
+//! generation (through the hook it installs on its `Db`), and reads it with
+//! `GET` before each session check it may answer from its cache. A missing or
+//! small value (a fresh key, or Redis restarted without its data) is never
+//! used: the reader bypasses the cache and moves the counter to a random value
+//! at or above [`SEED_FLOOR`], so a reset counter cannot climb back to a
+//! generation an old cache entry carries.
+//!
+//! Fail safe: a `GET` that errors or takes longer than [`REDIS_TIMEOUT`]
+//! answers `None` and the caller reads the database; an `INCR` that fails is
+//! logged as an error and other instances may then answer from their cache
+//! for at most `cache::CROSS_PROCESS_TTL`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::db::LivenessHook;
+
+/// Bound on every Redis round trip (connection and response).
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Generations below this came from a fresh key and are not used.
+pub const SEED_FLOOR: i64 = 1 << 32;
+
+pub struct ClusterGeneration {
+    conn: ConnectionManager,
+    key: String,
+}
+
+/// The generation a `GET` answered, if it may tag cache entries.
+fn usable(value: Option<i64>) -> Option<u64> {
+    value
+        .filter(|v| *v >= SEED_FLOOR)
+        .and_then(|v| u64::try_from(v).ok())
+}
+
+/// A random amount that moves a fresh counter to `[SEED_FLOOR, 2^48)`.
+fn seed() -> i64 {
+    let mut buf = [0u8; 8];
+    // Without randomness the floor alone still keeps small values unused.
+    let _ = getrandom::fill(&mut buf);
+    SEED_FLOOR + (i64::from_le_bytes(buf) & ((1 << 47) - 1))
+}
+
+impl ClusterGeneration {
+    /// Prepares a connection (made lazily, re-made after failures) to the
+    /// Redis at `url`, for the counter of database `database`. Fails only on
+    /// a malformed URL.
+    pub fn connect(url: &str, database: &str) -> Result<Arc<Self>, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(REDIS_TIMEOUT);
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Arc::new(Self {
+            conn,
+            key: format!("stockade:liveness:{database}"),
+        }))
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    }
+
+    /// The current generation, or `None` when the cache must not be used for
+    /// this request (Redis unreachable, slow, or the counter not yet seeded).
+    pub async fn current(&self) -> Option<u64> {
+        let value = match self
+            .query::<Option<i64>>(redis::cmd("GET").arg(&self.key))
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis GET failed: session check bypasses the cache");
+                return None;
+            }
+        };
+        let generation = usable(value);
+        if generation.is_none() {
+            // Concurrent seeders each add a random amount: the result is
+            // still a fresh value above the floor.
+            let seeded = self
+                .query::<i64>(redis::cmd("INCRBY").arg(&self.key).arg(seed()))
+                .await;
+            if let Err(e) = seeded {
+                tracing::debug!(error = %e, "Redis INCRBY (seed) failed");
+            }
+        }
+        generation
+    }
+
+    /// Publishes one bump. On failure, logs an error: other instances then
+    /// see this process's change only once their entries expire.
+    pub async fn bump(&self) {
+        if let Err(e) = self.query::<i64>(redis::cmd("INCR").arg(&self.key)).await {
+            tracing::error!(
+                key = %self.key,
+                error = %e,
+                "cannot publish a liveness change to Redis: other instances may answer \
+                 from their session cache for up to 5 s"
+            );
+        }
+    }
+
+    /// Whether Redis answers now (for the startup log line).
+    pub async fn reachable(&self) -> Result<(), String> {
+        self.query::<String>(&redis::cmd("PING")).await.map(|_| ())
+    }
+
+    /// The hook a `Db` runs after each commit that bumped its liveness
+    /// generation. The `INCR` runs in its own task, so a request cancelled
+    /// after its commit still publishes it.
+    pub fn hook(self: &Arc<Self>) -> LivenessHook {
+        let this = self.clone();
+        Arc::new(move || {
+            let this = this.clone();
+            Box::pin(async move {
+                let _ = tokio::spawn(async move { this.bump().await }).await;
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_seeded_generations_are_used() {
+        assert_eq!(usable(None), None);
+        assert_eq!(usable(Some(0)), None);
+        assert_eq!(usable(Some(1)), None);
+        assert_eq!(usable(Some(SEED_FLOOR - 1)), None);
+        assert_eq!(usable(Some(-5)), None);
+        assert_eq!(usable(Some(SEED_FLOOR)), Some(1 << 32));
+        assert_eq!(usable(Some(SEED_FLOOR + 7)), Some((1 << 32) + 7));
+    }
+
+    #[test]
+    fn seeds_land_above_the_floor_and_vary() {
+        let seeds: Vec<i64> = (0..16).map(|_| seed()).collect();
+        assert!(
+            seeds
+                .iter()
+                .all(|s| (SEED_FLOOR..SEED_FLOOR + (1 << 47)).contains(s))
+        );
+        assert!(seeds.windows(2).any(|w| w.first() != w.get(1)));
+    }
+}

@@ -1,0 +1,233 @@
+//! The session cache in cluster mode (issue #8): two instances on one
+//! PostgreSQL database share a liveness generation in Redis, so each may
+//! answer session checks from memory and still see the other's revocations
+//! on the very next request. Needs PostgreSQL and Redis (both required under
+//! `CI=true`).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::auth::{Login, me, server, signup};
+use crate::roles::{call, member, member_with_id};
+use crate::testkit::{Backend, TestServer};
+
+/// The Redis the tests use; override with STOCKADE_TEST_REDIS_URL.
+fn redis_url() -> String {
+    std::env::var("STOCKADE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+const UNREACHABLE_REDIS: &str = "redis://127.0.0.1:1";
+
+async fn redis_up() -> bool {
+    let Ok(client) = redis::Client::open(redis_url()) else {
+        return false;
+    };
+    match client.get_multiplexed_async_connection().await {
+        Ok(_) => true,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("Redis is required under CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping: Redis not reachable: {e}");
+            false
+        }
+    }
+}
+
+const ROOT: &str = "root@platform.test";
+
+/// Instance A and instance B on one fresh PostgreSQL database, both with
+/// `redis` as their Redis URL.
+async fn pair(redis: &str) -> Option<(TestServer, TestServer)> {
+    if redis != UNREACHABLE_REDIS && !redis_up().await {
+        return None;
+    }
+    let env = [
+        ("STOCKADE_REDIS_URL", redis),
+        ("STOCKADE_PLATFORM_OWNERS", ROOT),
+    ];
+    let a = server(Backend::Postgres, &env).await?;
+    let b = TestServer::start_beside(&a, &env).await;
+    Some((a, b))
+}
+
+/// Requests on `s` until one is answered from its cache (at most a few:
+/// the first seeds the Redis counter, the next fills the entry).
+async fn warm(s: &TestServer, who: &Login) {
+    let before = s.state.session_cache.hits();
+    for _ in 0..4 {
+        assert_eq!(me(s, &who.access).await.status(), StatusCode::OK);
+    }
+    assert!(
+        s.state.session_cache.hits() > before,
+        "never served from the cache"
+    );
+}
+
+async fn b_serves_a_session_from_its_cache() {
+    let Some((a, b)) = pair(&redis_url()).await else {
+        return;
+    };
+    let pat = signup(&a, "acme", "pat@acme.test").await;
+    assert_eq!(b.state.session_cache.hits(), 0);
+    for _ in 0..10 {
+        assert_eq!(me(&b, &pat.access).await.status(), StatusCode::OK);
+    }
+    // At most two misses: seeding the counter, filling the entry.
+    assert!(
+        b.state.session_cache.hits() >= 8,
+        "{}",
+        b.state.session_cache.hits()
+    );
+    assert_eq!(a.state.session_cache.hits(), 0);
+    // The counter is per database.
+    let key = b.state.session_cache.cluster().unwrap().key().to_owned();
+    let name = b.db.postgres_database_name().unwrap();
+    assert_eq!(key, format!("stockade:liveness:{name}"));
+    assert_eq!(key, a.state.session_cache.cluster().unwrap().key());
+    b.stop().await;
+}
+
+async fn logout_on_a_is_refused_on_b_at_once() {
+    let Some((a, b)) = pair(&redis_url()).await else {
+        return;
+    };
+    let pat = signup(&a, "acme", "pat@acme.test").await;
+    warm(&b, &pat).await;
+    let (status, _) = call(&a, Method::POST, "/v1/auth/logout", &pat.access, None).await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(me(&b, &pat.access).await.status(), StatusCode::UNAUTHORIZED);
+    b.stop().await;
+}
+
+async fn deactivation_on_a_is_refused_on_b_at_once() {
+    let Some((a, b)) = pair(&redis_url()).await else {
+        return;
+    };
+    let pat = signup(&a, "acme", "pat@acme.test").await;
+    let (sam, sam_id) = member_with_id(&a, "acme", "sam@acme.test", "editor").await;
+    warm(&b, &sam).await;
+    let (status, body) = call(
+        &a,
+        Method::PATCH,
+        &format!("/v1/members/{sam_id}"),
+        &pat.access,
+        Some(json!({"active": false})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(me(&b, &sam.access).await.status(), StatusCode::UNAUTHORIZED);
+    b.stop().await;
+}
+
+async fn suspension_on_a_is_refused_on_b_at_once() {
+    let Some((a, b)) = pair(&redis_url()).await else {
+        return;
+    };
+    let root = signup(&a, "root-ops", ROOT).await;
+    let pat = signup(&a, "acme", "pat@acme.test").await;
+    let acme = stockade::tenancy::find_by_slug(&a.db, "acme")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    warm(&b, &pat).await;
+    let (status, body) = call(
+        &a,
+        Method::POST,
+        &format!("/v1/platform/tenants/{acme}/suspend"),
+        &root.access,
+        Some(json!({"confirm": true, "reason": "support ticket #42"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let res = me(&b, &pat.access).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "tenancy.suspended");
+    b.stop().await;
+}
+
+async fn role_change_on_a_applies_on_b_at_once() {
+    let Some((a, b)) = pair(&redis_url()).await else {
+        return;
+    };
+    let pat = signup(&a, "acme", "pat@acme.test").await;
+    let (status, _) = call(
+        &a,
+        Method::POST,
+        "/v1/roles",
+        &pat.access,
+        Some(json!({"name": "manager", "permissions": ["records:read", "roles:manage"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let manager = member(&a, "acme", "manager@acme.test", "manager").await;
+    warm(&b, &manager).await;
+    let (status, _) = call(
+        &a,
+        Method::PATCH,
+        "/v1/roles/manager",
+        &pat.access,
+        Some(json!({"permissions": ["records:read"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, p) = call(
+        &b,
+        Method::POST,
+        "/v1/roles",
+        &manager.access,
+        Some(json!({"name": "reader", "permissions": ["records:read"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(p["code"], "rbac.forbidden");
+    b.stop().await;
+}
+
+async fn unreachable_redis_bypasses_the_cache() {
+    let Some((a, b)) = pair(UNREACHABLE_REDIS).await else {
+        return;
+    };
+    let pat = signup(&a, "acme", "pat@acme.test").await;
+    for _ in 0..5 {
+        assert_eq!(me(&b, &pat.access).await.status(), StatusCode::OK);
+    }
+    assert_eq!(b.state.session_cache.hits(), 0);
+    assert!(b.state.session_cache.is_empty());
+    // A's INCR fails (logged); B reads the database, so it sees it anyway.
+    let (status, _) = call(&a, Method::POST, "/v1/auth/logout", &pat.access, None).await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(me(&b, &pat.access).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(a.state.session_cache.hits(), 0);
+    assert_eq!(b.state.session_cache.hits(), 0);
+    b.stop().await;
+}
+
+mod postgres_redis {
+    #[tokio::test]
+    async fn b_serves_a_session_from_its_cache() {
+        super::b_serves_a_session_from_its_cache().await;
+    }
+    #[tokio::test]
+    async fn logout_on_a_is_refused_on_b_at_once() {
+        super::logout_on_a_is_refused_on_b_at_once().await;
+    }
+    #[tokio::test]
+    async fn deactivation_on_a_is_refused_on_b_at_once() {
+        super::deactivation_on_a_is_refused_on_b_at_once().await;
+    }
+    #[tokio::test]
+    async fn suspension_on_a_is_refused_on_b_at_once() {
+        super::suspension_on_a_is_refused_on_b_at_once().await;
+    }
+    #[tokio::test]
+    async fn role_change_on_a_applies_on_b_at_once() {
+        super::role_change_on_a_applies_on_b_at_once().await;
+    }
+    #[tokio::test]
+    async fn unreachable_redis_bypasses_the_cache() {
+        super::unreachable_redis_bypasses_the_cache().await;
+    }
+}
