@@ -276,14 +276,16 @@ pub(crate) async fn create(
         .map(|(old,)| {
             NewEvent::new(p.actor(), "tenancy.invitation.revoked")
                 .target(Target::new("invitation", old))
-                .details(serde_json::json!({ "email": row.email, "reason": "replaced" }))
+                .details(serde_json::json!({ "reason": "replaced" }))
         })
         .collect();
     events.push(
         NewEvent::new(p.actor(), "tenancy.invitation.created")
             .target(Target::new("invitation", row.id))
+            // No invited address: it is another person's data under the
+            // inviter's subject key, which their erasure could not reach
+            // (see docs/audit-events.md, "Personal data").
             .details(serde_json::json!({
-                "email": row.email,
                 "role": row.role,
                 "expires_at": row.expires_at,
                 "replaced": replaced.iter().map(|(id,)| id.to_string()).collect::<Vec<_>>(),
@@ -384,7 +386,7 @@ pub(crate) async fn revoke(
         state.clock.as_ref(),
         NewEvent::new(p.actor(), "tenancy.invitation.revoked")
             .target(Target::new("invitation", id))
-            .details(serde_json::json!({ "email": row.email, "reason": "revoked" }))
+            .details(serde_json::json!({ "reason": "revoked" }))
             .context(p.context.clone()),
     )
     .await

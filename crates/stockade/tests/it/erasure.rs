@@ -302,6 +302,15 @@ async fn deleted_users_events_become_unreadable_and_chains_still_verify(backend:
         assert_eq!(e["target_id"], label(id));
         assert!(e["ip"].is_null() && e.get("personal_details").is_none());
     }
+    // Nothing either tenant can read still shows her address or IP, not
+    // even in events of other people (the invitations to her).
+    for reader in [&owner.access, &bob.access] {
+        let all = serde_json::to_string(&events(&s, reader, "").await).unwrap();
+        assert!(all.contains("tenancy.invitation.created"));
+        for needle in [ALICE.to_lowercase().as_str(), ALICE_IP, AGENT] {
+            assert!(!all.contains(needle), "{needle} is still readable");
+        }
+    }
     let in_beta = events(&s, &bob.access, "&action=identity.user.deleted").await;
     assert_eq!(in_beta.len(), 1);
     assert_eq!(in_beta[0]["actor_id"], label(&alice.id));
