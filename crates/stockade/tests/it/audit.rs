@@ -216,15 +216,7 @@ async fn bad_queries_are_400_problems(backend: Backend) {
         assert_eq!(p["errors"]["permission"], "audit:read", "{path}");
     }
     // The routes are in the OpenAPI document.
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.openapi().await;
     for path in ["/v1/audit/events", "/v1/audit/verify", "/v1/audit/export"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");
     }

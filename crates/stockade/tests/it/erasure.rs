@@ -365,15 +365,7 @@ crate::both_servers!(deleted_users_events_become_unreadable_and_chains_still_ver
 #[tokio::test]
 async fn openapi_describes_account_deletion_and_event_views() {
     let s = TestServer::start().await;
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.openapi().await;
     let delete = &doc["paths"]["/v1/me"]["delete"];
     assert!(delete.is_object(), "DELETE /v1/me is documented");
     for status in ["204", "403", "409"] {

@@ -105,15 +105,7 @@ async fn health_readiness_and_openapi() {
         .unwrap();
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["backend"], "sqlite");
-    let doc: serde_json::Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.openapi().await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in [
         "/healthz",

@@ -997,15 +997,7 @@ crate::both_servers!(
 #[tokio::test]
 async fn openapi_describes_members_and_invitations() {
     let s = TestServer::start().await;
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.openapi().await;
     for (path, method) in [
         ("/v1/members", "get"),
         ("/v1/members/{user_id}", "patch"),

@@ -279,15 +279,7 @@ async fn non_owners_get_403_on_every_platform_route(backend: Backend) {
     )
     .await;
     // The API is described.
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.openapi().await;
     for path in [
         "/v1/platform/tenants",
         "/v1/platform/tenants/{id}/suspend",

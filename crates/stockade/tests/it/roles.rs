@@ -146,15 +146,7 @@ async fn permissions_are_listed_to_any_member(backend: Backend) {
     let res = s.client.get(s.url("/v1/permissions")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     // Described in the OpenAPI document, as bearer-secured operations.
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.openapi().await;
     for (path, method) in [
         ("/v1/permissions", "get"),
         ("/v1/roles", "get"),

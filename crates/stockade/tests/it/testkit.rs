@@ -287,6 +287,18 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The served OpenAPI document.
+    pub async fn openapi(&self) -> serde_json::Value {
+        self.client
+            .get(self.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
