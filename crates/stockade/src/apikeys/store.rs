@@ -252,7 +252,8 @@ pub(super) async fn touch(
     ip: &str,
 ) -> Result<(), DbError> {
     let mut tx = db.tenant_tx(tenant).await?;
-    tx.execute(
+    // A stamp no cached check reads: it must not empty the caches.
+    tx.execute_bookkeeping(
         "UPDATE api_keys SET last_used_at = $3, last_used_ip = $4 \
          WHERE tenant_id = $1 AND id = $2",
         vec![id.into(), now.into(), ip.into()],

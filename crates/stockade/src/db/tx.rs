@@ -30,9 +30,18 @@ pub(crate) struct Conn {
     audit_head_key: super::AuditHeadKey,
 }
 
-/// Tables whose UPDATE or DELETE can end a session's right to act.
+/// Tables whose UPDATE or DELETE can end a session's or an API key's right
+/// to act.
 /// (`roles`: editing a custom role changes what its holders may do.)
-const LIVENESS_TABLES: &[&str] = &["sessions", "users", "tenants", "memberships", "roles"];
+/// (`api_keys`: a revoked or rotated key ends on the next request.)
+const LIVENESS_TABLES: &[&str] = &[
+    "sessions",
+    "users",
+    "tenants",
+    "memberships",
+    "roles",
+    "api_keys",
+];
 
 /// Tables where any write, inserts included, changes what a session may do
 /// (an upserted IP allowlist, say).
@@ -156,6 +165,12 @@ impl Conn {
 
     async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
         self.note(sql);
+        self.execute_untracked(sql, args).await
+    }
+
+    /// `execute` without the liveness bookkeeping (see
+    /// [`TenantTx::execute_bookkeeping`]).
+    async fn execute_untracked(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
         Ok(match &mut self.raw {
             RawConn::Sqlite(tx) => bind_all!(sqlx::query(sql), args)
                 .execute(&mut **tx)
@@ -321,6 +336,21 @@ impl TenantTx {
     pub async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
         let args = self.with_tenant(sql, args)?;
         self.conn.execute(sql, args).await
+    }
+
+    /// A write of usage stamps only (a key's last use, a session's last
+    /// sight) that never bumps the liveness generation, so it does not empty
+    /// every cache of session and API-key checks. Only for columns whose
+    /// cached copies may safely be stale: nothing a cached check reads may be
+    /// written this way, except a stamp whose old value can only make a
+    /// cached entry expire *sooner* (a session's idle deadline).
+    pub async fn execute_bookkeeping(
+        &mut self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<u64, DbError> {
+        let args = self.with_tenant(sql, args)?;
+        self.conn.execute_untracked(sql, args).await
     }
 
     pub async fn fetch_all<T: FromAnyRow>(
@@ -508,6 +538,9 @@ mod tests {
         ));
         assert!(!affects_liveness("SELECT * FROM sessions"));
         assert!(!affects_liveness("UPDATE refresh_tokens SET used_at = $3"));
+        assert!(affects_liveness(
+            "UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1"
+        ));
         assert!(!affects_liveness("UPDATE login_throttle SET failures = 0"));
     }
 
