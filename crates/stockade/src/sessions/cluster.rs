@@ -14,6 +14,12 @@
 //! answers `None` and the caller reads the database; an `INCR` that fails is
 //! logged as an error and other instances may then answer from their cache
 //! for at most `cache::CROSS_PROCESS_TTL`.
+//!
+//! Concurrent readers share `GET`s (see [`Rounds`]): a reader is answered by
+//! the first `GET` *sent after it asked*, never by one already in flight, so
+//! every bump that completed before the reader asked is in its answer —
+//! exactly what a `GET` of its own would give — at a fraction of the round
+//! trips under load.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +37,25 @@ pub const SEED_FLOOR: i64 = 1 << 32;
 pub struct ClusterGeneration {
     conn: ConnectionManager,
     key: String,
+    rounds: Rounds,
+}
+
+/// The shared `GET`s. Rounds are numbered; one runs at a time. A reader
+/// that arrives while round `n` is in flight waits for round `n + 1`, which
+/// starts only after `n` completes, so it is sent after the reader arrived.
+struct Rounds {
+    state: std::sync::Mutex<RoundState>,
+    /// The last completed round and its answer.
+    done: tokio::sync::watch::Sender<(u64, Option<u64>)>,
+}
+
+#[derive(Default)]
+struct RoundState {
+    /// The newest round started.
+    started: u64,
+    running: bool,
+    /// A reader waits for the round after the running one.
+    wanted: bool,
 }
 
 /// The generation a `GET` answered, if it may tag cache entries.
@@ -63,6 +88,10 @@ impl ClusterGeneration {
         Ok(Arc::new(Self {
             conn,
             key: format!("stockade:liveness:{database}"),
+            rounds: Rounds {
+                state: std::sync::Mutex::new(RoundState::default()),
+                done: tokio::sync::watch::Sender::new((0, None)),
+            },
         }))
     }
 
@@ -81,7 +110,67 @@ impl ClusterGeneration {
 
     /// The current generation, or `None` when the cache must not be used for
     /// this request (Redis unreachable, slow, or the counter not yet seeded).
-    pub async fn current(&self) -> Option<u64> {
+    /// Answered by a `GET` sent after this call began (shared with the other
+    /// readers that asked meanwhile; see [`Rounds`]).
+    pub async fn current(self: &Arc<Self>) -> Option<u64> {
+        let mut answers = self.rounds.done.subscribe();
+        let (need, start) = {
+            let mut state = self.rounds.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.running {
+                state.wanted = true;
+                (state.started + 1, false)
+            } else {
+                state.running = true;
+                state.started += 1;
+                (state.started, true)
+            }
+        };
+        if start {
+            // In its own task: a reader cancelled mid-round must not leave
+            // the others waiting.
+            tokio::spawn(self.clone().run_rounds());
+        }
+        let wait = async {
+            loop {
+                let (round, answer) = *answers.borrow_and_update();
+                if round >= need {
+                    return answer;
+                }
+                if answers.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        // At most two rounds (the one in flight, then ours), each bounded.
+        tokio::time::timeout(REDIS_TIMEOUT * 3, wait)
+            .await
+            .unwrap_or(None)
+    }
+
+    /// Runs rounds while readers want them.
+    async fn run_rounds(self: Arc<Self>) {
+        loop {
+            let round = self
+                .rounds
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .started;
+            let answer = self.get_once().await;
+            self.rounds.done.send_replace((round, answer));
+            let mut state = self.rounds.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.wanted {
+                state.wanted = false;
+                state.started += 1;
+            } else {
+                state.running = false;
+                return;
+            }
+        }
+    }
+
+    /// One `GET` (seeding the counter when it is not usable).
+    async fn get_once(&self) -> Option<u64> {
         let value = match self
             .query::<Option<i64>>(redis::cmd("GET").arg(&self.key))
             .await

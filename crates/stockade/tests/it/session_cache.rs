@@ -205,7 +205,69 @@ async fn unreachable_redis_bypasses_the_cache() {
     b.stop().await;
 }
 
+/// Concurrent readers share `GET`s, but a reader is never answered by one
+/// sent before it asked: with readers hammering (so a round is nearly always
+/// in flight), every `INCR` that completed before a read is in its answer.
+async fn shared_reads_are_never_older_than_the_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use stockade::sessions::cluster::{ClusterGeneration, SEED_FLOOR};
+
+    if !redis_up().await {
+        return;
+    }
+    let database = format!("rounds-{}", uuid::Uuid::now_v7());
+    let generation = ClusterGeneration::connect(&redis_url(), &database).expect("redis url");
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("SET")
+        .arg(generation.key())
+        .arg(SEED_FLOOR + 1)
+        .query_async(&mut raw)
+        .await
+        .expect("SET");
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (generation, stop) = (generation.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = generation.current().await;
+                }
+            })
+        })
+        .collect();
+    for _ in 0..300 {
+        let bumped: i64 = redis::cmd("INCR")
+            .arg(generation.key())
+            .query_async(&mut raw)
+            .await
+            .expect("INCR");
+        let seen = generation.current().await.expect("Redis answers");
+        assert!(
+            i64::try_from(seen).expect("fits") >= bumped,
+            "a read answered {seen}, older than the INCR to {bumped} before it"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.expect("reader");
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(generation.key())
+        .query_async(&mut raw)
+        .await
+        .expect("DEL");
+}
+
 mod postgres_redis {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_reads_are_never_older_than_the_call() {
+        super::shared_reads_are_never_older_than_the_call().await;
+    }
     #[tokio::test]
     async fn b_serves_a_session_from_its_cache() {
         super::b_serves_a_session_from_its_cache().await;
