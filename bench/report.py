@@ -27,8 +27,9 @@ LOADS = [
     ("login", "`POST /v1/auth/login`, successful, 8 connections"),
     ("refresh", "`POST /v1/auth/refresh`, each with a fresh token (rotation)"),
     ("legit_alone", "legitimate logins alone, 1 connection"),
-    ("attack", "credential stuffing: wrong passwords from a pool of 20 addresses (4 in --smoke)"),
-    ("legit_under_attack", "legitimate logins during the attack, 1 connection"),
+    ("attack", "credential stuffing alone: wrong passwords from a pool of 20 addresses (4 in --smoke)"),
+    ("attack_with_legit", "the same attack again, while the legitimate stream below runs"),
+    ("legit_under_attack", "legitimate logins during that attack, 1 connection"),
 ]
 # Loads whose every answer must be a success.
 MUST_SUCCEED = ["healthz", "baseline", "record_bearer", "record_api_key",
@@ -127,7 +128,8 @@ def backend_section(backend, r):
                    f"{hash_s * 1000:.1f} ms = {ideal:.1f}/s)", rps("login") / ideal, 0.90),
         ratio_line("refresh rotations/s" + ("" if backend == "sqlite" else " (the target is SQLite's)"),
                    rps("refresh"), 2000, "{:.0f}"),
-        ratio_line("rate-limited login rejections/s (429 answers ÷ seconds)", rejected, 20000, "{:.0f}"),
+        ratio_line("rate-limited login rejections/s (429 answers ÷ seconds, attack alone)",
+                   rejected, 20000, "{:.0f}"),
         ratio_line("legitimate-login p99 under attack ÷ alone", p99_ratio, 1.2, higher=False),
         ratio_line("idle RSS, MiB", mib("rss_idle"), 30, "{:.1f}", higher=False),
         f"| RSS after the full run, MiB | {mib('rss_after_run'):.1f} | — | |",
