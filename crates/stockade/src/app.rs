@@ -52,7 +52,8 @@ pub struct Inner {
     /// One audit event per (tenant, address) refused by an IP allowlist per
     /// five minutes, so a blocked client cannot flood the tenant's log.
     pub allowlist_denials: RateLimiter<(crate::ids::TenantId, IpAddr)>,
-    /// API keys: HMAC key (loaded once), rate limits, denial sampling.
+    /// API keys: HMAC key (loaded once), the cached check (same modes as
+    /// `session_cache`), rate limits, denial sampling.
     pub api_keys: crate::apikeys::ApiKeyState,
     /// One `platform.access.denied` per user and reason per minute.
     pub platform_denials: crate::apikeys::DenialAudit,
@@ -90,18 +91,21 @@ impl AppState {
                 certs
             }
         };
+        // One per process: both caches share its Redis connection, and its
+        // hook is installed on `db` once.
+        let generations = crate::cache::Generations::new(&config, &db);
         Ok(Self(Arc::new(Inner {
             webhook_roots,
             issuer: config.base_url(),
             hasher: Hasher::new()?,
             session_policy,
-            session_cache: sessions::SessionCache::new(&config, &db),
+            session_cache: sessions::SessionCache::with_generations(generations.clone()),
             login_limiter: RateLimiter::new(LOGIN_QUOTA),
             allowlist_denials: RateLimiter::new(Quota {
                 burst: 1,
                 period: chrono::Duration::minutes(5),
             }),
-            api_keys: crate::apikeys::ApiKeyState::default(),
+            api_keys: crate::apikeys::ApiKeyState::new(generations),
             platform_denials: crate::apikeys::DenialAudit::default(),
             keyring: RwLock::new(Arc::new(keyring)),
             config,

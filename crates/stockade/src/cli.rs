@@ -709,14 +709,16 @@ async fn serve(config: Config) -> Result<(), Failure> {
     let redis_configured = config.redis_url.is_some();
     let state = AppState::new(config, db.clone(), Arc::new(SystemClock), keys, keyring)?;
     // A Redis that does not answer at startup does not stop the server: the
-    // session cache stays bypassed (every request reads the database) until
-    // it answers, and the connection is retried on use.
+    // session and API-key caches stay bypassed (every request reads the
+    // database) until it answers, and the connection is retried on use.
     match state.session_cache.cluster() {
         Some(cluster) => match cluster.reachable().await {
-            Ok(()) => tracing::info!(key = %cluster.key(), "session cache on (Redis generation)"),
+            Ok(()) => {
+                tracing::info!(key = %cluster.key(), "session and API-key caches on (Redis generation)")
+            }
             Err(e) => tracing::error!(
                 error = %e,
-                "Redis not reachable: session cache bypassed until it answers"
+                "Redis not reachable: session and API-key caches bypassed until it answers"
             ),
         },
         None if redis_configured && db.kind() == crate::db::BackendKind::Sqlite => {

@@ -54,8 +54,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://…` selects cluster mode; unset means embedded SQLite.
     pub database_url: Option<Secret>,
-    /// `redis://…`: in cluster mode, publishes session revocations across
-    /// instances so each can cache its session checks (`sessions::cluster`).
+    /// `redis://…`: in cluster mode, publishes revocations across instances
+    /// so each can cache its session and API-key checks (`cache::cluster`).
     pub redis_url: Option<Secret>,
     pub public_url: Option<Url>,
     pub signup: SignupMode,

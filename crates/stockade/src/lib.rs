@@ -9,6 +9,7 @@ pub mod app;
 pub mod audit;
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,9 +1,24 @@
 //! Authenticating a request that carries `Authorization: Bearer stk_…`.
 //!
-//! Every request reads the key, its creator's membership and the tenant
-//! from the database (no cache), so revocation, expiry, the end of a
-//! rotation's grace period, the creator's removal or demotion and tenant
-//! suspension all take effect on the next request.
+//! The key, its creator's membership and role, and the tenant are read from
+//! the database, or from the cache of fully successful authentications
+//! (keyed by public id, a [`LivenessCache`]: the session cache's generation
+//! rules, see `crate::cache`). An entry is used only while the liveness
+//! generation it was filled under is unchanged, and every write that can
+//! end or narrow a key bumps it: revocation, rotation and the creator's
+//! removal (`api_keys`), demotion or deactivation (`memberships`, `users`),
+//! a role edit (`roles`), suspension (`tenants`), the IP allowlist and the
+//! per-key rate (`tenant_settings`). So all of them take effect on the next
+//! request, in this process and, with Redis, on every instance; changes
+//! made outside a server within `CROSS_PROCESS_TTL`.
+//!
+//! A hit skips only the database reads. Every request, hit or not, parses
+//! the token, checks its environment, verifies the presented secret against
+//! the stored keyed hash in constant time, and checks the key's expiry,
+//! revocation and rotation grace against the current time ([`judge`]):
+//! a wrong secret on a cached key is refused and counted exactly like one
+//! on an uncached key, and a rotated key stops at the end of its grace
+//! period without any write.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,10 +29,11 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::denials::{self, DeniedKey};
-use super::model::{self, KeyEnv};
+use super::model::{self, ApiKey, KeyEnv};
 use super::store;
 use crate::app::AppState;
 use crate::audit::RequestContext;
+use crate::cache::{Generations, LivenessCache};
 use crate::http::ApiError;
 use crate::ids::{TenantId, UserId};
 use crate::ratelimit::{Decision, Quota, RateLimiter};
@@ -36,20 +52,91 @@ pub const FAILURE_QUOTA: Quota = crate::app::LOGIN_QUOTA;
 /// Process-wide API-key state, in `AppState::api_keys`.
 pub struct ApiKeyState {
     hmac_key: tokio::sync::OnceCell<Zeroizing<[u8; 32]>>,
+    /// Fully successful authentications, by the key's public id.
+    cache: LivenessCache<String, Arc<Cached>>,
     /// Failed authentications per client IP (only failures are counted).
     pub failures: RateLimiter<IpAddr>,
     /// Requests per key, at the tenant's `api_key_rate_per_minute`.
     pub per_key: RateLimiter<Uuid>,
+    /// Last-use writes per key: at most one per [`TOUCH_EVERY`] in this
+    /// process, whatever a cached entry's (older) `last_used_at` says.
+    touches: RateLimiter<Uuid>,
     pub denials: denials::DenialAudit,
 }
 
-impl Default for ApiKeyState {
-    fn default() -> Self {
+impl ApiKeyState {
+    /// The state of a process whose caches use `generations`.
+    pub fn new(generations: Generations) -> Self {
         Self {
             hmac_key: tokio::sync::OnceCell::new(),
+            cache: LivenessCache::new(generations),
             failures: RateLimiter::new(FAILURE_QUOTA),
             per_key: RateLimiter::new(per_minute(600)),
+            touches: RateLimiter::new(Quota {
+                burst: 1,
+                period: TOUCH_EVERY,
+            }),
             denials: denials::DenialAudit::default(),
+        }
+    }
+
+    /// Authentications answered from the cache since start.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache.hits()
+    }
+
+    /// Keys cached now.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The cluster-wide generation the cache uses (cluster mode with Redis):
+    /// the session cache's own, one per process.
+    pub fn cluster(&self) -> Option<&Arc<crate::cache::cluster::ClusterGeneration>> {
+        self.cache.generations().cluster()
+    }
+}
+
+/// A fully successful authentication, as cached: what every request still
+/// judges (see [`judge`]), and the answer.
+struct Cached {
+    standing: Standing,
+    denied: DeniedKey,
+    key: Authenticated,
+}
+
+/// What a request decides afresh from, whether read from the database or
+/// from the cache: the stored hash and the key's dates, and whether the
+/// tenant and the creator let it act at all.
+struct Standing {
+    /// The stored keyed hash of the secret.
+    hash: Vec<u8>,
+    revoked_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    grace_until: Option<DateTime<Utc>>,
+    tenant_suspended: bool,
+    /// The creator's role, while they may act through their keys.
+    creator_role: Option<String>,
+}
+
+impl Standing {
+    fn of(row: &store::AuthRow) -> Self {
+        // The creator must still be an active member, and have been one
+        // since before the key was made: removing a member disables their
+        // keys for good, even if they are invited back later.
+        let creator_active = row.tenant_status == "active"
+            && row.membership_status.as_deref() == Some("active")
+            && row.user_status.as_deref() == Some("active")
+            && row
+                .member_since
+                .is_some_and(|since| since <= row.created_at);
+        Self {
+            hash: row.hash.clone(),
+            revoked_at: row.revoked_at,
+            expires_at: row.expires_at,
+            grace_until: row.grace_until,
+            tenant_suspended: row.tenant_status == "suspended",
+            creator_role: row.role.clone().filter(|_| creator_active),
         }
     }
 }
@@ -94,6 +181,8 @@ pub struct Authenticated {
     pub tenant_slug: String,
     pub ip_allowlist: Arc<Vec<ipnet::IpNet>>,
     rate_per_minute: i64,
+    /// As read from the database (a cached copy may be older: see
+    /// `ApiKeyState::touches`).
     last_used_at: Option<DateTime<Utc>>,
 }
 
@@ -141,6 +230,16 @@ pub async fn authenticate(
     if key.env != KeyEnv::for_config(&state.config) {
         return Err(fail());
     }
+    let cache = &state.api_keys.cache;
+    // Before the database read (see `crate::cache`); `None`: no hit, no fill.
+    let stamp = cache.stamp(&state.db).await;
+    if let Some(hit) = stamp.and_then(|st| cache.get(&key.public_id, st, now, |_| true)) {
+        let hmac = hmac_key(state).await?;
+        judge(state, &key, hmac, &hit.standing, &hit.denied, now, context)
+            .await
+            .map_err(|refused| refused.unwrap_or_else(fail))?;
+        return Ok(hit.key.clone());
+    }
     let Some(tenant) = store::tenant_of(&state.db, &key.public_id).await? else {
         return Err(fail());
     };
@@ -155,39 +254,17 @@ pub async fn authenticate(
         prefix: key.prefix(),
         creator: row.created_by,
     };
-    let deny = |reason: &'static str| {
-        denials::record(state, &denied, reason, serde_json::json!({}), context)
-    };
-    if let Some(reason) = refusal(key.verify(hmac, &row.hash), &row, now) {
-        deny(reason).await;
-        return Err(fail());
-    }
-    if row.tenant_status == "suspended" {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "tenancy.suspended")
-            .with_detail("this tenant is suspended"));
-    }
-    // The creator must still be an active member, and have been one since
-    // before the key was made: removing a member disables their keys for
-    // good, even if they are invited back later.
-    let creator_active = row.tenant_status == "active"
-        && row.membership_status.as_deref() == Some("active")
-        && row.user_status.as_deref() == Some("active")
-        && row
-            .member_since
-            .is_some_and(|since| since <= row.created_at);
-    let role = match (&row.role, creator_active) {
-        (Some(role), true) => role.clone(),
-        _ => {
-            deny("creator_inactive").await;
-            return Err(fail());
-        }
-    };
+    let standing = Standing::of(&row);
+    judge(state, &key, hmac, &standing, &denied, now, context)
+        .await
+        .map_err(|refused| refused.unwrap_or_else(fail))?;
+    let role = standing.creator_role.clone().unwrap_or_default();
     let creator_set = crate::rbac::role_permissions(&mut tx, &role)
         .await?
         .unwrap_or_default();
     drop(tx);
     let permissions = effective(&store::parse_scopes(&row.scopes), &creator_set);
-    Ok(Authenticated {
+    let authenticated = Authenticated {
         key_id: row.id,
         prefix: key.prefix(),
         tenant_id: tenant,
@@ -203,19 +280,62 @@ pub async fn authenticate(
         ),
         rate_per_minute: row.rate_per_minute.unwrap_or(600),
         last_used_at: row.last_used_at,
-    })
+    };
+    if let Some(stamp) = stamp {
+        let entry = Cached {
+            standing,
+            denied,
+            key: authenticated.clone(),
+        };
+        cache.fill(key.public_id.clone(), Arc::new(entry), stamp, now);
+    }
+    Ok(authenticated)
+}
+
+/// What every request decides afresh, from the database or from the cache:
+/// the presented secret against the stored hash (constant time), the key's
+/// dates against `now`, the tenant, the creator. A refusal is audited
+/// (sampled) here; `Err(None)` means "answer 401 and count the failure",
+/// `Err(Some(e))` answer `e`.
+async fn judge(
+    state: &AppState,
+    key: &ApiKey,
+    hmac: &[u8; 32],
+    standing: &Standing,
+    denied: &DeniedKey,
+    now: DateTime<Utc>,
+    context: &RequestContext,
+) -> Result<(), Option<ApiError>> {
+    let deny = |reason: &'static str| {
+        denials::record(state, denied, reason, serde_json::json!({}), context)
+    };
+    if let Some(reason) = refusal(key.verify(hmac, &standing.hash), standing, now) {
+        deny(reason).await;
+        return Err(None);
+    }
+    if standing.tenant_suspended {
+        return Err(Some(
+            ApiError::new(StatusCode::FORBIDDEN, "tenancy.suspended")
+                .with_detail("this tenant is suspended"),
+        ));
+    }
+    if standing.creator_role.is_none() {
+        deny("creator_inactive").await;
+        return Err(None);
+    }
+    Ok(())
 }
 
 /// Why a stored key cannot be used now, if it cannot: wrong secret,
 /// revoked, expired, or rotated and past its grace period.
-fn refusal(secret_ok: bool, row: &store::AuthRow, now: DateTime<Utc>) -> Option<&'static str> {
+fn refusal(secret_ok: bool, key: &Standing, now: DateTime<Utc>) -> Option<&'static str> {
     if !secret_ok {
         Some("bad_secret")
-    } else if row.revoked_at.is_some() {
+    } else if key.revoked_at.is_some() {
         Some("revoked")
-    } else if row.expires_at.is_some_and(|at| now >= at) {
+    } else if key.expires_at.is_some_and(|at| now >= at) {
         Some("expired")
-    } else if row.grace_until.is_some_and(|at| now >= at) {
+    } else if key.grace_until.is_some_and(|at| now >= at) {
         Some("rotated")
     } else {
         None
@@ -233,7 +353,9 @@ pub fn effective(scopes: &[String], creator: &PermissionSet) -> PermissionSet {
 }
 
 /// Applies the per-key rate limit (429 `api_keys.rate_limited` with
-/// `Retry-After`) and records the use (at most once a minute per key).
+/// `Retry-After`) and records the use (at most once a minute per key and
+/// process). The record is a bookkeeping write: it does not bump the
+/// liveness generation, so it empties no cache.
 pub async fn admit(state: &AppState, key: &Authenticated, ip: IpAddr) -> Result<(), ApiError> {
     let now = state.clock.now();
     let quota = per_minute(key.rate_per_minute);
@@ -247,9 +369,13 @@ pub async fn admit(state: &AppState, key: &Authenticated, ip: IpAddr) -> Result<
                 .retry_after(retry_after_secs),
         );
     }
+    // The stored time spares a write another process (or an earlier run)
+    // made recently; the in-process throttle covers a cached entry, whose
+    // copy of it is older than this process's own last write.
     let due = key
         .last_used_at
-        .is_none_or(|at| now < at || now - at >= TOUCH_EVERY);
+        .is_none_or(|at| now < at || now - at >= TOUCH_EVERY)
+        && state.api_keys.touches.check(&key.key_id, now) == Decision::Allow;
     if due
         && let Err(e) =
             store::touch(&state.db, key.tenant_id, key.key_id, now, &ip.to_string()).await

@@ -20,9 +20,9 @@ pub(crate) enum RawConn {
 }
 
 /// A transaction plus the bookkeeping that keeps caches honest: a commit
-/// that changed a session, user, membership or tenant row bumps the
-/// database's liveness generation, which invalidates every cached session
-/// check (see `sessions::cache`).
+/// that changed a session, API key, user, membership, tenant, role or
+/// tenant-settings row bumps the database's liveness generation, which
+/// invalidates every cached session and API-key check (see `crate::cache`).
 pub(crate) struct Conn {
     raw: RawConn,
     liveness: Arc<super::Liveness>,

@@ -7,7 +7,6 @@
 //! session (reuse detection), unless inside the optional grace window.
 
 pub mod cache;
-pub mod cluster;
 mod model;
 mod routes;
 mod store;

@@ -1,8 +1,8 @@
-//! The session cache in cluster mode (issue #8): two instances on one
-//! PostgreSQL database share a liveness generation in Redis, so each may
-//! answer session checks from memory and still see the other's revocations
-//! on the very next request. Needs PostgreSQL and Redis (both required under
-//! `CI=true`).
+//! The session and API-key caches in cluster mode (issue #8): two instances
+//! on one PostgreSQL database share a liveness generation in Redis, so each
+//! may answer session and API-key checks from memory and still see the
+//! other's revocations on the very next request. Needs PostgreSQL and Redis
+//! (both required under `CI=true`).
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -12,13 +12,13 @@ use crate::roles::{call, member, member_with_id};
 use crate::testkit::{Backend, TestServer};
 
 /// The Redis the tests use; override with STOCKADE_TEST_REDIS_URL.
-fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("STOCKADE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 const UNREACHABLE_REDIS: &str = "redis://127.0.0.1:1";
 
-async fn redis_up() -> bool {
+pub async fn redis_up() -> bool {
     let Ok(client) = redis::Client::open(redis_url()) else {
         return false;
     };
@@ -211,7 +211,7 @@ async fn unreachable_redis_bypasses_the_cache() {
 async fn shared_reads_are_never_older_than_the_call() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use stockade::sessions::cluster::{ClusterGeneration, SEED_FLOOR};
+    use stockade::cache::cluster::{ClusterGeneration, SEED_FLOOR};
 
     if !redis_up().await {
         return;
@@ -263,6 +263,42 @@ async fn shared_reads_are_never_older_than_the_call() {
         .expect("DEL");
 }
 
+async fn api_key_revoked_on_a_is_refused_on_b_at_once() {
+    let Some((a, b)) = pair(&redis_url()).await else {
+        return;
+    };
+    let pat = signup(&a, "acme", "pat@acme.test").await;
+    let (status, body) = call(
+        &a,
+        Method::POST,
+        "/v1/api-keys",
+        &pat.access,
+        Some(json!({"name": "ci", "scopes": ["settings:manage"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let key = body["key"].as_str().unwrap();
+    let id = body["id"].as_str().unwrap();
+    // Warm on B: at most two misses (seeding the counter, filling).
+    for _ in 0..4 {
+        let (status, _) = call(&b, Method::GET, "/v1/tenant/settings", key, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert!(b.state.api_keys.cache_hits() >= 2);
+    // One Redis connection per process, shared by both caches.
+    assert!(std::sync::Arc::ptr_eq(
+        b.state.session_cache.cluster().unwrap(),
+        b.state.api_keys.cluster().unwrap()
+    ));
+    let path = format!("/v1/api-keys/{id}");
+    let (status, _) = call(&a, Method::DELETE, &path, &pat.access, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = call(&b, Method::GET, "/v1/tenant/settings", key, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["code"], "auth.invalid_api_key");
+    b.stop().await;
+}
+
 mod postgres_redis {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shared_reads_are_never_older_than_the_call() {
@@ -287,6 +323,10 @@ mod postgres_redis {
     #[tokio::test]
     async fn role_change_on_a_applies_on_b_at_once() {
         super::role_change_on_a_applies_on_b_at_once().await;
+    }
+    #[tokio::test]
+    async fn api_key_revoked_on_a_is_refused_on_b_at_once() {
+        super::api_key_revoked_on_a_is_refused_on_b_at_once().await;
     }
     #[tokio::test]
     async fn unreachable_redis_bypasses_the_cache() {

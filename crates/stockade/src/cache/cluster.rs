@@ -1,10 +1,12 @@
 //! The cluster-wide liveness generation, kept in Redis so that several
-//! instances on one PostgreSQL database can each cache their session checks.
+//! instances on one PostgreSQL database can each cache their session and
+//! API-key checks. One per process, shared by every cache (see the parent
+//! module).
 //!
 //! One counter per database, `stockade:liveness:<database name>`. Every
 //! instance `INCR`s it after each commit that bumps its local liveness
 //! generation (through the hook it installs on its `Db`), and reads it with
-//! `GET` before each session check it may answer from its cache. A missing or
+//! `GET` before each check it may answer from a cache. A missing or
 //! small value (a fresh key, or Redis restarted without its data) is never
 //! used: the reader bypasses the cache and moves the counter to a random value
 //! at or above [`SEED_FLOOR`], so a reset counter cannot climb back to a
@@ -13,7 +15,7 @@
 //! Fail safe: a `GET` that errors or takes longer than [`REDIS_TIMEOUT`]
 //! answers `None` and the caller reads the database; an `INCR` that fails is
 //! logged as an error and other instances may then answer from their cache
-//! for at most `cache::CROSS_PROCESS_TTL`.
+//! for at most [`super::CROSS_PROCESS_TTL`].
 //!
 //! Concurrent readers share `GET`s (see [`Rounds`]): a reader is answered by
 //! the first `GET` *sent after it asked*, never by one already in flight, so
@@ -177,7 +179,7 @@ impl ClusterGeneration {
         {
             Ok(v) => v,
             Err(e) => {
-                tracing::debug!(error = %e, "Redis GET failed: session check bypasses the cache");
+                tracing::debug!(error = %e, "Redis GET failed: this check bypasses the caches");
                 return None;
             }
         };
@@ -203,7 +205,7 @@ impl ClusterGeneration {
                 key = %self.key,
                 error = %e,
                 "cannot publish a liveness change to Redis: other instances may answer \
-                 from their session cache for up to 5 s"
+                 from their session and API-key caches for up to 5 s"
             );
         }
     }
