@@ -185,13 +185,21 @@ impl Db {
             // rows (identity::erase) do not linger in free pages.
             .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(5));
+        // No ping before handing out a connection (sqlx's default is one
+        // round trip to the connection's worker thread per acquire): an
+        // embedded connection has no peer that can hang up while idle, and
+        // sqlx still pings each connection when it comes back (flushing the
+        // rollback of a dropped transaction). On the single writer that
+        // round trip was part of every write transaction's hold.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the SQLite database: {e}"))?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(opts.read_only(true))
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the SQLite database: {e}"))?;

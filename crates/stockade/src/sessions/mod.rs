@@ -18,6 +18,7 @@ pub use model::{
 pub use routes::{ACCESS_TOKEN_SECONDS, SessionView, SessionsApi, TokenResponse, routes};
 pub(crate) use routes::{access_token, refresh_cookie, with_cookie};
 pub use store::{
-    IMPERSONATION_TTL, Live, RefreshError, Refusal, Rotated, check, create, create_impersonation,
-    create_unproven, list_for_user, mark_authenticated, revoke, revoke_all_for_user, rotate,
+    IMPERSONATION_TTL, Live, RefreshError, Refusal, Rotated, Sighting, check, create,
+    create_impersonation, create_unproven, list_for_user, look_up, mark_authenticated, revoke,
+    revoke_all_for_user, rotate, rotate_seen,
 };
