@@ -47,6 +47,8 @@ pub struct Inner {
     /// The per-request session check, cached (embedded mode; cluster mode
     /// with Redis).
     pub session_cache: sessions::SessionCache,
+    /// Refresh rotations, group-committed on SQLite.
+    pub refresh_rotations: sessions::RotationBatcher,
     /// Sign-in and other password-hashing endpoints, per client IP.
     pub login_limiter: RateLimiter<IpAddr>,
     /// One audit event per (tenant, address) refused by an IP allowlist per
@@ -100,6 +102,7 @@ impl AppState {
             hasher: Hasher::new()?,
             session_policy,
             session_cache: sessions::SessionCache::with_generations(generations.clone()),
+            refresh_rotations: sessions::RotationBatcher::default(),
             login_limiter: RateLimiter::new(LOGIN_QUOTA),
             allowlist_denials: RateLimiter::new(Quota {
                 burst: 1,

@@ -333,6 +333,27 @@ impl TenantTx {
         self.conn.audit_head_key.get().cloned()
     }
 
+    /// Opens the savepoint that brackets one unit of a group commit.
+    pub(crate) async fn savepoint(&mut self) -> Result<(), DbError> {
+        self.conn
+            .execute_untracked("SAVEPOINT stockade_unit", Vec::new())
+            .await
+            .map(|_| ())
+    }
+
+    /// Ends the unit: keeps its writes (`keep`) or undoes them.
+    pub(crate) async fn end_savepoint(&mut self, keep: bool) -> Result<(), DbError> {
+        if !keep {
+            self.conn
+                .execute_untracked("ROLLBACK TO SAVEPOINT stockade_unit", Vec::new())
+                .await?;
+        }
+        self.conn
+            .execute_untracked("RELEASE SAVEPOINT stockade_unit", Vec::new())
+            .await
+            .map(|_| ())
+    }
+
     pub async fn execute(&mut self, sql: &str, args: Vec<Value>) -> Result<u64, DbError> {
         let args = self.with_tenant(sql, args)?;
         self.conn.execute(sql, args).await

@@ -8,6 +8,7 @@
 
 pub mod cache;
 mod model;
+mod rotation_batch;
 mod routes;
 mod store;
 
@@ -15,6 +16,7 @@ pub use cache::SessionCache;
 pub use model::{
     REFRESH_COOKIE, RefreshToken, STEP_UP_WINDOW, Session, SessionPolicy, SessionStatus,
 };
+pub use rotation_batch::RotationBatcher;
 pub use routes::{ACCESS_TOKEN_SECONDS, SessionView, SessionsApi, TokenResponse, routes};
 pub(crate) use routes::{access_token, refresh_cookie, with_cookie};
 pub use store::{

@@ -187,8 +187,40 @@ pub async fn rotate(
     context: &RequestContext,
 ) -> Result<Rotated, RefreshError> {
     let mut tx = db.tenant_tx(presented.tenant()).await?;
-    let seen = look_up(&mut tx, presented, clock.now()).await?;
-    rotate_seen(tx, clock, presented, seen, policy, context).await
+    let rotated = rotate_in(&mut tx, clock, presented, policy, context).await;
+    finish(tx, rotated).await
+}
+
+/// [`rotate`] inside a transaction the caller owns. The caller commits when
+/// [`keeps_writes`] says so and rolls back otherwise (the group commit of
+/// `sessions::rotation_batch` runs several in one transaction).
+pub(crate) async fn rotate_in(
+    tx: &mut TenantTx,
+    clock: &dyn Clock,
+    presented: &RefreshToken,
+    policy: &SessionPolicy,
+    context: &RequestContext,
+) -> Result<Rotated, RefreshError> {
+    let seen = look_up(tx, presented, clock.now()).await?;
+    rotate_seen_in(tx, clock, presented, seen, policy, context).await
+}
+
+/// Whether the writes behind a rotation's outcome must be committed: a new
+/// token, or a reuse (the revocation and its audit event). Any other error
+/// leaves nothing worth keeping.
+pub(crate) fn keeps_writes(outcome: &Result<Rotated, RefreshError>) -> bool {
+    matches!(outcome, Ok(_) | Err(RefreshError::Reused))
+}
+
+/// Commits `tx` when the outcome keeps its writes, else drops (rolls back).
+async fn finish(
+    tx: TenantTx,
+    outcome: Result<Rotated, RefreshError>,
+) -> Result<Rotated, RefreshError> {
+    if keeps_writes(&outcome) {
+        tx.commit().await?;
+    }
+    outcome
 }
 
 /// The read of [`rotate`]: the presented token's session, refused at once if
@@ -234,6 +266,19 @@ pub async fn rotate_seen(
     policy: &SessionPolicy,
     context: &RequestContext,
 ) -> Result<Rotated, RefreshError> {
+    let rotated = rotate_seen_in(&mut tx, clock, presented, seen, policy, context).await;
+    finish(tx, rotated).await
+}
+
+/// [`rotate_seen`] without the commit (see [`rotate_in`]).
+async fn rotate_seen_in(
+    tx: &mut TenantTx,
+    clock: &dyn Clock,
+    presented: &RefreshToken,
+    seen: Sighting,
+    policy: &SessionPolicy,
+    context: &RequestContext,
+) -> Result<Rotated, RefreshError> {
     let now = seen.now;
     let hash = presented.hash();
     let session_id = seen.session.id;
@@ -241,7 +286,7 @@ pub async fn rotate_seen(
         // The session first, then the token: the order of `revoke` (sessions,
         // then refresh_tokens), so a concurrent sign-out on PostgreSQL waits
         // for us or we for it, and neither deadlocks.
-        let Some(session) = touch(&mut tx, seen.session, now, context).await? else {
+        let Some(session) = touch(tx, seen.session, now, context).await? else {
             return Err(RefreshError::Invalid);
         };
         // The authority on "not used yet": of concurrent claims exactly one
@@ -255,8 +300,7 @@ pub async fn rotate_seen(
             )
             .await?;
         if claimed == 1 {
-            let token = issue_refresh(&mut tx, session.id, now, policy).await?;
-            tx.commit().await?;
+            let token = issue_refresh(tx, session.id, now, policy).await?;
             return Ok(Rotated { session, token });
         }
     }
@@ -313,9 +357,10 @@ async fn touch(
 
 /// A token presented after it was rotated. Inside the grace window a second
 /// tab gets a sibling token; otherwise the session is revoked and
-/// `sessions.refresh.reused` written, in the same transaction.
+/// `sessions.refresh.reused` written, in the same transaction (the caller
+/// commits: [`keeps_writes`]).
 async fn reused(
-    mut tx: TenantTx,
+    tx: &mut TenantTx,
     clock: &dyn Clock,
     hash: [u8; 32],
     session: SessionId,
@@ -334,19 +379,18 @@ async fn reused(
     let Some((Some(used_at),)) = used_at else {
         return Err(RefreshError::Invalid);
     };
-    let session = load(&mut tx, session).await?.ok_or(RefreshError::Invalid)?;
+    let session = load(tx, session).await?.ok_or(RefreshError::Invalid)?;
     if session.status(now) != SessionStatus::Active {
         return Err(RefreshError::Invalid);
     }
     if policy.reuse_grace > Duration::zero() && now - used_at <= policy.reuse_grace {
         // A second tab inside the grace window: a sibling token.
-        let token = issue_refresh(&mut tx, session.id, now, policy).await?;
-        tx.commit().await?;
+        let token = issue_refresh(tx, session.id, now, policy).await?;
         return Ok(Rotated { session, token });
     }
-    revoke(&mut tx, session.id, "refresh_reused", now).await?;
+    revoke(tx, session.id, "refresh_reused", now).await?;
     audit::append(
-        &mut tx,
+        tx,
         clock,
         NewEvent::new(
             Actor::User {
@@ -361,7 +405,6 @@ async fn reused(
         .context(context.clone()),
     )
     .await?;
-    tx.commit().await?;
     Err(RefreshError::Reused)
 }
 

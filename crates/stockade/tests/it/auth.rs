@@ -676,6 +676,87 @@ async fn a_stale_sighting_cannot_rotate_a_token_twice(backend: Backend) {
     );
 }
 
+/// Refreshes that arrive together share one transaction on SQLite (group
+/// commit, `sessions::rotation_batch`) and still behave like separate
+/// transactions in arrival order: two tenants, a token presented twice in
+/// the batch (the second is a reuse that revokes that session, new token
+/// included), an unknown token; the others rotate. PostgreSQL takes the
+/// direct path with the same outcomes.
+async fn group_committed_rotations_behave_like_separate_transactions(backend: Backend) {
+    use stockade::sessions::{RefreshError, RefreshToken};
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    let a = signup(&s, "acme", "owner@acme.test").await;
+    let b = signup(&s, "beta", "owner@beta.test").await;
+    let a2 = login_ok(&s, "owner@acme.test").await;
+    let (_, acme, _) = sighting_parts(&s, &a).await;
+    let unknown = format!("{}.{}", acme.simple(), "A".repeat(43));
+    assert!(
+        RefreshToken::parse(&unknown).is_some(),
+        "well formed, never issued"
+    );
+    let state = &s.state;
+    let before = state.refresh_rotations.batches();
+    let rotate = |t: &str| {
+        state.refresh_rotations.rotate(
+            &state.db,
+            &state.clock,
+            RefreshToken::parse(t).unwrap(),
+            state.session_policy,
+            stockade::audit::RequestContext::default(),
+        )
+    };
+    // Polled together: all five queue before the writer task runs.
+    let (first_a, b_new, second_a, a2_new, unknown) = tokio::join!(
+        rotate(&a.refresh),
+        rotate(&b.refresh),
+        rotate(&a.refresh),
+        rotate(&a2.refresh),
+        rotate(&unknown)
+    );
+    let first_a = first_a.expect("the first presentation rotates");
+    assert!(
+        matches!(second_a, Err(RefreshError::Reused)),
+        "{second_a:?}"
+    );
+    assert!(matches!(unknown, Err(RefreshError::Invalid)), "{unknown:?}");
+    if backend == Backend::Sqlite {
+        assert_eq!(state.refresh_rotations.batches() - before, 1, "one commit");
+        assert!(state.refresh_rotations.rotations() >= 5);
+    }
+    // Committed, and each unit as its own transaction would have left it.
+    assert_eq!(
+        refresh(&s, &first_a.token.encode()).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the reuse revoked the session, the new token with it"
+    );
+    assert_eq!(me(&s, &a.access).await.status(), StatusCode::UNAUTHORIZED);
+    for other in [
+        b_new.expect("beta rotates"),
+        a2_new.expect("a second session rotates"),
+    ] {
+        assert_eq!(
+            refresh(&s, &other.token.encode()).await.status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(me(&s, &a2.access).await.status(), StatusCode::OK);
+    let acme_log = audit_actions(&s, "acme").await;
+    assert_eq!(
+        acme_log
+            .iter()
+            .filter(|a| *a == "sessions.refresh.reused")
+            .count(),
+        1
+    );
+    assert!(
+        !audit_actions(&s, "beta")
+            .await
+            .contains(&"sessions.refresh.reused".to_owned())
+    );
+}
+
 /// A session revoked between the read and the writes (here without its
 /// tokens being deleted, as a sign-out everywhere leaves them) is re-checked
 /// on the writer: no rotation, and the token is not even claimed.
@@ -1456,6 +1537,7 @@ crate::both_servers!(
     concurrent_refreshes_exactly_one_wins,
     concurrent_refreshes_inside_the_grace_window_get_siblings,
     a_stale_sighting_cannot_rotate_a_token_twice,
+    group_committed_rotations_behave_like_separate_transactions,
     a_session_revoked_after_the_sighting_is_not_rotated,
     a_refresh_does_not_empty_the_session_cache,
     reuse_grace_window_gives_a_sibling_token,
