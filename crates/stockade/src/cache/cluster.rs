@@ -51,6 +51,22 @@ struct Rounds {
     done: tokio::sync::watch::Sender<(u64, Option<u64>)>,
 }
 
+/// Held by a reader running a round itself: dropped before the round ends
+/// (the request was cancelled), it hands the round to a task.
+struct Handoff {
+    this: Option<Arc<ClusterGeneration>>,
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let Some(this) = self.this.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(this.run_rounds());
+        }
+    }
+}
+
 #[derive(Default)]
 struct RoundState {
     /// The newest round started.
@@ -128,9 +144,16 @@ impl ClusterGeneration {
             }
         };
         if start {
-            // In its own task: a reader cancelled mid-round must not leave
-            // the others waiting.
-            tokio::spawn(self.clone().run_rounds());
+            // The reader that starts a round sends its `GET` itself (no task
+            // hop); if it is cancelled mid-round, `Handoff` gives the round
+            // to a task so the others are still answered.
+            let mut handoff = Handoff {
+                this: Some(self.clone()),
+            };
+            let answer = self.get_once().await;
+            handoff.this = None;
+            self.end_round(need, answer);
+            return answer;
         }
         let wait = async {
             loop {
@@ -149,7 +172,30 @@ impl ClusterGeneration {
             .unwrap_or(None)
     }
 
-    /// Runs rounds while readers want them.
+    /// Publishes round `round`'s answer and, if readers wait for the next
+    /// round, starts it in a task (the reader that ran this one returns).
+    fn end_round(self: &Arc<Self>, round: u64, answer: Option<u64>) {
+        if self.next_round(round, answer) {
+            tokio::spawn(self.clone().run_rounds());
+        }
+    }
+
+    /// Publishes `answer` for `round`; whether another round is due (then
+    /// already counted as started).
+    fn next_round(&self, round: u64, answer: Option<u64>) -> bool {
+        self.rounds.done.send_replace((round, answer));
+        let mut state = self.rounds.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.wanted {
+            state.wanted = false;
+            state.started += 1;
+            true
+        } else {
+            state.running = false;
+            false
+        }
+    }
+
+    /// Runs the started round, then the next while readers want them.
     async fn run_rounds(self: Arc<Self>) {
         loop {
             let round = self
@@ -159,13 +205,7 @@ impl ClusterGeneration {
                 .unwrap_or_else(|p| p.into_inner())
                 .started;
             let answer = self.get_once().await;
-            self.rounds.done.send_replace((round, answer));
-            let mut state = self.rounds.state.lock().unwrap_or_else(|p| p.into_inner());
-            if state.wanted {
-                state.wanted = false;
-                state.started += 1;
-            } else {
-                state.running = false;
+            if !self.next_round(round, answer) {
                 return;
             }
         }

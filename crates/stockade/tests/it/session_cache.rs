@@ -263,6 +263,53 @@ async fn shared_reads_are_never_older_than_the_call() {
         .expect("DEL");
 }
 
+/// A reader that starts a round runs its `GET` itself; cancelled mid-`GET`
+/// (its request dropped), it hands the round to a task, so the readers
+/// after it are still answered from Redis (without the handoff they would
+/// wait for a round that never comes and fall back to the database).
+async fn a_cancelled_reader_hands_its_round_over() {
+    use stockade::cache::cluster::{ClusterGeneration, SEED_FLOOR};
+
+    if !redis_up().await {
+        return;
+    }
+    let database = format!("handoff-{}", uuid::Uuid::now_v7());
+    let generation = ClusterGeneration::connect(&redis_url(), &database).expect("redis url");
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("SET")
+        .arg(generation.key())
+        .arg(SEED_FLOOR + 7)
+        .query_async(&mut raw)
+        .await
+        .expect("SET");
+    let expected = u64::try_from(SEED_FLOOR + 7).expect("fits");
+    // Connected first: a cancelled first use would cancel the lazy connect.
+    assert_eq!(generation.current().await, Some(expected));
+    for _ in 0..20 {
+        {
+            let started = generation.current();
+            tokio::pin!(started);
+            // Polled once (it starts a round and waits on Redis), then
+            // dropped at the end of this block.
+            tokio::select! {
+                biased;
+                _ = &mut started => {}
+                () = std::future::ready(()) => {}
+            }
+        }
+        assert_eq!(generation.current().await, Some(expected));
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(generation.key())
+        .query_async(&mut raw)
+        .await
+        .expect("DEL");
+}
+
 async fn api_key_revoked_on_a_is_refused_on_b_at_once() {
     let Some((a, b)) = pair(&redis_url()).await else {
         return;
@@ -300,6 +347,10 @@ async fn api_key_revoked_on_a_is_refused_on_b_at_once() {
 }
 
 mod postgres_redis {
+    #[tokio::test]
+    async fn a_cancelled_reader_hands_its_round_over() {
+        super::a_cancelled_reader_hands_its_round_over().await;
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shared_reads_are_never_older_than_the_call() {
         super::shared_reads_are_never_older_than_the_call().await;
