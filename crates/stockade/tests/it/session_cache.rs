@@ -205,19 +205,17 @@ async fn unreachable_redis_bypasses_the_cache() {
     b.stop().await;
 }
 
-/// Concurrent readers share `GET`s, but a reader is never answered by one
-/// sent before it asked: with readers hammering (so a round is nearly always
-/// in flight), every `INCR` that completed before a read is in its answer.
-async fn shared_reads_are_never_older_than_the_call() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use stockade::cache::cluster::{ClusterGeneration, SEED_FLOOR};
-
-    if !redis_up().await {
-        return;
-    }
+/// A cluster generation on a fresh key set to `value`, and a raw Redis
+/// connection to bump it (and delete the key after the test).
+async fn generation_at(
+    value: i64,
+) -> (
+    std::sync::Arc<stockade::cache::cluster::ClusterGeneration>,
+    redis::aio::MultiplexedConnection,
+) {
     let database = format!("rounds-{}", uuid::Uuid::now_v7());
-    let generation = ClusterGeneration::connect(&redis_url(), &database).expect("redis url");
+    let generation = stockade::cache::cluster::ClusterGeneration::connect(&redis_url(), &database)
+        .expect("redis url");
     let client = redis::Client::open(redis_url()).expect("redis url");
     let mut raw = client
         .get_multiplexed_async_connection()
@@ -225,10 +223,25 @@ async fn shared_reads_are_never_older_than_the_call() {
         .expect("redis");
     let _: () = redis::cmd("SET")
         .arg(generation.key())
-        .arg(SEED_FLOOR + 1)
+        .arg(value)
         .query_async(&mut raw)
         .await
         .expect("SET");
+    (generation, raw)
+}
+
+/// Concurrent readers share `GET`s, but a reader is never answered by one
+/// sent before it asked: with readers hammering (so a round is nearly always
+/// in flight), every `INCR` that completed before a read is in its answer.
+async fn shared_reads_are_never_older_than_the_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use stockade::cache::cluster::SEED_FLOOR;
+
+    if !redis_up().await {
+        return;
+    }
+    let (generation, mut raw) = generation_at(SEED_FLOOR + 1).await;
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..8)
         .map(|_| {
@@ -268,24 +281,12 @@ async fn shared_reads_are_never_older_than_the_call() {
 /// after it are still answered from Redis (without the handoff they would
 /// wait for a round that never comes and fall back to the database).
 async fn a_cancelled_reader_hands_its_round_over() {
-    use stockade::cache::cluster::{ClusterGeneration, SEED_FLOOR};
+    use stockade::cache::cluster::SEED_FLOOR;
 
     if !redis_up().await {
         return;
     }
-    let database = format!("handoff-{}", uuid::Uuid::now_v7());
-    let generation = ClusterGeneration::connect(&redis_url(), &database).expect("redis url");
-    let client = redis::Client::open(redis_url()).expect("redis url");
-    let mut raw = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let _: () = redis::cmd("SET")
-        .arg(generation.key())
-        .arg(SEED_FLOOR + 7)
-        .query_async(&mut raw)
-        .await
-        .expect("SET");
+    let (generation, mut raw) = generation_at(SEED_FLOOR + 7).await;
     let expected = u64::try_from(SEED_FLOOR + 7).expect("fits");
     // Connected first: a cancelled first use would cancel the lazy connect.
     assert_eq!(generation.current().await, Some(expected));
