@@ -102,7 +102,11 @@ impl AppState {
             hasher: Hasher::new()?,
             session_policy,
             session_cache: sessions::SessionCache::with_generations(generations.clone()),
-            refresh_rotations: sessions::RotationBatcher::default(),
+            refresh_rotations: sessions::RotationBatcher::new(
+                db.clone(),
+                clock.clone(),
+                session_policy,
+            ),
             login_limiter: RateLimiter::new(LOGIN_QUOTA),
             allowlist_denials: RateLimiter::new(Quota {
                 burst: 1,

@@ -41,7 +41,6 @@ const QUEUE: usize = 1024;
 
 struct Job {
     presented: RefreshToken,
-    policy: SessionPolicy,
     context: RequestContext,
     reply: oneshot::Sender<Result<Rotated, RefreshError>>,
 }
@@ -50,8 +49,10 @@ type Outcome = Result<Rotated, RefreshError>;
 
 /// The rotation queue of one process (in `AppState`); its writer task
 /// starts on first use and ends when this is dropped.
-#[derive(Default)]
 pub struct RotationBatcher {
+    db: Db,
+    clock: SharedClock,
+    policy: SessionPolicy,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     stats: Arc<Stats>,
 }
@@ -64,27 +65,37 @@ struct Stats {
 }
 
 impl RotationBatcher {
+    /// Rotations of `db`'s tokens under `policy`.
+    pub fn new(db: Db, clock: SharedClock, policy: SessionPolicy) -> Self {
+        Self {
+            db,
+            clock,
+            policy,
+            queue: Mutex::new(None),
+            stats: Arc::default(),
+        }
+    }
+
     /// Rotates `presented` (see [`store::rotate`]); on SQLite in a group
     /// commit with the rotations that arrive meanwhile.
-    pub async fn rotate(
-        &self,
-        db: &Db,
-        clock: &SharedClock,
-        presented: RefreshToken,
-        policy: SessionPolicy,
-        context: RequestContext,
-    ) -> Outcome {
-        if db.kind() != BackendKind::Sqlite {
-            return store::rotate(db, clock.as_ref(), &presented, &policy, &context).await;
+    pub async fn rotate(&self, presented: RefreshToken, context: RequestContext) -> Outcome {
+        if self.db.kind() != BackendKind::Sqlite {
+            return store::rotate(
+                &self.db,
+                self.clock.as_ref(),
+                &presented,
+                &self.policy,
+                &context,
+            )
+            .await;
         }
         let (reply, answer) = oneshot::channel();
         let job = Job {
             presented,
-            policy,
             context,
             reply,
         };
-        self.queue(db, clock)
+        self.queue()
             .send(job)
             .await
             .map_err(|_| RefreshError::Internal("the rotation writer stopped".to_owned()))?;
@@ -104,13 +115,19 @@ impl RotationBatcher {
     }
 
     /// The queue, starting its writer task if none runs.
-    fn queue(&self, db: &Db, clock: &SharedClock) -> mpsc::Sender<Job> {
+    fn queue(&self) -> mpsc::Sender<Job> {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = queue.as_ref().filter(|s| !s.is_closed()) {
             return sender.clone();
         }
         let (sender, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(write(db.clone(), clock.clone(), jobs, self.stats.clone()));
+        tokio::spawn(write(
+            self.db.clone(),
+            self.clock.clone(),
+            self.policy,
+            jobs,
+            self.stats.clone(),
+        ));
         *queue = Some(sender.clone());
         sender
     }
@@ -118,15 +135,28 @@ impl RotationBatcher {
 
 /// The writer task: every rotation waiting, one transaction, until the
 /// queue closes.
-async fn write(db: Db, clock: SharedClock, mut jobs: mpsc::Receiver<Job>, stats: Arc<Stats>) {
+async fn write(
+    db: Db,
+    clock: SharedClock,
+    policy: SessionPolicy,
+    mut jobs: mpsc::Receiver<Job>,
+    stats: Arc<Stats>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit_batch(&db, clock.as_ref(), std::mem::take(&mut batch), &stats).await;
+        let jobs = std::mem::take(&mut batch);
+        commit_batch(&db, clock.as_ref(), &policy, jobs, &stats).await;
     }
 }
 
 /// Runs `jobs` in one transaction and answers each after its commit.
-async fn commit_batch(db: &Db, clock: &dyn Clock, jobs: Vec<Job>, stats: &Stats) {
+async fn commit_batch(
+    db: &Db,
+    clock: &dyn Clock,
+    policy: &SessionPolicy,
+    jobs: Vec<Job>,
+    stats: &Stats,
+) {
     let Some(first) = jobs.first() else {
         return;
     };
@@ -139,7 +169,7 @@ async fn commit_batch(db: &Db, clock: &dyn Clock, jobs: Vec<Job>, stats: &Stats)
         let outcome = match tx.rescope(job.presented.tenant()).await {
             Ok(rescoped) => {
                 tx = rescoped;
-                unit(&mut tx, clock, job).await
+                unit(&mut tx, clock, policy, job).await
             }
             // `tx` is gone: the transaction rolled back.
             Err(e) => return fail(jobs, &e),
@@ -166,9 +196,14 @@ async fn commit_batch(db: &Db, clock: &dyn Clock, jobs: Vec<Job>, stats: &Stats)
 
 /// One rotation in its own savepoint (`tx` is already in its tenant); the
 /// outer error means the transaction itself is in doubt.
-async fn unit(tx: &mut TenantTx, clock: &dyn Clock, job: &Job) -> Result<Outcome, DbError> {
+async fn unit(
+    tx: &mut TenantTx,
+    clock: &dyn Clock,
+    policy: &SessionPolicy,
+    job: &Job,
+) -> Result<Outcome, DbError> {
     tx.savepoint().await?;
-    let outcome = store::rotate_in(tx, clock, &job.presented, &job.policy, &job.context).await;
+    let outcome = store::rotate_in(tx, clock, &job.presented, policy, &job.context).await;
     tx.end_savepoint(store::keeps_writes(&outcome)).await?;
     Ok(outcome)
 }

@@ -129,16 +129,7 @@ async fn refresh(
     let Some(presented) = refresh_from_cookies(&headers) else {
         return unauthenticated_clearing_cookie();
     };
-    let rotated = state
-        .refresh_rotations
-        .rotate(
-            &state.db,
-            &state.clock,
-            presented,
-            state.session_policy,
-            context,
-        )
-        .await;
+    let rotated = state.refresh_rotations.rotate(presented, context).await;
     match rotated {
         Ok(r) => match access_token(
             &state,

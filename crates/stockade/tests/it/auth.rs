@@ -700,10 +700,7 @@ async fn group_committed_rotations_behave_like_separate_transactions(backend: Ba
     let before = state.refresh_rotations.batches();
     let rotate = |t: &str| {
         state.refresh_rotations.rotate(
-            &state.db,
-            &state.clock,
             RefreshToken::parse(t).unwrap(),
-            state.session_policy,
             stockade::audit::RequestContext::default(),
         )
     };
