@@ -316,6 +316,11 @@ impl Db {
         self.global_tx().await?.for_user(user).await
     }
 
+    /// A read-only [`Db::user_tx`] (SQLite: a reader connection).
+    pub async fn user_read(&self, user: crate::ids::UserId) -> Result<UserTx, DbError> {
+        self.global_read().await?.for_user(user).await
+    }
+
     pub async fn global_read(&self) -> Result<GlobalTx, DbError> {
         Ok(GlobalTx::new(tx::Conn::new(
             match &self.backend {

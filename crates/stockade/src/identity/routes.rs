@@ -312,10 +312,18 @@ async fn login(
     let email_key = Email::parse(&req.email)
         .map(|e| e.key().to_owned())
         .unwrap_or_else(|_| req.email.trim().to_lowercase());
-    if let Some(until) = throttle::locked_until(&state.db, &email_key, now).await? {
+    // The throttle and the user, in one read.
+    let (throttled, user) = {
+        let mut read = state.db.global_read().await?;
+        let throttled = throttle::standing(&mut read, &email_key).await?;
+        (
+            throttled,
+            users::find_auth_user_in(&mut read, &email_key).await?,
+        )
+    };
+    if let Some(until) = throttled.locked_until(now) {
         // Audited like any attempt (SPEC §2.3), without hashing and without
         // counting as a failure: the lockout does not extend itself.
-        let user = users::find_auth_user(&state.db, &email_key).await?;
         audit_failed_login(&state, &email_key, user.as_ref(), None, &context).await?;
         let secs = u64::try_from((until - now).num_seconds())
             .unwrap_or(1)
@@ -326,7 +334,6 @@ async fn login(
                 .retry_after(secs),
         );
     }
-    let user = users::find_auth_user(&state.db, &email_key).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let verdict = state
         .hasher
@@ -355,7 +362,9 @@ async fn login(
         failed_login(&state, &email_key, Some(&user), "no_membership", &context).await?;
         return Err(invalid_credentials());
     };
-    throttle::record_success(&state.db, &email_key).await?;
+    if throttled.has_failures() {
+        throttle::record_success(&state.db, &email_key).await?;
+    }
     start_session(
         &state,
         &user,

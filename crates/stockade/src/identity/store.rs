@@ -69,13 +69,19 @@ pub struct AuthUser {
 }
 
 pub async fn find_auth_user(db: &Db, email_key: &str) -> Result<Option<AuthUser>, DbError> {
-    db.global_read()
-        .await?
-        .fetch_optional(
-            "SELECT id, email, name, status, password_hash FROM users WHERE email_key = $1",
-            vec![email_key.into()],
-        )
-        .await
+    find_auth_user_in(&mut db.global_read().await?, email_key).await
+}
+
+/// [`find_auth_user`] in the caller's transaction.
+pub(super) async fn find_auth_user_in(
+    tx: &mut GlobalTx,
+    email_key: &str,
+) -> Result<Option<AuthUser>, DbError> {
+    tx.fetch_optional(
+        "SELECT id, email, name, status, password_hash FROM users WHERE email_key = $1",
+        vec![email_key.into()],
+    )
+    .await
 }
 
 pub async fn find_auth_user_by_id(db: &Db, id: UserId) -> Result<Option<AuthUser>, DbError> {
@@ -127,7 +133,7 @@ pub struct UserMembership {
 
 /// Every membership of `user`, in every tenant (a user-scoped read).
 pub async fn memberships_of(db: &Db, user: UserId) -> Result<Vec<UserMembership>, DbError> {
-    memberships_in(&mut db.user_tx(user).await?).await
+    memberships_in(&mut db.user_read(user).await?).await
 }
 
 /// Every membership of the transaction's user.

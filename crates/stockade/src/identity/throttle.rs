@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, GlobalTx};
 
 pub const MAX_FAILURES: i64 = 10;
 pub const BASE_LOCK: Duration = Duration::minutes(15);
@@ -21,21 +21,43 @@ pub fn lock_duration(previous_lockouts: i64) -> Duration {
     BASE_LOCK * (1i32 << previous_lockouts.clamp(0, 6))
 }
 
-/// Until when `email_key` is locked, if it is.
-pub async fn locked_until(
-    db: &Db,
-    email_key: &str,
-    now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, DbError> {
-    let row: Option<(Option<DateTime<Utc>>,)> = db
-        .global_read()
-        .await?
+/// What a sign-in knows of `email_key`'s throttle before hashing, read in
+/// the caller's transaction (with the user, in one read).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standing {
+    failures: i64,
+    locked_until: Option<DateTime<Utc>>,
+}
+
+impl Standing {
+    /// Until when the address is locked, if it is at `now`.
+    pub fn locked_until(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.locked_until.filter(|until| *until > now)
+    }
+
+    /// Whether a successful sign-in has anything to clear. A failure counted
+    /// after this read and before the success is left standing: it is the
+    /// later of the two.
+    pub fn has_failures(&self) -> bool {
+        self.failures > 0 || self.locked_until.is_some()
+    }
+}
+
+/// The throttle row of `email_key` (none: no failure counted).
+pub async fn standing(tx: &mut GlobalTx, email_key: &str) -> Result<Standing, DbError> {
+    let row: Option<(i64, Option<DateTime<Utc>>)> = tx
         .fetch_optional(
-            "SELECT locked_until FROM login_throttle WHERE email_key = $1",
+            "SELECT CAST(failures AS BIGINT), locked_until FROM login_throttle \
+             WHERE email_key = $1",
             vec![email_key.into()],
         )
         .await?;
-    Ok(row.and_then(|r| r.0).filter(|until| *until > now))
+    Ok(
+        row.map_or_else(Standing::default, |(failures, locked_until)| Standing {
+            failures,
+            locked_until,
+        }),
+    )
 }
 
 /// Counts a failure; returns the lock's end when this failure caused one.
@@ -75,7 +97,8 @@ pub async fn record_failure(
 }
 
 /// A successful sign-in clears the failure count (lockout history stays, so
-/// the next lockout is longer).
+/// the next lockout is longer). Callers skip it when [`Standing::has_failures`]
+/// says there is nothing to clear: most sign-ins then write only their session.
 pub async fn record_success(db: &Db, email_key: &str) -> Result<(), DbError> {
     let mut tx = db.global_tx().await?;
     tx.execute(

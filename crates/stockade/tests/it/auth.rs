@@ -477,6 +477,44 @@ async fn account_lockout_doubles_and_counts_unknown_emails_alike(backend: Backen
     assert_eq!(res.headers()["retry-after"], "1800");
 }
 
+/// A sign-in reads the throttle with the user and writes it only when there
+/// is something to clear: a success after failures clears them, so nine
+/// more failures do not lock the account.
+async fn a_successful_sign_in_clears_the_failure_count(backend: Backend) {
+    let Some(s) = server(backend, &[("STOCKADE_TRUSTED_PROXIES", "127.0.0.1/32")]).await else {
+        return;
+    };
+    signup(&s, "acme", "owner@acme.test").await;
+    let mut n = 0;
+    let mut attempt = |password: &'static str| {
+        n += 1;
+        s.client
+            .post(s.url("/v1/auth/login"))
+            .header("x-forwarded-for", format!("198.51.100.{n}"))
+            .json(&json!({"email": "owner@acme.test", "password": password}))
+            .send()
+    };
+    for round in 0..2 {
+        for _ in 0..9 {
+            let res = attempt("Wrong-Password-1").await.unwrap();
+            assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "round {round}");
+        }
+        let res = attempt(PASSWORD).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "round {round}");
+    }
+    let failures: Option<(i64,)> =
+        s.db.global_read()
+            .await
+            .unwrap()
+            .fetch_optional(
+                "SELECT CAST(failures AS BIGINT) FROM login_throttle WHERE email_key = $1",
+                vec!["owner@acme.test".into()],
+            )
+            .await
+            .unwrap();
+    assert_eq!(failures, Some((0,)));
+}
+
 async fn refresh_rotates_and_reuse_revokes_the_session(backend: Backend) {
     let Some(s) = server(backend, &[]).await else {
         return;
@@ -1534,6 +1572,7 @@ crate::both_servers!(
     ip_rate_limit_rejects_before_hashing_and_ignores_untrusted_forwarded_for,
     trusted_proxy_forwarded_for_is_used,
     account_lockout_doubles_and_counts_unknown_emails_alike,
+    a_successful_sign_in_clears_the_failure_count,
     refresh_rotates_and_reuse_revokes_the_session,
     concurrent_refreshes_exactly_one_wins,
     concurrent_refreshes_inside_the_grace_window_get_siblings,
