@@ -20,8 +20,9 @@
 //! on an uncached key, and a rotated key stops at the end of its grace
 //! period without any write.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
@@ -33,7 +34,7 @@ use super::model::{self, ApiKey, KeyEnv};
 use super::store;
 use crate::app::AppState;
 use crate::audit::RequestContext;
-use crate::cache::{Generations, LivenessCache};
+use crate::cache::{Generations, LivenessCache, MAX_ENTRIES};
 use crate::http::ApiError;
 use crate::ids::{TenantId, UserId};
 use crate::ratelimit::{Decision, Quota, RateLimiter};
@@ -54,6 +55,10 @@ pub struct ApiKeyState {
     hmac_key: tokio::sync::OnceCell<Zeroizing<[u8; 32]>>,
     /// Fully successful authentications, by the key's public id.
     cache: LivenessCache<String, Arc<Cached>>,
+    /// The tenant owning each public id seen to exist: a key never changes
+    /// tenant, so a cache miss (or a refresh after `CROSS_PROCESS_TTL`)
+    /// needs one transaction, in that tenant, instead of two.
+    owners: Mutex<HashMap<String, TenantId>>,
     /// Failed authentications per client IP (only failures are counted).
     pub failures: RateLimiter<IpAddr>,
     /// Requests per key, at the tenant's `api_key_rate_per_minute`.
@@ -70,6 +75,7 @@ impl ApiKeyState {
         Self {
             hmac_key: tokio::sync::OnceCell::new(),
             cache: LivenessCache::new(generations),
+            owners: Mutex::new(HashMap::new()),
             failures: RateLimiter::new(FAILURE_QUOTA),
             per_key: RateLimiter::new(per_minute(600)),
             touches: RateLimiter::new(Quota {
@@ -83,6 +89,11 @@ impl ApiKeyState {
     /// Authentications answered from the cache since start.
     pub fn cache_hits(&self) -> u64 {
         self.cache.hits()
+    }
+
+    /// Public ids whose tenant is remembered now.
+    pub fn remembered_owners(&self) -> usize {
+        lock(&self.owners).len()
     }
 
     /// Keys cached now.
@@ -240,7 +251,7 @@ pub async fn authenticate(
             .map_err(|refused| refused.unwrap_or_else(fail))?;
         return Ok(hit.key.clone());
     }
-    let Some(tenant) = store::tenant_of(&state.db, &key.public_id).await? else {
+    let Some(tenant) = owner_of(state, &key.public_id).await? else {
         return Err(fail());
     };
     let hmac = hmac_key(state).await?;
@@ -290,6 +301,30 @@ pub async fn authenticate(
         cache.fill(key.public_id.clone(), Arc::new(entry), stamp, now);
     }
     Ok(authenticated)
+}
+
+/// The tenant owning `public_id`, from memory or `api_key_ids`. Only keys
+/// found are remembered (a flood of made-up ids fills nothing), and the map
+/// is bounded like the caches. An owner remembered for a key deleted since
+/// is harmless: the key's row is then missing in that tenant.
+async fn owner_of(state: &AppState, public_id: &str) -> Result<Option<TenantId>, ApiError> {
+    let owners = &state.api_keys.owners;
+    if let Some(tenant) = lock(owners).get(public_id) {
+        return Ok(Some(*tenant));
+    }
+    let found = store::tenant_of(&state.db, public_id).await?;
+    if let Some(tenant) = found {
+        let mut owners = lock(owners);
+        if owners.len() >= MAX_ENTRIES {
+            owners.clear();
+        }
+        owners.insert(public_id.to_owned(), tenant);
+    }
+    Ok(found)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What every request decides afresh, from the database or from the cache:

@@ -957,6 +957,36 @@ async fn cached_keys_follow_their_tenant(backend: Backend) {
     s.stop().await;
 }
 
+/// A key's tenant is remembered once found (a key never changes tenant), so
+/// a refresh reads only the key's row; that row is still required: a key
+/// whose rows are gone (removed outside the server, with no generation bump)
+/// stops once its cached entry is older than the cross-process bound.
+async fn a_remembered_owner_still_needs_the_key_row(backend: Backend) {
+    let Some(s) = cached_server(backend).await else {
+        return;
+    };
+    let owner = signup(&s, "acme", "owner@acme.test").await;
+    let (key, _) = create_key(&s, &owner.access, &["settings:manage"]).await;
+    warm(&s, &key).await;
+    assert_eq!(s.state.api_keys.remembered_owners(), 1);
+    // Past the bound, the refresh finds the owner in memory.
+    s.clock.advance(stockade::cache::CROSS_PROCESS_TTL);
+    assert_eq!(status_from(&s, &key).await, StatusCode::OK);
+    let tenant = stockade::tenancy::find_by_slug(&s.db, "acme")
+        .await
+        .unwrap()
+        .unwrap();
+    for sql in [
+        "DELETE FROM api_keys WHERE tenant_id = $1",
+        "DELETE FROM api_key_ids WHERE owner_tenant = $1",
+    ] {
+        assert_eq!(raw_execute(&s.db, sql, tenant.id.0).await, 1, "{sql}");
+    }
+    s.clock.advance(stockade::cache::CROSS_PROCESS_TTL);
+    assert_eq!(status_from(&s, &key).await, StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
 async fn a_cached_key_still_checks_its_secret_and_dates(backend: Backend) {
     let Some(s) = cached_server(backend).await else {
         return;
@@ -1078,6 +1108,7 @@ crate::both_servers!(
     cached_keys_stop_on_the_next_request,
     cached_keys_follow_their_tenant,
     a_cached_key_still_checks_its_secret_and_dates,
+    a_remembered_owner_still_needs_the_key_row,
     last_use_is_written_once_a_minute_and_empties_no_cache,
 );
 
