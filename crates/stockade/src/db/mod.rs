@@ -22,7 +22,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Executor, PgPool, SqlitePool};
+use sqlx::{Connection, Executor, PgPool, SqlitePool};
 use zeroize::Zeroizing;
 
 pub use migrate::MigrationStatus;
@@ -49,6 +49,11 @@ pub const TENANT_TABLES: &[&str] = &[
     "api_keys",
     "audit_webhooks",
 ];
+
+/// How long a PostgreSQL connection may sit idle in the pool before it is
+/// pinged on its way out (see `Db::open_postgres`).
+#[doc(hidden)]
+pub const POOL_PING_AFTER_IDLE: Duration = Duration::from_millis(500);
 
 /// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.
 pub const APP_ROLE: &str = "stockade_app";
@@ -221,6 +226,22 @@ impl Db {
         let app = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            // A connection is pinged before it is handed out only when it has
+            // been idle for POOL_PING_AFTER_IDLE (sqlx pings every connection
+            // on release anyway, so a connection back within that window was
+            // alive a moment ago): HikariCP's `aliveBypassWindowMs`. A
+            // connection that died while idle (the database restarted, a
+            // proxy dropped it) is still replaced before use, and a busy pool
+            // spends no round trip per transaction on it.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= POOL_PING_AFTER_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
                     conn.execute(format!("SET ROLE {APP_ROLE}").as_str())
@@ -287,49 +308,76 @@ impl Db {
 
     /// A read-write transaction scoped to one tenant.
     pub async fn tenant_tx(&self, tenant: TenantId) -> Result<TenantTx, DbError> {
-        self.global_tx().await?.scoped(tenant).await
+        let conn = self
+            .begin(true, Some((tx::TENANT_SETTING, tenant.0)))
+            .await?;
+        Ok(TenantTx::begun(conn, tenant))
     }
 
     /// A read-only transaction scoped to one tenant (SQLite: a reader
     /// connection, so reads do not queue behind the single writer).
     pub async fn tenant_read(&self, tenant: TenantId) -> Result<TenantTx, DbError> {
-        self.global_read().await?.scoped(tenant).await
+        let conn = self
+            .begin(false, Some((tx::TENANT_SETTING, tenant.0)))
+            .await?;
+        Ok(TenantTx::begun(conn, tenant))
     }
 
     /// A read-write transaction on global tables (tenants, users), with no
     /// tenant set: tenant-owned rows are unreachable from it.
     pub async fn global_tx(&self) -> Result<GlobalTx, DbError> {
-        Ok(GlobalTx::new(tx::Conn::new(
-            match &self.backend {
-                Backend::Sqlite { writer, .. } => tx::RawConn::Sqlite(writer.begin().await?),
-                Backend::Postgres { app, .. } => tx::RawConn::Pg(app.begin().await?),
-            },
-            self.liveness.clone(),
-            self.audit_head_key.clone(),
-        )))
+        Ok(GlobalTx::new(self.begin(true, None).await?))
     }
 
     /// A transaction scoped to one user's own rows across tenants (their
     /// memberships, to choose a tenant at sign-in; their sessions, to sign out
     /// everywhere). Binds the user as `$1` of every statement.
     pub async fn user_tx(&self, user: crate::ids::UserId) -> Result<UserTx, DbError> {
-        self.global_tx().await?.for_user(user).await
+        let conn = self.begin(true, Some((tx::USER_SETTING, user.0))).await?;
+        Ok(UserTx::begun(conn, user))
     }
 
     /// A read-only [`Db::user_tx`] (SQLite: a reader connection).
     pub async fn user_read(&self, user: crate::ids::UserId) -> Result<UserTx, DbError> {
-        self.global_read().await?.for_user(user).await
+        let conn = self.begin(false, Some((tx::USER_SETTING, user.0))).await?;
+        Ok(UserTx::begun(conn, user))
     }
 
     pub async fn global_read(&self) -> Result<GlobalTx, DbError> {
-        Ok(GlobalTx::new(tx::Conn::new(
-            match &self.backend {
-                Backend::Sqlite { reader, .. } => tx::RawConn::Sqlite(reader.begin().await?),
-                Backend::Postgres { app, .. } => tx::RawConn::Pg(app.begin().await?),
-            },
+        Ok(GlobalTx::new(self.begin(false, None).await?))
+    }
+
+    /// Begins a transaction on the writer (`write`) or a reader (SQLite; on
+    /// PostgreSQL every connection is both). With a `scope` (a setting and an
+    /// id), PostgreSQL gets `BEGIN` and the transaction-local setting as one
+    /// simple query: one round trip instead of two on every scoped
+    /// transaction. The id is a UUID, written as hex digits and dashes, so the
+    /// query holds no text from outside. SQLite has no setting (no RLS).
+    async fn begin(
+        &self,
+        write: bool,
+        scope: Option<(&'static str, uuid::Uuid)>,
+    ) -> Result<tx::Conn, DbError> {
+        let raw = match &self.backend {
+            Backend::Sqlite { writer, reader } => {
+                tx::RawConn::Sqlite(if write { writer } else { reader }.begin().await?)
+            }
+            Backend::Postgres { app, .. } => tx::RawConn::Pg(match scope {
+                Some((setting, id)) => {
+                    app.begin_with(format!(
+                        "BEGIN; SELECT set_config('{setting}', '{}', true)",
+                        id.hyphenated()
+                    ))
+                    .await?
+                }
+                None => app.begin().await?,
+            }),
+        };
+        Ok(tx::Conn::new(
+            raw,
             self.liveness.clone(),
             self.audit_head_key.clone(),
-        )))
+        ))
     }
 
     /// Database reachable and every migration applied.

@@ -14,6 +14,11 @@ use uuid::Uuid;
 use super::{DbError, TENANT_TABLES};
 use crate::ids::{EventId, SessionId, TenantId, UserId};
 
+/// The transaction-local settings that scope a transaction on PostgreSQL
+/// (row-level security reads them).
+pub(crate) const TENANT_SETTING: &str = "stockade.tenant_id";
+pub(crate) const USER_SETTING: &str = "stockade.user_id";
+
 pub(crate) enum RawConn {
     Sqlite(Transaction<'static, Sqlite>),
     Pg(Transaction<'static, Postgres>),
@@ -269,7 +274,7 @@ impl GlobalTx {
     /// atomically).
     pub async fn scoped(mut self, tenant: TenantId) -> Result<TenantTx, DbError> {
         self.conn
-            .set_local("stockade.tenant_id", tenant.0.to_string())
+            .set_local(TENANT_SETTING, tenant.0.to_string())
             .await?;
         Ok(TenantTx {
             conn: self.conn,
@@ -280,7 +285,7 @@ impl GlobalTx {
     /// Turns this transaction into one scoped to `user`'s own rows.
     pub async fn for_user(mut self, user: UserId) -> Result<UserTx, DbError> {
         self.conn
-            .set_local("stockade.user_id", user.0.to_string())
+            .set_local(USER_SETTING, user.0.to_string())
             .await?;
         Ok(UserTx {
             conn: self.conn,
@@ -324,6 +329,11 @@ pub struct TenantTx {
 }
 
 impl TenantTx {
+    /// A transaction already scoped to `tenant` (see `Db::begin`).
+    pub(crate) fn begun(conn: Conn, tenant: TenantId) -> Self {
+        Self { conn, tenant }
+    }
+
     pub fn tenant(&self) -> TenantId {
         self.tenant
     }
@@ -446,7 +456,7 @@ impl TenantTx {
     /// each tenant of a user, atomically with the change they describe).
     pub async fn rescope(mut self, tenant: TenantId) -> Result<TenantTx, DbError> {
         self.conn
-            .set_local("stockade.tenant_id", tenant.0.to_string())
+            .set_local(TENANT_SETTING, tenant.0.to_string())
             .await?;
         self.tenant = tenant;
         Ok(self)
@@ -465,6 +475,11 @@ pub struct UserTx {
 }
 
 impl UserTx {
+    /// A transaction already scoped to `user` (see `Db::begin`).
+    pub(crate) fn begun(conn: Conn, user: UserId) -> Self {
+        Self { conn, user }
+    }
+
     pub fn user(&self) -> UserId {
         self.user
     }
@@ -472,7 +487,7 @@ impl UserTx {
     /// Continues this transaction scoped to `tenant` as well.
     pub async fn scoped(mut self, tenant: TenantId) -> Result<TenantTx, DbError> {
         self.conn
-            .set_local("stockade.tenant_id", tenant.0.to_string())
+            .set_local(TENANT_SETTING, tenant.0.to_string())
             .await?;
         Ok(TenantTx {
             conn: self.conn,

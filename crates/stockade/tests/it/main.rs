@@ -25,6 +25,7 @@ mod isolation;
 mod keyring;
 mod members;
 mod platform;
+mod postgres_pool;
 mod postgres_rls;
 mod records;
 mod records_at_rest;
