@@ -93,7 +93,7 @@ impl ApiKeyState {
 
     /// Public ids whose tenant is remembered now.
     pub fn remembered_owners(&self) -> usize {
-        lock(&self.owners).len()
+        self.owners.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Keys cached now.
@@ -309,22 +309,22 @@ pub async fn authenticate(
 /// is harmless: the key's row is then missing in that tenant.
 async fn owner_of(state: &AppState, public_id: &str) -> Result<Option<TenantId>, ApiError> {
     let owners = &state.api_keys.owners;
-    if let Some(tenant) = lock(owners).get(public_id) {
+    if let Some(tenant) = owners
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(public_id)
+    {
         return Ok(Some(*tenant));
     }
     let found = store::tenant_of(&state.db, public_id).await?;
     if let Some(tenant) = found {
-        let mut owners = lock(owners);
+        let mut owners = owners.lock().unwrap_or_else(|p| p.into_inner());
         if owners.len() >= MAX_ENTRIES {
             owners.clear();
         }
         owners.insert(public_id.to_owned(), tenant);
     }
     Ok(found)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What every request decides afresh, from the database or from the cache:
