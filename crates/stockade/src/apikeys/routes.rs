@@ -4,7 +4,8 @@
 //! `api_keys.invalid_scope`, `api_keys.invalid_expiry`, `api_keys.invalid_grace`,
 //! unknown fields); 401 no or dead credentials; 403 missing `api_keys:manage`
 //! (`rbac.forbidden`), a scope the caller does not hold (`rbac.escalation`),
-//! an API key or an impersonation session calling (`api_keys.user_required`);
+//! an API key calling (`api_keys.user_required`), an impersonation session
+//! calling (`platform.impersonation_forbidden`, audited with the impersonator);
 //! 404 a key not in the caller's tenant (`api_keys.not_found`); 409 rotating
 //! a key that is revoked, expired or already rotated (`api_keys.not_rotatable`).
 
@@ -23,6 +24,7 @@ use crate::app::AppState;
 use crate::audit::{self, NewEvent, Target};
 use crate::db::TenantTx;
 use crate::http::{ApiError, ApiJson, Principal};
+use crate::platform::operation;
 use crate::rbac::PermissionSet;
 
 /// Longest expiry: ten years. Longest rotation grace: seven days.
@@ -61,16 +63,22 @@ pub struct CreatedKey {
     pub api_key: KeyView,
 }
 
-/// 403 unless a person is calling, in a session of their own.
-fn require_user(p: &Principal) -> Result<(), ApiError> {
-    if p.api_key.is_some() || p.impersonator.is_some() {
+/// 403 unless a person is calling, in a session of their own: an API key
+/// gets `api_keys.user_required`, an impersonation session
+/// `platform.impersonation_forbidden` (audited): keys would outlive it and
+/// act for the user with no impersonator on record.
+async fn require_user(
+    state: &AppState,
+    p: &Principal,
+    operation: &'static str,
+) -> Result<(), ApiError> {
+    if p.api_key.is_some() {
         return Err(
-            ApiError::new(StatusCode::FORBIDDEN, "api_keys.user_required").with_detail(
-                "API keys are managed by a signed-in user, not by an API key or an impersonation",
-            ),
+            ApiError::new(StatusCode::FORBIDDEN, "api_keys.user_required")
+                .with_detail("API keys are managed by a signed-in user, not by an API key"),
         );
     }
-    Ok(())
+    p.forbid_impersonation(state, operation).await
 }
 
 fn not_found() -> ApiError {
@@ -157,7 +165,7 @@ pub(crate) async fn create(
     ApiJson(req): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     p.require("api_keys:manage")?;
-    require_user(&p)?;
+    require_user(&state, &p, operation::API_KEY_CREATE).await?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
@@ -206,7 +214,7 @@ pub(crate) async fn list(
     p: Principal,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
     p.require("api_keys:manage")?;
-    require_user(&p)?;
+    require_user(&state, &p, operation::API_KEY_LIST).await?;
     let mut tx = state.db.tenant_read(p.tenant_id).await?;
     Ok(Json(store::list(&mut tx, env(&state)).await?))
 }
@@ -228,7 +236,7 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.require("api_keys:manage")?;
-    require_user(&p)?;
+    require_user(&state, &p, operation::API_KEY_REVOKE).await?;
     let id = parse_id(&id)?;
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
     let key = store::find(&mut tx, id, env(&state))
@@ -265,7 +273,7 @@ pub(crate) async fn rotate(
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     p.require("api_keys:manage")?;
-    require_user(&p)?;
+    require_user(&state, &p, operation::API_KEY_ROTATE).await?;
     let id = parse_id(&id)?;
     let req: RotateKey = match body.iter().all(u8::is_ascii_whitespace) {
         true => RotateKey::default(),

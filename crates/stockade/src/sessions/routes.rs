@@ -131,12 +131,14 @@ async fn refresh(
     };
     let rotated = state.refresh_rotations.rotate(presented, context).await;
     match rotated {
+        // `rotate` refuses impersonation sessions; the mark is carried
+        // anyway, so no path can drop it.
         Ok(r) => match access_token(
             &state,
             r.session.user_id,
             r.session.tenant_id,
             r.session.id,
-            None,
+            r.session.impersonator_id,
         ) {
             Ok(body) => with_cookie(
                 StatusCode::OK,

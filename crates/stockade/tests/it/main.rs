@@ -21,6 +21,7 @@ mod cli;
 mod envelope;
 mod erasure;
 mod http;
+mod impersonation_laundering;
 mod isolation;
 mod keyring;
 mod members;
