@@ -15,7 +15,7 @@ use super::store::{self, RefreshError};
 use crate::app::{AUDIENCE, AppState};
 use crate::audit::{self, NewEvent, Target};
 use crate::crypto::jwt::{ActClaim, Claims};
-use crate::http::{ApiError, AuditContext, Principal};
+use crate::http::{ApiError, AuditContext, Principal, SameOrigin};
 use crate::ids::{SessionId, TenantId, UserId};
 
 /// Access tokens live 15 minutes (SPEC §2.2).
@@ -119,9 +119,16 @@ pub(crate) fn with_cookie(
 }
 
 /// Exchanges the refresh cookie for a new access token and a new cookie.
+/// The cookie alone authorises it, so a browser request from another site
+/// (`Sec-Fetch-Site: cross-site`, or an `Origin` that is not the
+/// deployment's own) is refused with 403 `auth.cross_site_refused` and
+/// changes nothing; a client that sends neither header is not a browser and
+/// is served.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
-    responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem)))]
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem, description = "`auth.cross_site_refused`")))]
 async fn refresh(
+    _same_origin: SameOrigin,
     State(state): State<AppState>,
     AuditContext(context): AuditContext,
     headers: HeaderMap,

@@ -18,6 +18,7 @@ mod audit_webhook;
 mod audit_webhook_more;
 mod auth;
 mod cli;
+mod cross_site_refresh;
 mod envelope;
 mod erasure;
 mod http;
