@@ -63,22 +63,18 @@ pub struct CreatedKey {
     pub api_key: KeyView,
 }
 
-/// 403 unless a person is calling, in a session of their own: an API key
-/// gets `api_keys.user_required`, an impersonation session
-/// `platform.impersonation_forbidden` (audited): keys would outlive it and
-/// act for the user with no impersonator on record.
-async fn require_user(
-    state: &AppState,
-    p: &Principal,
-    operation: &'static str,
-) -> Result<(), ApiError> {
+/// 403 `api_keys.user_required` when an API key is calling. (An
+/// impersonation session was refused before, by
+/// `Principal::forbid_impersonation`: keys would outlive it and act for the
+/// user with no impersonator on record.)
+fn require_user(p: &Principal) -> Result<(), ApiError> {
     if p.api_key.is_some() {
         return Err(
             ApiError::new(StatusCode::FORBIDDEN, "api_keys.user_required")
                 .with_detail("API keys are managed by a signed-in user, not by an API key"),
         );
     }
-    p.forbid_impersonation(state, operation).await
+    Ok(())
 }
 
 fn not_found() -> ApiError {
@@ -164,8 +160,10 @@ pub(crate) async fn create(
     p: Principal,
     ApiJson(req): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    p.forbid_impersonation(&state, operation::API_KEY_CREATE)
+        .await?;
     p.require("api_keys:manage")?;
-    require_user(&state, &p, operation::API_KEY_CREATE).await?;
+    require_user(&p)?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
@@ -213,8 +211,10 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     p: Principal,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
+    p.forbid_impersonation(&state, operation::API_KEY_LIST)
+        .await?;
     p.require("api_keys:manage")?;
-    require_user(&state, &p, operation::API_KEY_LIST).await?;
+    require_user(&p)?;
     let mut tx = state.db.tenant_read(p.tenant_id).await?;
     Ok(Json(store::list(&mut tx, env(&state)).await?))
 }
@@ -235,8 +235,10 @@ pub(crate) async fn revoke(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    p.forbid_impersonation(&state, operation::API_KEY_REVOKE)
+        .await?;
     p.require("api_keys:manage")?;
-    require_user(&state, &p, operation::API_KEY_REVOKE).await?;
+    require_user(&p)?;
     let id = parse_id(&id)?;
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
     let key = store::find(&mut tx, id, env(&state))
@@ -272,8 +274,10 @@ pub(crate) async fn rotate(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    p.forbid_impersonation(&state, operation::API_KEY_ROTATE)
+        .await?;
     p.require("api_keys:manage")?;
-    require_user(&state, &p, operation::API_KEY_ROTATE).await?;
+    require_user(&p)?;
     let id = parse_id(&id)?;
     let req: RotateKey = match body.iter().all(u8::is_ascii_whitespace) {
         true => RotateKey::default(),
