@@ -5,7 +5,8 @@
 //! every audit event). It must never turn into anything that outlives it or
 //! drops the mark: a new session (tenant switch), a password proof (step-up),
 //! credentials (API keys), or a change to the account's own security
-//! (password, account deletion, and later email and MFA changes). Every such
+//! (password, account deletion, signing out of every tenant, and later email
+//! and MFA changes). Every such
 //! route calls [`Principal::forbid_impersonation`] first — this one piece of
 //! code — which answers 403 `platform.impersonation_forbidden` and records
 //! `platform.impersonation.denied` with the impersonator, in the tenant's
@@ -34,6 +35,7 @@ pub mod operation {
     pub const TENANT_SWITCH: &str = "tenant_switch";
     pub const STEP_UP: &str = "step_up";
     pub const PASSWORD_CHANGE: &str = "password_change";
+    pub const LOGOUT_ALL: &str = "logout_all";
     pub const ACCOUNT_DELETION: &str = "account_deletion";
     pub const INVITATION_ACCEPT: &str = "invitation_accept";
     pub const API_KEY_LIST: &str = "api_key_list";

@@ -219,9 +219,16 @@ async fn logout(State(state): State<AppState>, p: Principal) -> Result<Response,
 }
 
 /// Signs the user out of every session, in every tenant, this one included.
+/// Refused to an impersonation session (403
+/// `platform.impersonation_forbidden`): it reaches tenants the impersonation
+/// was never granted.
 #[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = crate::http::Problem)))]
+    responses((status = 204), (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`platform.impersonation_forbidden`")))]
 async fn logout_all(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+    p.forbid_impersonation(&state, crate::platform::operation::LOGOUT_ALL)
+        .await?;
     let now = state.clock.now();
     let mut tx = state.db.user_tx(p.user_id).await?;
     let n = store::revoke_all_for_user(&mut tx, None, "logout_all", now).await?;

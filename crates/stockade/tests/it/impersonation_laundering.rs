@@ -337,8 +337,9 @@ async fn api_keys_cannot_be_made_rotated_or_revoked_while_impersonating(backend:
     verify_all_chains(s).await;
 }
 
-/// A password change would sign pat out everywhere and lock him out.
-async fn password_change_is_refused_while_impersonating(backend: Backend) {
+/// A password change would sign pat out everywhere and lock him out; a
+/// sign-out of every device would reach tenants never impersonated.
+async fn password_change_and_logout_all_are_refused_while_impersonating(backend: Backend) {
     let Some(w) = world(backend).await else {
         return;
     };
@@ -372,6 +373,18 @@ async fn password_change_is_refused_while_impersonating(backend: Backend) {
     let old = login(s, "pat@acme.test", PASSWORD, Some("acme")).await;
     assert_eq!(old.status(), StatusCode::OK);
     assert!(events(s, w.acme, "auth.password.changed").await.is_empty());
+    // Nor signing pat out everywhere (beta included, never impersonated).
+    let beta = login(s, "pat@acme.test", PASSWORD, Some("beta")).await;
+    let beta_access = beta.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    refused(send(s, Method::POST, "/v1/auth/logout-all", &token, None).await).await;
+    assert_eq!(denial_audited(&w, "logout_all").await, vec![0]);
+    for access in [&w.pat.access, &second.access, &beta_access] {
+        assert_eq!(me(s, access).await.status(), StatusCode::OK);
+    }
+    assert_eq!(me(s, &token).await.status(), StatusCode::OK);
 }
 
 /// A step-up would open every sensitive action; deleting the account or
@@ -503,7 +516,7 @@ crate::both_servers!(
     switching_tenant_cannot_launder_an_impersonation,
     refresh_never_extends_an_impersonation,
     api_keys_cannot_be_made_rotated_or_revoked_while_impersonating,
-    password_change_is_refused_while_impersonating,
+    password_change_and_logout_all_are_refused_while_impersonating,
     step_up_deletion_and_invitations_are_refused_while_impersonating,
     the_laundering_chain_fails_and_nothing_outlives_the_impersonation,
 );
