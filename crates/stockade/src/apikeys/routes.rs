@@ -4,7 +4,8 @@
 //! `api_keys.invalid_scope`, `api_keys.invalid_expiry`, `api_keys.invalid_grace`,
 //! unknown fields); 401 no or dead credentials; 403 missing `api_keys:manage`
 //! (`rbac.forbidden`), a scope the caller does not hold (`rbac.escalation`),
-//! an API key or an impersonation session calling (`api_keys.user_required`);
+//! an API key calling (`api_keys.user_required`), an impersonation session
+//! calling (`platform.impersonation_forbidden`, audited with the impersonator);
 //! 404 a key not in the caller's tenant (`api_keys.not_found`); 409 rotating
 //! a key that is revoked, expired or already rotated (`api_keys.not_rotatable`).
 
@@ -23,6 +24,7 @@ use crate::app::AppState;
 use crate::audit::{self, NewEvent, Target};
 use crate::db::TenantTx;
 use crate::http::{ApiError, ApiJson, Principal};
+use crate::platform::operation;
 use crate::rbac::PermissionSet;
 
 /// Longest expiry: ten years. Longest rotation grace: seven days.
@@ -61,13 +63,15 @@ pub struct CreatedKey {
     pub api_key: KeyView,
 }
 
-/// 403 unless a person is calling, in a session of their own.
+/// 403 `api_keys.user_required` when an API key is calling. (An
+/// impersonation session was refused before, by
+/// `Principal::forbid_impersonation`: keys would outlive it and act for the
+/// user with no impersonator on record.)
 fn require_user(p: &Principal) -> Result<(), ApiError> {
-    if p.api_key.is_some() || p.impersonator.is_some() {
+    if p.api_key.is_some() {
         return Err(
-            ApiError::new(StatusCode::FORBIDDEN, "api_keys.user_required").with_detail(
-                "API keys are managed by a signed-in user, not by an API key or an impersonation",
-            ),
+            ApiError::new(StatusCode::FORBIDDEN, "api_keys.user_required")
+                .with_detail("API keys are managed by a signed-in user, not by an API key"),
         );
     }
     Ok(())
@@ -156,6 +160,8 @@ pub(crate) async fn create(
     p: Principal,
     ApiJson(req): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    p.forbid_impersonation(&state, operation::API_KEY_CREATE)
+        .await?;
     p.require("api_keys:manage")?;
     require_user(&p)?;
     let name = req.name.trim();
@@ -205,6 +211,8 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     p: Principal,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
+    p.forbid_impersonation(&state, operation::API_KEY_LIST)
+        .await?;
     p.require("api_keys:manage")?;
     require_user(&p)?;
     let mut tx = state.db.tenant_read(p.tenant_id).await?;
@@ -227,6 +235,8 @@ pub(crate) async fn revoke(
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    p.forbid_impersonation(&state, operation::API_KEY_REVOKE)
+        .await?;
     p.require("api_keys:manage")?;
     require_user(&p)?;
     let id = parse_id(&id)?;
@@ -264,6 +274,8 @@ pub(crate) async fn rotate(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    p.forbid_impersonation(&state, operation::API_KEY_ROTATE)
+        .await?;
     p.require("api_keys:manage")?;
     require_user(&p)?;
     let id = parse_id(&id)?;

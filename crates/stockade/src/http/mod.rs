@@ -6,8 +6,10 @@ pub mod error;
 pub mod headers;
 pub mod json;
 pub mod layers;
+pub mod origin;
 pub mod principal;
 
 pub use error::{ApiError, Problem};
 pub use json::ApiJson;
+pub use origin::SameOrigin;
 pub use principal::{AuditContext, Principal};

@@ -18,6 +18,7 @@ use crate::config::SignupMode;
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
 use crate::ids::{TenantId, UserId};
+use crate::platform::operation;
 use crate::ratelimit::Decision;
 use crate::sessions::{self, TokenResponse};
 use crate::tenancy::{self, NewTenant, Slug, TenancyError, Tenant, TenantName};
@@ -555,14 +556,22 @@ pub struct SwitchTenantRequest {
 }
 
 /// Issues tokens for another tenant the user belongs to (a new session).
+/// Refused to an impersonation session (403
+/// `platform.impersonation_forbidden`): it would become a normal session of
+/// the user, unmarked and refreshable.
 #[utoipa::path(post, path = "/v1/auth/switch-tenant", tag = "auth", security(("bearer" = [])),
     request_body = SwitchTenantRequest,
-    responses((status = 200, body = TokenResponse), (status = 404, body = crate::http::Problem)))]
+    responses((status = 200, body = TokenResponse),
+        (status = 403, body = crate::http::Problem,
+            description = "`platform.impersonation_forbidden`"),
+        (status = 404, body = crate::http::Problem)))]
 async fn switch_tenant(
     State(state): State<AppState>,
     p: Principal,
     ApiJson(req): ApiJson<SwitchTenantRequest>,
 ) -> Result<Response, ApiError> {
+    p.forbid_impersonation(&state, operation::TENANT_SWITCH)
+        .await?;
     let memberships = users::memberships_of(&state.db, p.user_id).await?;
     let target = memberships
         .iter()
@@ -590,10 +599,14 @@ pub struct ReauthRequest {
 }
 
 /// Re-confirms the password (step-up): sensitive actions accept the session
-/// for the next 5 minutes.
+/// for the next 5 minutes. Refused to an impersonation session (403
+/// `platform.impersonation_forbidden`): an impersonator never holds the
+/// user's password.
 #[utoipa::path(post, path = "/v1/auth/reauth", tag = "auth", security(("bearer" = [])),
     request_body = ReauthRequest,
     responses((status = 204), (status = 400, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`platform.impersonation_forbidden`"),
         (status = 429, body = crate::http::Problem)))]
 async fn reauth(
     State(state): State<AppState>,
@@ -601,11 +614,8 @@ async fn reauth(
     p: Principal,
     ApiJson(req): ApiJson<ReauthRequest>,
 ) -> Result<StatusCode, ApiError> {
+    p.forbid_impersonation(&state, operation::STEP_UP).await?;
     limit_ip(&state, ip, &p.context).await?;
-    if p.impersonator.is_some() {
-        // An impersonator never holds the user's password.
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.impersonated"));
-    }
     let user = users::find_auth_user_by_id(&state.db, p.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
@@ -700,19 +710,18 @@ async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<MeRespon
 /// and the personal data in past audit events becomes unreadable (the
 /// chains still verify; readers show `deleted-user-…`). Needs a recent
 /// step-up (`POST /v1/auth/reauth`); refused for API keys and under
-/// impersonation. The last active owner of a tenant cannot delete their
-/// account (409 `identity.last_owner`): make another member owner first.
+/// impersonation (`platform.impersonation_forbidden`). The last active
+/// owner of a tenant cannot delete their account (409
+/// `identity.last_owner`): make another member owner first.
 #[utoipa::path(delete, path = "/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 204, description = "the account is deleted"),
         (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`auth.step_up_required`, `auth.impersonated` or `auth.api_key_not_allowed`"),
+            description = "`auth.step_up_required`, `platform.impersonation_forbidden` or `auth.api_key_not_allowed`"),
         (status = 409, body = crate::http::Problem, description = "`identity.last_owner`")))]
 async fn delete_me(State(state): State<AppState>, p: Principal) -> Result<StatusCode, ApiError> {
-    if p.impersonator.is_some() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.impersonated")
-            .with_detail("an impersonator cannot delete the account"));
-    }
+    p.forbid_impersonation(&state, operation::ACCOUNT_DELETION)
+        .await?;
     p.require_step_up(state.clock.now())?;
     match super::erase_user(
         &state.db,
@@ -744,16 +753,22 @@ pub struct ChangePasswordRequest {
 }
 
 /// Changes the caller's password; every other session is signed out.
+/// Refused to an impersonation session (403
+/// `platform.impersonation_forbidden`).
 #[utoipa::path(post, path = "/v1/auth/password", tag = "auth", security(("bearer" = [])),
     request_body = ChangePasswordRequest,
     responses((status = 204), (status = 400, body = crate::http::Problem),
-        (status = 401, body = crate::http::Problem)))]
+        (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`platform.impersonation_forbidden`")))]
 async fn change_password(
     State(state): State<AppState>,
     ip: ClientIp,
     p: Principal,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
+    p.forbid_impersonation(&state, operation::PASSWORD_CHANGE)
+        .await?;
     limit_ip(&state, ip, &p.context).await?;
     let user = users::find_auth_user_by_id(&state.db, p.user_id)
         .await?

@@ -5,9 +5,12 @@
 //! marked with the owner's id, the `act` claim) or sent a one-time sign-in
 //! link. Every change needs a recent password proof (step-up) and
 //! `"confirm": true`, and is audited in the platform log and in the
-//! affected tenant's log, in the same transaction as the change.
+//! affected tenant's log, in the same transaction as the change. What an
+//! impersonation session may never do is refused by one guard
+//! (`forbidden.rs`, `Principal::forbid_impersonation`).
 
 mod expiry;
+mod forbidden;
 pub mod routes;
 mod store;
 
@@ -16,6 +19,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 
 pub use expiry::{SWEEP_INTERVAL, end_expired_impersonations};
+pub use forbidden::{IMPERSONATION_FORBIDDEN, operation};
 pub use routes::{PlatformApi, routes};
 
 use crate::app::AppState;

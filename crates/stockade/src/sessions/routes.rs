@@ -15,7 +15,7 @@ use super::store::{self, RefreshError};
 use crate::app::{AUDIENCE, AppState};
 use crate::audit::{self, NewEvent, Target};
 use crate::crypto::jwt::{ActClaim, Claims};
-use crate::http::{ApiError, AuditContext, Principal};
+use crate::http::{ApiError, AuditContext, Principal, SameOrigin};
 use crate::ids::{SessionId, TenantId, UserId};
 
 /// Access tokens live 15 minutes (SPEC §2.2).
@@ -119,9 +119,16 @@ pub(crate) fn with_cookie(
 }
 
 /// Exchanges the refresh cookie for a new access token and a new cookie.
+/// The cookie alone authorises it, so a browser request from another site
+/// (`Sec-Fetch-Site: cross-site`, or an `Origin` that is not the
+/// deployment's own) is refused with 403 `auth.cross_site_refused` and
+/// changes nothing; a client that sends neither header is not a browser and
+/// is served.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
-    responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem)))]
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem, description = "`auth.cross_site_refused`")))]
 async fn refresh(
+    _same_origin: SameOrigin,
     State(state): State<AppState>,
     AuditContext(context): AuditContext,
     headers: HeaderMap,
@@ -131,12 +138,14 @@ async fn refresh(
     };
     let rotated = state.refresh_rotations.rotate(presented, context).await;
     match rotated {
+        // `rotate` refuses impersonation sessions; the mark is carried
+        // anyway, so no path can drop it.
         Ok(r) => match access_token(
             &state,
             r.session.user_id,
             r.session.tenant_id,
             r.session.id,
-            None,
+            r.session.impersonator_id,
         ) {
             Ok(body) => with_cookie(
                 StatusCode::OK,
@@ -210,9 +219,16 @@ async fn logout(State(state): State<AppState>, p: Principal) -> Result<Response,
 }
 
 /// Signs the user out of every session, in every tenant, this one included.
+/// Refused to an impersonation session (403
+/// `platform.impersonation_forbidden`): it reaches tenants the impersonation
+/// was never granted.
 #[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = crate::http::Problem)))]
+    responses((status = 204), (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`platform.impersonation_forbidden`")))]
 async fn logout_all(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+    p.forbid_impersonation(&state, crate::platform::operation::LOGOUT_ALL)
+        .await?;
     let now = state.clock.now();
     let mut tx = state.db.user_tx(p.user_id).await?;
     let n = store::revoke_all_for_user(&mut tx, None, "logout_all", now).await?;

@@ -224,7 +224,8 @@ async fn finish(
 }
 
 /// The read of [`rotate`]: the presented token's session, refused at once if
-/// the token is unknown or expired or the session is not active. Public
+/// the token is unknown or expired, or the session is not active or is an
+/// impersonation. Public
 /// (hidden) so tests can let other writes in before [`rotate_seen`].
 #[doc(hidden)]
 pub async fn look_up(
@@ -245,6 +246,12 @@ pub async fn look_up(
         return Err(RefreshError::Invalid);
     };
     if row.token_expires_at <= now || row.session.status(now) != SessionStatus::Active {
+        return Err(RefreshError::Invalid);
+    }
+    // An impersonation session is never extended: it has no refresh token,
+    // and one that appeared anyway (a bug, a hand-written row) is refused
+    // before anything is rotated.
+    if row.session.impersonator_id.is_some() {
         return Err(RefreshError::Invalid);
     }
     Ok(Sighting {

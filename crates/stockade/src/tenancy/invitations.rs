@@ -452,7 +452,8 @@ pub struct AcceptedAccount {
 /// Accepts an invitation: as a new account (`name` and `password`, no
 /// bearer token; 201 with tokens and the refresh cookie), or as the signed-in
 /// user the invitation was sent to (`Authorization: Bearer`, token only;
-/// 200 with the new membership).
+/// 200 with the new membership; never through an impersonation session:
+/// 403 `platform.impersonation_forbidden`).
 #[utoipa::path(post, path = "/v1/invitations/accept", tag = "tenancy",
     security((), ("bearer" = [])), request_body = AcceptInvitation,
     responses((status = 200, body = AcceptedMembership), (status = 201, body = AcceptedAccount),
@@ -499,12 +500,8 @@ async fn accept_as_member(
     p: &Principal,
     token: &InvitationToken,
 ) -> Result<Response, ApiError> {
-    if p.impersonator.is_some() {
-        return Err(
-            ApiError::new(StatusCode::FORBIDDEN, "tenancy.impersonation_refused")
-                .with_detail("an impersonated session cannot accept invitations"),
-        );
-    }
+    p.forbid_impersonation(state, crate::platform::operation::INVITATION_ACCEPT)
+        .await?;
     let user = identity::find_user(&state.db, p.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;

@@ -22,7 +22,7 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("referrer-policy", "strict-origin-when-cross-origin"),
     (
         "content-security-policy",
-        "default-src 'none'; frame-ancestors 'self'",
+        "default-src 'none'; frame-ancestors 'self'; base-uri 'none'; object-src 'none'",
     ),
     ("cache-control", "no-store"),
 ];

@@ -692,7 +692,7 @@ async fn impersonation_is_marked_short_lived_and_attributed(backend: Backend) {
     expect(
         post(s, &token, "/v1/auth/reauth", json!({"password": PASSWORD})).await,
         StatusCode::FORBIDDEN,
-        "auth.impersonated",
+        "platform.impersonation_forbidden",
     )
     .await;
     // Nor delete the account (pat still signs in below).
@@ -703,7 +703,12 @@ async fn impersonation_is_marked_short_lived_and_attributed(backend: Backend) {
         .send()
         .await
         .unwrap();
-    expect(res, StatusCode::FORBIDDEN, "auth.impersonated").await;
+    expect(
+        res,
+        StatusCode::FORBIDDEN,
+        "platform.impersonation_forbidden",
+    )
+    .await;
     expect(
         get(s, &token, "/v1/platform/tenants").await,
         StatusCode::FORBIDDEN,

@@ -1,0 +1,115 @@
+//! What an impersonation may never do (issue #17 item 1).
+//!
+//! An impersonation session lets a platform owner act as a user for 15
+//! minutes, marked (`act` claim, `impersonator_id` on the session and on
+//! every audit event). It must never turn into anything that outlives it or
+//! drops the mark: a new session (tenant switch), a password proof (step-up),
+//! credentials (API keys), or a change to the account's own security
+//! (password, account deletion, signing out of every tenant, and later email
+//! and MFA changes). Every such
+//! route calls [`Principal::forbid_impersonation`] first — this one piece of
+//! code — which answers 403 `platform.impersonation_forbidden` and records
+//! `platform.impersonation.denied` with the impersonator, in the tenant's
+//! chain and the platform's.
+//!
+//! Refusing rather than carrying the mark along: a tenant switch would move
+//! the impersonation into a tenant the owner never named (whose log has no
+//! `platform.impersonation.started`), a step-up would claim a password the
+//! owner does not hold, and keys or password changes outlive the 15 minutes
+//! by design. Nothing of the sort is needed to support a user.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::audit::{self, NewEvent, Outcome, Target};
+use crate::http::{ApiError, Principal};
+use crate::ids::TenantId;
+
+/// The stable code of the refusal.
+pub const IMPERSONATION_FORBIDDEN: &str = "platform.impersonation_forbidden";
+
+/// The operations an impersonation is refused, as `details.operation` names
+/// them.
+pub mod operation {
+    pub const TENANT_SWITCH: &str = "tenant_switch";
+    pub const STEP_UP: &str = "step_up";
+    pub const PASSWORD_CHANGE: &str = "password_change";
+    pub const LOGOUT_ALL: &str = "logout_all";
+    pub const ACCOUNT_DELETION: &str = "account_deletion";
+    pub const INVITATION_ACCEPT: &str = "invitation_accept";
+    pub const API_KEY_LIST: &str = "api_key_list";
+    pub const API_KEY_CREATE: &str = "api_key_create";
+    pub const API_KEY_ROTATE: &str = "api_key_rotate";
+    pub const API_KEY_REVOKE: &str = "api_key_revoke";
+}
+
+impl Principal {
+    /// The guard of every route an impersonation may not use: `Ok` for a
+    /// user in a session of their own (or an API key, which routes refuse on
+    /// their own terms); for an impersonation session, 403
+    /// `platform.impersonation_forbidden`, audited with the impersonator
+    /// (sampled: one event per session and operation per minute, with the
+    /// count of refusals it stands for). Call it before anything else.
+    pub async fn forbid_impersonation(
+        &self,
+        state: &AppState,
+        operation: &'static str,
+    ) -> Result<(), ApiError> {
+        let Some(owner) = self.impersonator else {
+            return Ok(());
+        };
+        let now = state.clock.now();
+        let due = state
+            .platform_denials
+            .sample(self.session_id.0, operation, now);
+        if let Some(suppressed) = due
+            && let Err(e) = record(state, self, operation, suppressed).await
+        {
+            tracing::error!(error = %e, %owner, "platform.impersonation.denied could not be audited");
+        }
+        Err(
+            ApiError::new(StatusCode::FORBIDDEN, IMPERSONATION_FORBIDDEN).with_detail(
+                "an impersonation session cannot do this: the user must do it themselves",
+            ),
+        )
+    }
+}
+
+/// Writes `platform.impersonation.denied` in the session's tenant and in the
+/// platform chain, in one transaction.
+async fn record(
+    state: &AppState,
+    p: &Principal,
+    operation: &'static str,
+    suppressed: u64,
+) -> Result<(), audit::AuditError> {
+    let clock = state.clock.as_ref();
+    let event = |details: serde_json::Value| {
+        NewEvent::new(p.actor(), "platform.impersonation.denied")
+            .target(Target::new("session", p.session_id))
+            .outcome(Outcome::Denied)
+            .details(details)
+            .context(p.context.clone())
+    };
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    audit::append(
+        &mut tx,
+        clock,
+        event(json!({ "operation": operation, "suppressed": suppressed })),
+    )
+    .await?;
+    let mut tx = tx.rescope(TenantId::PLATFORM).await?;
+    audit::append(
+        &mut tx,
+        clock,
+        event(json!({
+            "operation": operation,
+            "suppressed": suppressed,
+            "tenant_id": p.tenant_id,
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
