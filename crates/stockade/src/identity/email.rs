@@ -288,6 +288,26 @@ mod tests {
         assert!(Email::parse(&long).is_err());
     }
 
+    proptest::proptest! {
+        /// Any input: no panic; an accepted address's key and display parse
+        /// again to the same key (the key is a fixed point, so re-keying
+        /// twice changes nothing and the key itself signs in).
+        #[test]
+        fn keys_are_fixed_points(
+            local in "\\PC{1,12}",
+            label in "[a-zA-Z0-9\u{e0}-\u{ff}\u{3b1}-\u{3c9}\u{430}-\u{44f}\u{ff21}-\u{ff3a}-]{1,12}",
+            tld in "[a-zA-Z]{2,4}",
+        ) {
+            let input = format!("{local}@{label}.{tld}");
+            if let Ok(e) = Email::parse(&input) {
+                let again = Email::parse(e.key()).map(|k| k.key().to_owned());
+                proptest::prop_assert_eq!(again.as_deref(), Ok(e.key()));
+                let shown = Email::parse(e.as_str()).map(|k| k.key().to_owned());
+                proptest::prop_assert_eq!(shown.as_deref(), Ok(e.key()));
+            }
+        }
+    }
+
     #[test]
     fn keys_are_stable() {
         for s in [

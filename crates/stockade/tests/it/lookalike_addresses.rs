@@ -218,10 +218,10 @@ async fn lockout_counts_across_look_alike_spellings(backend: Backend) {
 
 /// Inserts a user as an older version stored it: key trimmed and
 /// lower-cased only.
-async fn legacy_user(t: &TestDb, email: &str) -> stockade::ids::UserId {
+async fn legacy_user(db: &stockade::db::Db, email: &str) -> stockade::ids::UserId {
     let id = stockade::ids::UserId::new();
     let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-    let mut tx = t.db.global_tx().await.unwrap();
+    let mut tx = db.global_tx().await.unwrap();
     tx.execute(
         "INSERT INTO users (id, email, email_key, name, status, created_at, updated_at) \
          VALUES ($1, $2, $3, 'Old', 'active', $4, $4)",
@@ -238,26 +238,26 @@ async fn legacy_user(t: &TestDb, email: &str) -> stockade::ids::UserId {
     id
 }
 
-async fn key_of(t: &TestDb, id: stockade::ids::UserId) -> String {
-    let (key,): (String,) =
-        t.db.global_read()
-            .await
-            .unwrap()
-            .fetch_optional("SELECT email_key FROM users WHERE id = $1", vec![id.into()])
-            .await
-            .unwrap()
-            .unwrap();
+async fn key_of(db: &stockade::db::Db, id: stockade::ids::UserId) -> String {
+    let (key,): (String,) = db
+        .global_read()
+        .await
+        .unwrap()
+        .fetch_optional("SELECT email_key FROM users WHERE id = $1", vec![id.into()])
+        .await
+        .unwrap()
+        .unwrap();
     key
 }
 
 async fn stored_keys_are_rekeyed_or_the_collision_refused(t: &TestDb) {
     use stockade::identity::rekey::{RekeyError, rekey_emails};
-    let wide = legacy_user(t, "ＡＬＩＣＥ@example.test").await;
-    let idn = legacy_user(t, "bob@Münich.example").await;
-    let mixed = legacy_user(t, "\u{430}lice@example.test").await;
-    let plain = legacy_user(t, "Carol@Example.test").await;
+    let wide = legacy_user(&t.db, "ＡＬＩＣＥ@example.test").await;
+    let idn = legacy_user(&t.db, "bob@Münich.example").await;
+    let mixed = legacy_user(&t.db, "\u{430}lice@example.test").await;
+    let plain = legacy_user(&t.db, "Carol@Example.test").await;
     // A look-alike pair: refused, nothing changed.
-    let twin = legacy_user(t, "𝐜𝐚𝐫𝐨𝐥@example.test").await;
+    let twin = legacy_user(&t.db, "𝐜𝐚𝐫𝐨𝐥@example.test").await;
     match rekey_emails(&t.db).await {
         Err(RekeyError::Collision { first, second, key }) => {
             assert_eq!(key, "carol@example.test");
@@ -269,7 +269,7 @@ async fn stored_keys_are_rekeyed_or_the_collision_refused(t: &TestDb) {
         }
         other => panic!("expected a collision, got {other:?}"),
     }
-    assert_eq!(key_of(t, wide).await, "ａｌｉｃｅ@example.test");
+    assert_eq!(key_of(&t.db, wide).await, "ａｌｉｃｅ@example.test");
     // The operator deletes the look-alike; the step then re-keys.
     let mut tx = t.db.global_tx().await.unwrap();
     tx.execute("DELETE FROM users WHERE id = $1", vec![twin.into()])
@@ -278,19 +278,74 @@ async fn stored_keys_are_rekeyed_or_the_collision_refused(t: &TestDb) {
     tx.commit().await.unwrap();
     let report = rekey_emails(&t.db).await.unwrap();
     assert_eq!((report.rekeyed, report.kept.as_slice()), (2, &[mixed][..]));
-    assert_eq!(key_of(t, wide).await, "alice@example.test");
-    assert_eq!(key_of(t, idn).await, "bob@xn--mnich-kva.example");
-    assert_eq!(key_of(t, plain).await, "carol@example.test");
+    assert_eq!(key_of(&t.db, wide).await, "alice@example.test");
+    assert_eq!(key_of(&t.db, idn).await, "bob@xn--mnich-kva.example");
+    assert_eq!(key_of(&t.db, plain).await, "carol@example.test");
     // Refused by the new rules: keeps its old key, still found by it.
-    assert_eq!(key_of(t, mixed).await, "\u{430}lice@example.test");
+    assert_eq!(key_of(&t.db, mixed).await, "\u{430}lice@example.test");
     assert_eq!(
         stockade::identity::email::sign_in_key("\u{430}lice@Example.test"),
         "\u{430}lice@example.test"
     );
     // Recorded: a second run does nothing, even with a new legacy row.
-    let late = legacy_user(t, "ＤＡＶＥ@example.test").await;
+    let late = legacy_user(&t.db, "ＤＡＶＥ@example.test").await;
     assert_eq!(rekey_emails(&t.db).await.unwrap().rekeyed, 0);
-    assert_eq!(key_of(t, late).await, "ｄａｖｅ@example.test");
+    assert_eq!(key_of(&t.db, late).await, "ｄａｖｅ@example.test");
+}
+
+/// The operator's way out of a collision, with the real binary (SQLite):
+/// `migrate` refuses with one line naming both accounts, `users delete`
+/// still runs and removes the one named exactly as stored, `migrate` then
+/// re-keys the other.
+#[tokio::test]
+async fn migrate_names_look_alike_accounts_and_users_delete_resolves_them() {
+    use crate::cli::{run, stockade};
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(stockade(dir.path()).arg("migrate"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Two accounts an older version stored apart, and its key version.
+    let db = stockade::db::Db::open_sqlite_file(&dir.path().join("stockade-data/stockade.db"))
+        .await
+        .unwrap();
+    let plain = legacy_user(&db, "Carol@example.test").await;
+    let twin = legacy_user(&db, "𝐜𝐚𝐫𝐨𝐥@example.test").await;
+    let mut tx = db.global_tx().await.unwrap();
+    tx.execute("UPDATE email_key_version SET version = 1", vec![])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let out = run(stockade(dir.path()).arg("migrate"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: accounts")
+            && err.contains(&plain.to_string())
+            && err.contains(&twin.to_string()),
+        "{err}"
+    );
+    assert_eq!(key_of(&db, twin).await, "𝐜𝐚𝐫𝐨𝐥@example.test");
+    // Named as stored, the look-alike goes (not Carol, whose canonical key
+    // the spelling shares).
+    let out = run(stockade(dir.path()).args(["users", "delete", "--email", "𝐜𝐚𝐫𝐨𝐥@example.test"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&twin.to_string()));
+    let out = run(stockade(dir.path()).arg("migrate"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(key_of(&db, plain).await, "carol@example.test");
+    db.close().await;
 }
 
 crate::both_servers!(
