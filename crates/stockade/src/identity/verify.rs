@@ -145,8 +145,9 @@ pub(crate) async fn issue(
     Ok(expires_at)
 }
 
-/// Deletes the links that can no longer be used (both kinds of answer do
-/// it, so they do the same work).
+/// Deletes the links that can no longer be used, with the password hashes
+/// they hold (every sign-up answer and every use of a link does it: both
+/// kinds of answer do the same work, and nothing lingers long).
 async fn sweep(tx: &mut GlobalTx, now: DateTime<Utc>) -> Result<(), ApiError> {
     tx.execute(
         "DELETE FROM email_verifications WHERE expires_at < $1",
@@ -223,6 +224,7 @@ pub(crate) async fn claim(
             vec![pending.token_hash.clone().into(), now.into()],
         )
         .await?;
+    sweep(tx, now).await?;
     Ok(n == 1)
 }
 
