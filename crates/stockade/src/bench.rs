@@ -15,6 +15,10 @@
 //! - `GET /bench/argon2?n=N` hashes a password N times, one after the other,
 //!   with the server's own hasher and parameters, and answers the mean time
 //!   of one hash: the in-process figure of the *login efficiency* ratio.
+//! - `GET /bench/verification-token?email=E` unseals the newest verification
+//!   email queued to E and answers its link's token, so the seeding script
+//!   can finish its sign-ups (`POST /v1/auth/verify-email`) without a mail
+//!   server.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -39,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/bench/baseline/{tenant}/{collection}/{id}", get(baseline))
         .route("/bench/sessions", post(sessions))
         .route("/bench/argon2", get(argon2))
+        .route("/bench/verification-token", get(verification_token))
 }
 
 fn bad(what: &str) -> ApiError {
@@ -132,4 +137,41 @@ async fn argon2(
     }
     let mean = start.elapsed().as_secs_f64() / f64::from(runs.n);
     Ok(Json(json!({ "n": runs.n, "mean_seconds": mean })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerificationFor {
+    email: String,
+}
+
+/// The token of the newest verification link queued to `email`.
+async fn verification_token(
+    State(state): State<AppState>,
+    Query(q): Query<VerificationFor>,
+) -> Result<Response, ApiError> {
+    let row: Option<(Uuid, Vec<u8>, i64)> = state
+        .db
+        .global_read()
+        .await?
+        .fetch_optional(
+            "SELECT id, sealed_body, CAST(master_version AS BIGINT) FROM email_outbox \
+             WHERE kind = 'verification' AND to_address = $1 ORDER BY created_at DESC, id DESC",
+            vec![q.email.as_str().into()],
+        )
+        .await?;
+    let (id, sealed, version) = row.ok_or_else(ApiError::not_found)?;
+    let version = u32::try_from(version).map_err(ApiError::internal)?;
+    let opened = state
+        .master()
+        .open(version, &crate::email::outbox_aad(id), &sealed)
+        .map_err(ApiError::internal)?;
+    let payload: serde_json::Value = serde_json::from_slice(&opened).map_err(ApiError::internal)?;
+    let token = payload
+        .get("body")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|b| b.split_once("#token="))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .ok_or_else(|| ApiError::internal("no link in the verification email"))?;
+    Ok(Json(json!({ "token": token })).into_response())
 }

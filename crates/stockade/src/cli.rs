@@ -21,6 +21,9 @@ use crate::identity::import_store::{self, ImportStoreError};
 use crate::tenancy::{self, NewTenant, Slug, TenantName};
 
 mod keys;
+mod platform;
+
+pub use platform::PlatformCommand;
 
 /// The most rows `stockade users import` takes from one file.
 pub const MAX_IMPORT_ROWS: usize = 100_000;
@@ -64,6 +67,9 @@ pub enum Command {
     /// User administration.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Platform owners (who may use /v1/platform/*).
+    #[command(subcommand)]
+    Platform(PlatformCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -382,6 +388,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             users_import(&config, &file, &tenant).await
         }
         Command::Users(UsersCommand::Delete { email }) => users_delete(&config, &email).await,
+        Command::Platform(command) => platform::run(&config, command).await,
     }
 }
 
@@ -421,19 +428,27 @@ fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(TIME_FORMAT, true)
 }
 
-/// `users delete --email EMAIL`.
+/// `users delete --email EMAIL`. Runs even while the email re-keying step
+/// refuses to finish (two accounts with look-alike addresses): deleting one
+/// of them is how the operator resolves it. The address is looked up as
+/// stored first (so each of two look-alikes can be named), then in
+/// canonical form.
 async fn users_delete(config: &Config, email: &str) -> Result<(), Failure> {
-    let email = crate::identity::Email::parse(email)
-        .map_err(|e| Failure::one(format!("`{}`: {e}", email.escape_debug())))?;
-    let db = open_migrated(config).await?;
-    let r = users_delete_in(&db, &email).await;
+    let parsed = crate::identity::Email::parse(email);
+    let db = open_migrated_with(config, true, RekeyCollisions::Warn).await?;
+    let r = users_delete_in(&db, email, parsed.as_ref().ok()).await;
     db.close().await;
-    let erased = r?;
+    let (erased, address) = match (r, parsed) {
+        (Ok(found), _) => found,
+        (Err(_), Err(e)) => {
+            return Err(Failure::one(format!("`{}`: {e}", email.escape_debug())));
+        }
+        (Err(e), Ok(_)) => return Err(e),
+    };
     println!(
-        "deleted user {} ({}): removed from {} tenants, {} sessions deleted, {} API keys revoked; \
+        "deleted user {} ({address}): removed from {} tenants, {} sessions deleted, {} API keys revoked; \
          their audit personal data is now unreadable",
         erased.user_id,
-        email.as_str(),
         erased.tenants.len(),
         erased.sessions_deleted,
         erased.api_keys_revoked
@@ -443,13 +458,21 @@ async fn users_delete(config: &Config, email: &str) -> Result<(), Failure> {
 
 async fn users_delete_in(
     db: &Db,
-    email: &crate::identity::Email,
-) -> Result<crate::identity::Erasure, Failure> {
-    let user = crate::identity::find_user_by_email(db, email)
+    input: &str,
+    parsed: Option<&crate::identity::Email>,
+) -> Result<(crate::identity::Erasure, String), Failure> {
+    let stored = crate::identity::find_user_by_key(db, &crate::identity::email::legacy_key(input))
         .await
-        .map_err(Failure::one)?
-        .ok_or_else(|| Failure::one(format!("no user with email `{}`", email.as_str())))?;
-    crate::identity::erase_user(
+        .map_err(Failure::one)?;
+    let user = match (stored, parsed) {
+        (Some(user), _) => Some(user),
+        (None, Some(email)) => crate::identity::find_user_by_email(db, email)
+            .await
+            .map_err(Failure::one)?,
+        (None, None) => None,
+    }
+    .ok_or_else(|| Failure::one(format!("no user with email `{}`", input.escape_debug())))?;
+    let erased = crate::identity::erase_user(
         db,
         &SystemClock,
         user.id,
@@ -457,7 +480,8 @@ async fn users_delete_in(
         RequestContext::default(),
     )
     .await
-    .map_err(Failure::one)
+    .map_err(Failure::one)?;
+    Ok((erased, user.email))
 }
 
 /// `users import FILE --tenant SLUG`.
@@ -661,23 +685,56 @@ fn config_check(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
+/// What to do when the email re-keying step finds two accounts with
+/// look-alike addresses (`identity::rekey`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RekeyCollisions {
+    /// Stop with the error (every command but `users delete`).
+    Fail,
+    /// Print it as a warning and go on (`users delete`, which resolves it).
+    Warn,
+}
+
 /// Opens and migrates the database without loading any key: for commands
 /// that neither append nor verify audit events (`migrate`, `keys status`).
 async fn open_migrated_without_keys(config: &Config) -> Result<Db, Failure> {
-    let db = Db::open(config).await?;
-    db.migrate().await?;
-    Ok(db)
+    open_migrated_with(config, false, RekeyCollisions::Fail).await
 }
 
 /// Opens and migrates the database, with the audit head key installed (every
 /// command but `migrate` may append or verify audit events).
 async fn open_migrated(config: &Config) -> Result<Db, Failure> {
-    let keys = master_keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
+    open_migrated_with(config, true, RekeyCollisions::Fail).await
+}
+
+/// Opens the database, runs the SQL migrations, then re-keys stored email
+/// addresses to the canonical form (`identity::rekey`); with `keys`, installs
+/// the audit head key.
+async fn open_migrated_with(
+    config: &Config,
+    keys: bool,
+    collisions: RekeyCollisions,
+) -> Result<Db, Failure> {
+    let keys = match keys {
+        true => Some(master_keys::load(config).map_err(|lines| Failure { lines, code: 2 })?),
+        false => None,
+    };
     let db = Db::open(config).await?;
     db.migrate().await?;
-    crate::audit::install_head_key(&db, &keys.master, &SystemClock)
-        .await
-        .map_err(Failure::one)?;
+    match crate::identity::rekey::rekey_emails(&db).await {
+        Ok(_) => {}
+        Err(e @ crate::identity::rekey::RekeyError::Collision { .. })
+            if collisions == RekeyCollisions::Warn =>
+        {
+            eprintln!("warning: {e}");
+        }
+        Err(e) => return Err(Failure::one(e)),
+    }
+    if let Some(keys) = keys {
+        crate::audit::install_head_key(&db, &keys.master, &SystemClock)
+            .await
+            .map_err(Failure::one)?;
+    }
     Ok(db)
 }
 

@@ -77,7 +77,8 @@ pub struct Config {
     /// credential of tenant `acme`.
     pub tenant_domain: Option<String>,
     /// Platform owners: user ids or emails (lower-cased) allowed on
-    /// `/v1/platform/*`. Empty: nobody.
+    /// `/v1/platform/*`, besides `platform add-owner` grants; an email only
+    /// for the account whose address is verified (`platform::owners`).
     pub platform_owners: Vec<String>,
     /// Largest record document (its `data` as JSON), bytes; above it 413.
     pub record_max_bytes: usize,
@@ -235,6 +236,15 @@ impl Config {
                 Some(_) => {}
             },
             JwtAlg::EdDsa => {}
+        }
+        if let Some(email) = self
+            .platform_owners
+            .iter()
+            .find(|o| uuid::Uuid::parse_str(o).is_err())
+        {
+            problems.push(format!(
+                "STOCKADE_PLATFORM_OWNERS lists an email address ({email}): an email makes its account an owner only once verified, and production cannot deliver verification emails yet (no SMTP sender: issue #21); list user ids, or grant with `stockade platform add-owner`"
+            ));
         }
         if cfg!(feature = "bench") {
             problems.push(
@@ -488,10 +498,9 @@ impl Raw {
             .map(|o| o.trim().to_lowercase())
             .filter(|o| !o.is_empty())
             .collect();
-        if let Some(bad) = platform_owners
-            .iter()
-            .find(|o| uuid::Uuid::parse_str(o).is_err() && !o.contains('@'))
-        {
+        if let Some(bad) = platform_owners.iter().find(|o| {
+            uuid::Uuid::parse_str(o).is_err() && crate::identity::Email::parse(o).is_err()
+        }) {
             return Err(invalid(
                 "platform_owners",
                 bad,

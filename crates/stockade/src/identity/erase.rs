@@ -62,13 +62,13 @@ pub async fn erase_user(
 ) -> Result<Erasure, EraseError> {
     let now = clock.now();
     let mut tx = db.global_tx().await?;
-    let found: Option<(String,)> = tx
+    let found: Option<(String, String)> = tx
         .fetch_optional(
-            "SELECT email_key FROM users WHERE id = $1",
+            "SELECT email_key, email FROM users WHERE id = $1",
             vec![user.into()],
         )
         .await?;
-    let (email_key,) = found.ok_or(EraseError::NotFound)?;
+    let (email_key, email) = found.ok_or(EraseError::NotFound)?;
     audit::pii::erase_subject_key(&mut tx, user, now).await?;
     tx.execute(
         "DELETE FROM login_throttle WHERE email_key = $1",
@@ -80,7 +80,13 @@ pub async fn erase_user(
     tx.execute(
         "UPDATE email_outbox SET to_address = '', \
          status = CASE WHEN status = 'queued' THEN 'failed' ELSE status END \
-         WHERE lower(to_address) = $1",
+         WHERE lower(to_address) = $1 OR to_address = $2",
+        vec![email_key.clone().into(), email.into()],
+    )
+    .await?;
+    // A sign-up waiting for its link under the same address goes too.
+    tx.execute(
+        "DELETE FROM email_verifications WHERE email_key = $1",
         vec![email_key.clone().into()],
     )
     .await?;

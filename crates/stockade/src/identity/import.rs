@@ -222,8 +222,8 @@ impl Columns {
                     Some(email)
                 }
             },
-            Err(_) => {
-                fail("email: not a valid email address".to_owned());
+            Err(why) => {
+                fail(format!("email: not a valid email address: {why}"));
                 None
             }
         };

@@ -128,7 +128,7 @@ pub async fn import_users(
                     "name: must be 1 to 200 characters without control characters",
                 ));
             }
-            Err(IdentityError::InvalidEmail) => {
+            Err(IdentityError::InvalidEmail(_)) => {
                 return Err(row_problem(index, "email: not a valid email address"));
             }
             Err(IdentityError::Db(e)) => return Err(e.into()),

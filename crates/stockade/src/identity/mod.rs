@@ -2,22 +2,29 @@
 //! passwords, sign-up, sign-in, login protection, password reset.
 
 mod argon;
+pub mod email;
 pub mod erase;
 mod hash_pool;
 pub mod import;
 pub mod import_store;
 mod model;
 pub mod password;
+pub mod rekey;
 pub mod reset;
 pub mod routes;
+pub mod signup;
 mod store;
 pub mod throttle;
+pub mod verify;
 
+pub use email::{Email, EmailRefusal};
 pub use erase::{EraseError, Erasure, erase_user};
-pub use model::{Email, IdentityError, User};
+pub(crate) use model::validate_name;
+pub use model::{IdentityError, User};
 pub use routes::routes;
+pub(crate) use store::insert_user;
 pub use store::{
     AuthUser, UserMembership, create_user, create_user_with_password, find_auth_user,
-    find_auth_user_by_id, find_user, find_user_by_email, memberships_in, memberships_of,
-    set_password_hash,
+    find_auth_user_by_id, find_user, find_user_by_email, find_user_by_key, memberships_in,
+    memberships_of, set_password_hash,
 };

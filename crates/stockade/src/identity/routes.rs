@@ -8,26 +8,26 @@ use axum::{Json, Router};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::User;
 use super::password::{self, PasswordPolicy, Verification};
 use super::store::{self as users, AuthUser, UserMembership};
 use super::throttle;
-use super::{Email, IdentityError, User};
 use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
-use crate::config::SignupMode;
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
 use crate::ids::{TenantId, UserId};
 use crate::platform::operation;
 use crate::ratelimit::Decision;
 use crate::sessions::{self, TokenResponse};
-use crate::tenancy::{self, NewTenant, Slug, TenancyError, Tenant, TenantName};
+use crate::tenancy;
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(
-        signup,
+        super::signup::signup,
+        super::verify::confirm,
         login,
         switch_tenant,
         change_password,
@@ -39,8 +39,12 @@ use crate::tenancy::{self, NewTenant, Slug, TenancyError, Tenant, TenantName};
         super::reset::confirm
     ),
     components(schemas(
-        SignupRequest,
-        SignupResponse,
+        super::signup::SignupRequest,
+        super::signup::SignupAccepted,
+        super::signup::PendingUser,
+        super::signup::PendingTenant,
+        super::signup::SignupResponse,
+        super::verify::VerifyEmailRequest,
         LoginRequest,
         SwitchTenantRequest,
         MeResponse,
@@ -54,7 +58,8 @@ pub struct IdentityApi;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/auth/signup", post(signup))
+        .route("/v1/auth/signup", post(super::signup::signup))
+        .route("/v1/auth/verify-email", post(super::verify::confirm))
         .route("/v1/auth/login", post(login))
         .route("/v1/auth/switch-tenant", post(switch_tenant))
         .route("/v1/auth/password", post(change_password))
@@ -164,130 +169,6 @@ pub(crate) async fn policies_for(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SignupRequest {
-    pub tenant_name: String,
-    pub tenant_slug: String,
-    pub email: String,
-    #[schema(value_type = String, format = Password)]
-    pub password: SecretString,
-    pub name: String,
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct SignupResponse {
-    #[schema(value_type = Object)]
-    pub tenant: Tenant,
-    #[schema(value_type = Object)]
-    pub user: User,
-    #[serde(flatten)]
-    pub tokens: TokenResponse,
-}
-
-/// Creates a tenant and its owner, signed in (when signup is open).
-#[utoipa::path(post, path = "/v1/auth/signup", tag = "auth", request_body = SignupRequest,
-    responses((status = 201, body = SignupResponse), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
-async fn signup(
-    State(state): State<AppState>,
-    ip: ClientIp,
-    AuditContext(context): AuditContext,
-    ApiJson(req): ApiJson<SignupRequest>,
-) -> Result<Response, ApiError> {
-    if state.config.signup != SignupMode::Open {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.signup_closed"));
-    }
-    limit_ip(&state, ip, &context).await?;
-    let email = Email::parse(&req.email)
-        .map_err(|e| ApiError::bad_request("identity.invalid_email", e.to_string()))?;
-    let new = NewTenant {
-        slug: Slug::parse(&req.tenant_slug)
-            .map_err(|e| ApiError::bad_request("tenancy.invalid_slug", e.to_string()))?,
-        name: TenantName::parse(&req.tenant_name)
-            .map_err(|e| ApiError::bad_request("tenancy.invalid_name", e.to_string()))?,
-        plan: "free".to_owned(),
-        trial_ends_at: None,
-    };
-    check_policy(
-        &[PasswordPolicy::default()],
-        &req.password,
-        &[email.as_str(), &req.name, new.slug.as_str()],
-    )?;
-    let hash = state
-        .hasher
-        .hash(req.password)
-        .await
-        .map_err(ApiError::internal)?;
-
-    let clock = state.clock.as_ref();
-    let mut tx = state.db.global_tx().await?;
-    let tenant = tenancy::insert_tenant(&mut tx, clock, &new)
-        .await
-        .map_err(tenancy_error)?;
-    let user = users::create_user_with_password(&mut tx, clock, &email, &req.name, Some(&hash))
-        .await
-        .map_err(identity_error)?;
-    let mut tx = tx.scoped(tenant.id).await?;
-    tenancy::provision_keys(&mut tx, clock, &state.master())
-        .await
-        .map_err(tenancy_error)?;
-    tenancy::add_member(&mut tx, clock, user.id, "owner")
-        .await
-        .map_err(tenancy_error)?;
-    let actor = Actor::User {
-        id: user.id,
-        impersonator: None,
-    };
-    for event in [
-        NewEvent::new(actor.clone(), "tenancy.tenant.created")
-            .target(Target::new("tenant", tenant.id))
-            .details(serde_json::json!({ "slug": tenant.slug, "name": tenant.name, "plan": tenant.plan })),
-        NewEvent::new(actor.clone(), "auth.user.signed_up")
-            .target(Target::new("user", user.id))
-            .details(serde_json::json!({ "role": "owner" })),
-    ] {
-        audit::append(&mut tx, clock, event.context(context.clone()))
-            .await
-            .map_err(ApiError::internal)?;
-    }
-    let (session, refresh) =
-        sessions::create(&mut tx, clock, user.id, &state.session_policy, &context)
-            .await
-            .map_err(ApiError::internal)?;
-    tx.commit().await?;
-    let tokens = sessions::access_token(&state, user.id, tenant.id, session.id, None)?;
-    Ok(sessions::with_cookie(
-        StatusCode::CREATED,
-        SignupResponse {
-            tenant,
-            user,
-            tokens,
-        },
-        sessions::refresh_cookie(&refresh, state.session_policy.refresh_ttl),
-    ))
-}
-
-fn tenancy_error(e: TenancyError) -> ApiError {
-    match e {
-        TenancyError::SlugTaken(_) => ApiError::new(StatusCode::CONFLICT, "tenancy.slug_taken")
-            .with_detail("this tenant slug is taken"),
-        other => ApiError::internal(other),
-    }
-}
-
-fn identity_error(e: IdentityError) -> ApiError {
-    match e {
-        IdentityError::EmailTaken => ApiError::new(StatusCode::CONFLICT, "identity.email_taken")
-            .with_detail("an account with this email exists: sign in instead"),
-        IdentityError::InvalidName => ApiError::bad_request("identity.invalid_name", e.to_string()),
-        IdentityError::InvalidEmail => {
-            ApiError::bad_request("identity.invalid_email", e.to_string())
-        }
-        other => ApiError::internal(other),
-    }
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: String,
     #[schema(value_type = String, format = Password)]
@@ -309,10 +190,9 @@ async fn login(
 ) -> Result<Response, ApiError> {
     limit_ip(&state, ip, &context).await?;
     let now = state.clock.now();
-    // A malformed address is handled exactly like an unknown one.
-    let email_key = Email::parse(&req.email)
-        .map(|e| e.key().to_owned())
-        .unwrap_or_else(|_| req.email.trim().to_lowercase());
+    // The canonical key, so look-alike spellings are one account and one
+    // lockout; a refused address is handled exactly like an unknown one.
+    let email_key = super::email::sign_in_key(&req.email);
     // The throttle and the user, in one read.
     let (throttled, user) = {
         let mut read = state.db.global_read().await?;

@@ -1,6 +1,7 @@
 //! User queries (global table).
 
-use super::model::{Email, IdentityError, User, validate_name};
+use super::email::Email;
+use super::model::{IdentityError, User, validate_name};
 use crate::clock::Clock;
 use crate::db::{Db, DbError, GlobalTx, UserTx};
 use crate::ids::UserId;
@@ -23,20 +24,35 @@ pub async fn create_user_with_password(
     name: &str,
     password_hash: Option<&str>,
 ) -> Result<User, IdentityError> {
+    insert_user(tx, clock, UserId::new(), email, name, password_hash, false).await
+}
+
+/// Inserts a user with a chosen id; `verified`: the address was proven by
+/// a verification link just now (`email_verified_at`).
+pub(crate) async fn insert_user(
+    tx: &mut GlobalTx,
+    clock: &dyn Clock,
+    id: UserId,
+    email: &Email,
+    name: &str,
+    password_hash: Option<&str>,
+    verified: bool,
+) -> Result<User, IdentityError> {
     let name = validate_name(name)?;
     let now = clock.now();
     tx.fetch_optional(
         "INSERT INTO users (id, email, email_key, name, status, password_hash, \
-         password_changed_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'active', $5, $6, $6, $6) \
-         RETURNING id, email, email_key, name, status, created_at, updated_at",
+         password_changed_at, email_verified_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $6, $6) \
+         RETURNING id, email, email_key, name, status, email_verified_at, created_at, updated_at",
         vec![
-            UserId::new().into(),
+            id.into(),
             email.as_str().into(),
             email.key().into(),
             name.into(),
             password_hash.into(),
             now.into(),
+            verified.then_some(now).into(),
         ],
     )
     .await
@@ -51,9 +67,21 @@ pub async fn find_user_by_email(db: &Db, email: &Email) -> Result<Option<User>, 
     db.global_read()
         .await?
         .fetch_optional(
-            "SELECT id, email, email_key, name, status, created_at, updated_at FROM users \
+            "SELECT id, email, email_key, name, status, email_verified_at, created_at, updated_at FROM users \
              WHERE email_key = $1",
             vec![email.key().into()],
+        )
+        .await
+}
+
+/// The user whose stored key is exactly `key` (no canonicalisation).
+pub async fn find_user_by_key(db: &Db, key: &str) -> Result<Option<User>, DbError> {
+    db.global_read()
+        .await?
+        .fetch_optional(
+            "SELECT id, email, email_key, name, status, email_verified_at, created_at, updated_at \
+             FROM users WHERE email_key = $1",
+            vec![key.into()],
         )
         .await
 }
@@ -98,7 +126,7 @@ pub async fn find_user(db: &Db, id: UserId) -> Result<Option<User>, DbError> {
     db.global_read()
         .await?
         .fetch_optional(
-            "SELECT id, email, email_key, name, status, created_at, updated_at FROM users \
+            "SELECT id, email, email_key, name, status, email_verified_at, created_at, updated_at FROM users \
              WHERE id = $1",
             vec![id.into()],
         )

@@ -1,6 +1,6 @@
 //! The platform operator's console API (SPEC §2.6): `/v1/platform/*`, open
-//! only to the allow-listed platform owners (`STOCKADE_PLATFORM_OWNERS`,
-//! user ids or emails). Tenants can be listed, suspended, reinstated and
+//! only to platform owners (`owners.rs`: user ids or verified emails in
+//! `STOCKADE_PLATFORM_OWNERS`, or `stockade platform add-owner`). Tenants can be listed, suspended, reinstated and
 //! given a longer trial; users can be impersonated (a 15-minute session
 //! marked with the owner's id, the `act` claim) or sent a one-time sign-in
 //! link. Every change needs a recent password proof (step-up) and
@@ -11,6 +11,7 @@
 
 mod expiry;
 mod forbidden;
+pub mod owners;
 pub mod routes;
 mod store;
 
@@ -25,7 +26,7 @@ pub use routes::{PlatformApi, routes};
 use crate::app::AppState;
 use crate::audit::{Actor, NewEvent, Outcome};
 use crate::http::{ApiError, Principal};
-use crate::ids::{TenantId, UserId};
+use crate::ids::TenantId;
 
 /// A request from a platform owner acting as themselves (never through an
 /// impersonation session). Unauthenticated: 401; anyone else: 403
@@ -64,7 +65,7 @@ impl FromRequestParts<AppState> for PlatformOwner {
         let user = crate::identity::find_user(&state.db, p.user_id)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
-        if !is_platform_owner(&state.config.platform_owners, user.id, &user.email_key) {
+        if !owners::is_owner(&state.db, &state.config.platform_owners, &user).await? {
             deny(state, &p, "not_owner", parts.uri.path()).await;
             return Err(forbidden());
         }
@@ -107,42 +108,4 @@ async fn deny(state: &AppState, p: &Principal, reason: &'static str, path: &str)
 fn forbidden() -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "platform.forbidden")
         .with_detail("only platform owners may use the platform API")
-}
-
-/// Whether the allow-list names this user, by id (any UUID spelling) or by
-/// normalised email.
-pub fn is_platform_owner(owners: &[String], id: UserId, email_key: &str) -> bool {
-    owners.iter().any(|o| match uuid::Uuid::parse_str(o) {
-        Ok(uuid) => uuid == id.0,
-        Err(_) => o.trim().eq_ignore_ascii_case(email_key),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owners_match_by_id_or_email() {
-        let id = UserId::new();
-        let simple = id.0.simple().to_string().to_uppercase();
-        let owners = vec!["root@platform.test".to_owned(), simple];
-        assert!(is_platform_owner(&owners, id, "someone@else.test"));
-        assert!(is_platform_owner(
-            &owners,
-            UserId::new(),
-            "root@platform.test"
-        ));
-        assert!(!is_platform_owner(
-            &owners,
-            UserId::new(),
-            "root@platform.test.evil"
-        ));
-        assert!(!is_platform_owner(&[], id, "root@platform.test"));
-        assert!(!is_platform_owner(
-            &["root@platform.test".to_owned()],
-            UserId::new(),
-            ""
-        ));
-    }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::store::{self, NewLink};
-use super::{PlatformOwner, is_platform_owner};
+use super::{PlatformOwner, owners};
 use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Outcome, Target};
 use crate::crypto::random;
@@ -670,7 +670,7 @@ async fn resolve_target(
         None => active.pop(),
     }
     .ok_or_else(ApiError::not_found)?;
-    if is_platform_owner(&state.config.platform_owners, user.id, &user.email_key) {
+    if owners::is_owner(&state.db, &state.config.platform_owners, &user).await? {
         return Err(
             ApiError::new(StatusCode::FORBIDDEN, "platform.owner_protected")
                 .with_detail("platform owners cannot be impersonated or sent sign-in links"),

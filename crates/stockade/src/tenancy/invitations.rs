@@ -8,9 +8,13 @@
 //! still looks it up tenant-scoped.
 //!
 //! Accepting:
-//! - `{token, name, password}` without credentials: a new account is created
-//!   (refused with 409 `tenancy.account_exists` if the address has one), it
-//!   joins the inviting tenant and is signed in there (201, tokens + cookie).
+//! - `{token, name, password}` without credentials: a new account, once its
+//!   address is verified (`invitation_accounts.rs`): 202 and a verification
+//!   link to the invited address — or, when the address already has an
+//!   account, the same 202 and an email to its owner, so the answer never
+//!   tells (holding the token does not prove the mailbox: the inviter saw
+//!   it). The link creates the account, which joins the inviting tenant and
+//!   is signed in there (`POST /v1/auth/verify-email`: 201, tokens + cookie).
 //! - `{token}` with `Authorization: Bearer` of an existing user of any tenant
 //!   (a partner joining a vendor's portal): the user's email must be the
 //!   invited one (403 otherwise); they gain a membership in the inviting
@@ -37,15 +41,15 @@ use zeroize::Zeroizing;
 
 use super::members::grantable_role;
 use crate::app::AppState;
-use crate::audit::{self, Actor, NewEvent, RequestContext, Target};
+use crate::audit::{self, Actor, NewEvent, Target};
 use crate::db::{DbError, TenantTx};
 use crate::email::{self, Message};
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
-use crate::identity::routes::{check_policy, limit_ip};
-use crate::identity::{self, Email, IdentityError, User};
+use crate::identity::routes::limit_ip;
+use crate::identity::{self, Email};
 use crate::ids::{TenantId, UserId};
-use crate::sessions::{self, RefreshToken, TokenResponse};
+use crate::sessions::RefreshToken;
 use crate::tenancy::{self, TenancyError, Tenant};
 
 /// How long an invitation stays valid.
@@ -137,11 +141,11 @@ impl InvitationState {
 }
 
 #[derive(sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    email: String,
+pub(super) struct Row {
+    pub(super) id: Uuid,
+    pub(super) email: String,
     email_key: String,
-    role: String,
+    pub(super) role: String,
     invited_by: UserId,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -419,7 +423,7 @@ pub struct InvitedTenant {
 }
 
 impl InvitedTenant {
-    fn of(t: &Tenant) -> Self {
+    pub(super) fn of(t: &Tenant) -> Self {
         Self {
             id: t.id,
             slug: t.slug.clone(),
@@ -438,25 +442,15 @@ pub struct AcceptedMembership {
     pub created_at: DateTime<Utc>,
 }
 
-/// A new account, signed in to the inviting tenant.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct AcceptedAccount {
-    #[schema(value_type = Object)]
-    pub user: User,
-    pub tenant: InvitedTenant,
-    pub role: String,
-    #[serde(flatten)]
-    pub tokens: TokenResponse,
-}
-
 /// Accepts an invitation: as a new account (`name` and `password`, no
-/// bearer token; 201 with tokens and the refresh cookie), or as the signed-in
+/// bearer token; 202, and the verification link emailed to the invited
+/// address creates the account: `POST /v1/auth/verify-email`), or as the signed-in
 /// user the invitation was sent to (`Authorization: Bearer`, token only;
 /// 200 with the new membership; never through an impersonation session:
 /// 403 `platform.impersonation_forbidden`).
 #[utoipa::path(post, path = "/v1/invitations/accept", tag = "tenancy",
     security((), ("bearer" = [])), request_body = AcceptInvitation,
-    responses((status = 200, body = AcceptedMembership), (status = 201, body = AcceptedAccount),
+    responses((status = 200, body = AcceptedMembership), (status = 202, body = super::invitation_accounts::InvitationAccepted),
         (status = 400, body = crate::http::Problem), (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem), (status = 410, body = crate::http::Problem),
@@ -485,7 +479,7 @@ pub(crate) async fn accept(
         (None, Some(name), Some(password)) => {
             limit_ip(&state, ip, &context).await?;
             let token = parse_token(&token)?;
-            accept_as_new_user(&state, &context, &token, &name, password).await
+            super::invitation_accounts::accept_as_new_user(&state, &token, &name, password).await
         }
         (None, _, _) => Err(invalid(
             "send `name` and `password` to create an account, or sign in and send the token \
@@ -510,7 +504,7 @@ async fn accept_as_member(
     let now = clock.now();
     let mut tx = state.db.tenant_tx(token.tenant()).await?;
     let inv = load_pending(&mut tx, token, now).await?;
-    if inv.email_key != user.email_key {
+    if invited_key(&inv) != user.email_key {
         return Err(
             ApiError::new(StatusCode::FORBIDDEN, "tenancy.invitation_email_mismatch")
                 .with_detail("this invitation was sent to another email address"),
@@ -541,78 +535,13 @@ async fn accept_as_member(
         .into_response())
 }
 
-/// A new account is created in the inviting tenant and signed in there.
-async fn accept_as_new_user(
-    state: &AppState,
-    context: &RequestContext,
-    token: &InvitationToken,
-    name: &str,
-    password: SecretString,
-) -> Result<Response, ApiError> {
-    let clock = state.clock.as_ref();
-    // Cheap refusals first, before any password hashing.
-    let (inv, policy) = {
-        let mut read = state.db.tenant_read(token.tenant()).await?;
-        let inv = load_pending(&mut read, token, clock.now()).await?;
-        let policy = tenancy::settings::load(&mut read).await?.password_policy;
-        (inv, policy)
-    };
-    let tenant = active_tenant(state, token.tenant()).await?;
-    let email = Email::parse(&inv.email).map_err(ApiError::internal)?;
-    if identity::find_auth_user(&state.db, email.key())
-        .await?
-        .is_some()
-    {
-        return Err(account_exists());
-    }
-    check_policy(&[policy], &password, &[email.as_str(), name, &tenant.slug])?;
-    let hash = state
-        .hasher
-        .hash(password)
-        .await
-        .map_err(ApiError::internal)?;
-    let now = clock.now();
-    let mut tx = state.db.global_tx().await?;
-    let user = identity::create_user_with_password(&mut tx, clock, &email, name, Some(&hash))
-        .await
-        .map_err(identity_error)?;
-    let mut tx = tx.scoped(token.tenant()).await?;
-    // Again, inside the transaction: it may have changed while hashing.
-    let inv = load_pending(&mut tx, token, now).await?;
-    claim(&mut tx, &inv, user.id, now).await?;
-    let membership = tenancy::add_member(&mut tx, clock, user.id, &inv.role)
-        .await
-        .map_err(tenancy_error)?;
-    let actor = Actor::User {
-        id: user.id,
-        impersonator: None,
-    };
-    audit::append(
-        &mut tx,
-        clock,
-        accepted_event(actor, &inv, user.id, true).context(context.clone()),
-    )
-    .await
-    .map_err(ApiError::internal)?;
-    let (session, refresh) =
-        sessions::create(&mut tx, clock, user.id, &state.session_policy, context)
-            .await
-            .map_err(ApiError::internal)?;
-    tx.commit().await?;
-    let tokens = sessions::access_token(state, user.id, tenant.id, session.id, None)?;
-    Ok(sessions::with_cookie(
-        StatusCode::CREATED,
-        AcceptedAccount {
-            user,
-            tenant: InvitedTenant::of(&tenant),
-            role: membership.role,
-            tokens,
-        },
-        sessions::refresh_cookie(&refresh, state.session_policy.refresh_ttl),
-    ))
+/// The canonical key of the invited address (the stored key of an
+/// invitation made before canonical keys, if its address is now refused).
+fn invited_key(inv: &Row) -> String {
+    Email::parse(&inv.email).map_or_else(|_| inv.email_key.clone(), |e| e.key().to_owned())
 }
 
-fn accepted_event(actor: Actor, inv: &Row, user: UserId, new_account: bool) -> NewEvent {
+pub(super) fn accepted_event(actor: Actor, inv: &Row, user: UserId, new_account: bool) -> NewEvent {
     NewEvent::new(actor, "tenancy.invitation.accepted")
         .target(Target::new("invitation", inv.id))
         .details(serde_json::json!({
@@ -649,7 +578,13 @@ fn parse_token(token: &SecretString) -> Result<InvitationToken, ApiError> {
     InvitationToken::parse(token.expose_secret()).ok_or_else(not_found)
 }
 
-fn not_found() -> ApiError {
+/// An invitation whose inviter may no longer grant it.
+pub(super) fn revoked() -> ApiError {
+    ApiError::new(StatusCode::GONE, "tenancy.invitation_revoked")
+        .with_detail("this invitation is no longer valid: ask for a new one")
+}
+
+pub(super) fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "tenancy.invitation_not_found")
         .with_detail("no such invitation")
 }
@@ -659,30 +594,15 @@ fn already_member() -> ApiError {
         .with_detail("this address already belongs to a member of this tenant")
 }
 
-fn account_exists() -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "tenancy.account_exists").with_detail(
-        "an account with this email exists: sign in, then accept the invitation with your \
-         bearer token",
-    )
-}
-
-fn tenancy_error(e: TenancyError) -> ApiError {
+pub(super) fn tenancy_error(e: TenancyError) -> ApiError {
     match e {
         TenancyError::AlreadyMember => already_member(),
         other => ApiError::internal(other),
     }
 }
 
-fn identity_error(e: IdentityError) -> ApiError {
-    match e {
-        IdentityError::EmailTaken => account_exists(),
-        IdentityError::InvalidName => ApiError::bad_request("identity.invalid_name", e.to_string()),
-        other => ApiError::internal(other),
-    }
-}
-
 /// The inviting tenant, which must be active to be joined.
-async fn active_tenant(state: &AppState, id: TenantId) -> Result<Tenant, ApiError> {
+pub(super) async fn active_tenant(state: &AppState, id: TenantId) -> Result<Tenant, ApiError> {
     let tenant = tenancy::find_by_id(&state.db, id)
         .await?
         .ok_or_else(not_found)?;
@@ -696,12 +616,32 @@ async fn active_tenant(state: &AppState, id: TenantId) -> Result<Tenant, ApiErro
 }
 
 /// The invitation `token` names, if it is still pending.
-async fn load_pending(
+pub(super) async fn load_pending(
     tx: &mut TenantTx,
     token: &InvitationToken,
     now: DateTime<Utc>,
 ) -> Result<Row, ApiError> {
     let row = find_by_token(tx, token).await?.ok_or_else(not_found)?;
+    match row.state(now).refusal() {
+        Some(refused) => Err(refused),
+        None => Ok(row),
+    }
+}
+
+/// The invitation `id` (a verified new account accepting it), if it is
+/// still pending.
+pub(super) async fn load_pending_by_id(
+    tx: &mut TenantTx,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Row, ApiError> {
+    let row: Row = tx
+        .fetch_optional(
+            &format!("SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND id = $2"),
+            vec![id.into()],
+        )
+        .await?
+        .ok_or_else(not_found)?;
     match row.state(now).refusal() {
         Some(refused) => Err(refused),
         None => Ok(row),
@@ -718,17 +658,14 @@ async fn find_by_token(tx: &mut TenantTx, token: &InvitationToken) -> Result<Opt
 
 /// Marks `inv` accepted by `user`, after checking the inviter may still
 /// grant its role. Of two concurrent acceptances exactly one claims it.
-async fn claim(
+pub(super) async fn claim(
     tx: &mut TenantTx,
     inv: &Row,
     user: UserId,
     now: DateTime<Utc>,
 ) -> Result<(), ApiError> {
     if !inviter_may_still_grant(tx, inv).await? {
-        return Err(
-            ApiError::new(StatusCode::GONE, "tenancy.invitation_revoked")
-                .with_detail("this invitation is no longer valid: ask for a new one"),
-        );
+        return Err(revoked());
     }
     let n = tx
         .execute(
@@ -753,7 +690,7 @@ async fn claim(
 
 /// Whether the inviter is still an active member who may manage members
 /// and holds every permission of the invited role (which must still exist).
-async fn inviter_may_still_grant(tx: &mut TenantTx, inv: &Row) -> Result<bool, DbError> {
+pub(super) async fn inviter_may_still_grant(tx: &mut TenantTx, inv: &Row) -> Result<bool, DbError> {
     let inviter: Option<(String,)> = tx
         .fetch_optional(
             "SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id \

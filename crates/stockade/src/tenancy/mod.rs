@@ -1,5 +1,6 @@
 //! Tenants and memberships.
 
+pub mod invitation_accounts;
 pub mod invitations;
 pub mod members;
 mod model;
@@ -12,6 +13,6 @@ pub use model::{Membership, NewTenant, Slug, TenancyError, Tenant, TenantName, T
 pub use routes::{TenancyApi, routes};
 pub use settings::TenantSettings;
 pub use store::{
-    add_member, create_tenant, find_by_id, find_by_slug, insert_tenant, list_members, list_tenants,
-    provision_keys,
+    add_member, create_tenant, find_by_id, find_by_slug, insert_tenant, insert_tenant_with_id,
+    list_members, list_tenants, provision_keys,
 };

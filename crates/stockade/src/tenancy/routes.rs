@@ -35,7 +35,9 @@ use crate::app::AppState;
         invitations::AcceptInvitation,
         invitations::InvitedTenant,
         invitations::AcceptedMembership,
-        invitations::AcceptedAccount
+        super::invitation_accounts::AcceptedAccount,
+        super::invitation_accounts::InvitationAccepted,
+        crate::identity::signup::PendingUser
     ))
 )]
 pub struct TenancyApi;

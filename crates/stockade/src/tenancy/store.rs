@@ -51,12 +51,23 @@ pub async fn insert_tenant(
     clock: &dyn Clock,
     new: &NewTenant,
 ) -> Result<Tenant, TenancyError> {
+    insert_tenant_with_id(tx, clock, TenantId::new(), new).await
+}
+
+/// [`insert_tenant`] with the id chosen by the caller (a sign-up names its
+/// tenant's id before the tenant exists: `identity::signup`).
+pub async fn insert_tenant_with_id(
+    tx: &mut GlobalTx,
+    clock: &dyn Clock,
+    id: TenantId,
+    new: &NewTenant,
+) -> Result<Tenant, TenancyError> {
     let now = clock.now();
     tx.fetch_optional::<Tenant>(
         "INSERT INTO tenants (id, slug, name, status, plan, trial_ends_at, created_at, updated_at) \
          VALUES ($1, $2, $3, 'active', $4, $5, $6, $6) RETURNING *",
         vec![
-            TenantId::new().into(),
+            id.into(),
             new.slug.as_str().into(),
             new.name.as_str().into(),
             new.plan.as_str().into(),

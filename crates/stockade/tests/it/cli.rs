@@ -836,11 +836,21 @@ async fn plaintext_password_never_stored_or_logged() {
             .send()
     };
     let mut bodies = Vec::new();
+    let res = post(
+        "/v1/auth/signup",
+        serde_json::json!({"tenant_name": "Secret Co", "tenant_slug": "secret-co",
+            "email": "owner@secret.test", "password": PASSWORD, "name": "Pat Owner"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    bodies.push(res.bytes().await.unwrap());
+    let data = dir.path().join("stockade-data");
+    let token = crate::mailbox::token_in_data_dir(&data, &[], "owner@secret.test").await;
     for (path, body, status) in [
         (
-            "/v1/auth/signup",
-            serde_json::json!({"tenant_name": "Secret Co", "tenant_slug": "secret-co",
-                "email": "owner@secret.test", "password": PASSWORD, "name": "Pat Owner"}),
+            "/v1/auth/verify-email",
+            serde_json::json!({ "token": token, "password": PASSWORD }),
             201,
         ),
         (
@@ -863,7 +873,6 @@ async fn plaintext_password_never_stored_or_logged() {
         assert_eq!(res.status().as_u16(), status, "{path}");
         bodies.push(res.bytes().await.unwrap());
     }
-    let data = dir.path().join("stockade-data");
     // While running (the WAL still holds the recent writes) and after a stop.
     let mut scanned = Vec::new();
     for file in files_under(&data) {
@@ -899,6 +908,13 @@ async fn plaintext_password_never_stored_or_logged() {
             assert!(!contains(bytes, secret), "{secret} in {}", file.display());
         }
     }
+}
+
+fn env_value<'a>(env: &[(&'a str, &'a str)], name: &str) -> &'a str {
+    env.iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| *v)
+        .unwrap()
 }
 
 /// Production profile with real (non-development) keys in `dir`.
@@ -947,6 +963,23 @@ async fn production_logs_queued_email_without_its_secret_link() {
             &serde_json::json!({"tenant_name": "Acme", "tenant_slug": "acme",
             "email": "owner@acme.test", "password": "Correct-Horse-Battery-42", "name": "Pat"}),
         )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let master = [(
+        "STOCKADE_MASTER_KEY_FILE",
+        env_value(&env, "STOCKADE_MASTER_KEY_FILE"),
+    )];
+    let token = crate::mailbox::token_in_data_dir(
+        &dir.path().join("stockade-data"),
+        &master,
+        "owner@acme.test",
+    )
+    .await;
+    let res = client
+        .post(format!("{}/v1/auth/verify-email", started.url))
+        .json(&serde_json::json!({ "token": token, "password": "Correct-Horse-Battery-42" }))
         .send()
         .await
         .unwrap();

@@ -90,7 +90,7 @@ async fn populate(s: &TestServer, b: &str, w: &World) -> (Vec<String>, Vec<Strin
         let res = s.client.post(s.url("/v1/invitations/accept"))
             .json(&json!({"token": token, "name": format!("Member {i}"), "password": "Member-Strong-Passw0rd"}))
             .send().await.unwrap();
-        assert_eq!(res.status(), StatusCode::CREATED, "{:?}", res.text().await);
+        let res = crate::mailbox::verify_accepted(s, res, "Member-Strong-Passw0rd").await;
         let access = res.json::<Value>().await.unwrap()["access_token"]
             .as_str()
             .unwrap()

@@ -196,8 +196,9 @@ async fn master_rotation_rewraps_everything_while_the_server_serves(backend: Bac
     let before = rotation::master_usage(&s.db).await.unwrap();
     assert_eq!(only(&before), [1]);
     let v1 = before[&1];
-    // server keys: "test" and the audit head key.
-    assert_eq!((v1.tenant_keys, v1.server_keys, v1.outbox), (2, 2, 1));
+    // server keys: "test" and the audit head key; outbox: the sign-up's
+    // verification email and the message above.
+    assert_eq!((v1.tenant_keys, v1.server_keys, v1.outbox), (2, 2, 2));
     assert!(v1.signing_keys >= 1);
 
     // `stockade keys rotate`, as another process.
