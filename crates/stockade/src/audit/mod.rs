@@ -5,6 +5,7 @@
 //! walks a chain and names the first sequence number that does not hold.
 
 pub mod api;
+mod details;
 mod head;
 mod model;
 pub mod pii;

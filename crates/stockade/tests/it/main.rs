@@ -11,6 +11,7 @@
 
 mod apikeys;
 mod audit;
+mod audit_details;
 mod audit_retention;
 mod audit_scenario;
 mod audit_tail;
