@@ -31,6 +31,7 @@ mod postgres_rls;
 mod records;
 mod records_at_rest;
 mod records_import;
+mod records_import_hostile;
 mod records_rules;
 mod roles;
 mod rotation;
