@@ -167,6 +167,7 @@ pub fn app(state: AppState) -> Router {
     let limits = Limits {
         body_limit: state.config.body_limit.max(state.config.import_max_bytes),
         request_timeout: state.config.request_timeout,
+        drain_limit: state.config.body_limit,
     };
     let router = Router::new()
         .merge(ops::routes())

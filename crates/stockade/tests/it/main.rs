@@ -22,6 +22,7 @@ mod cli;
 mod envelope;
 mod erasure;
 mod http;
+mod http_early_rejections;
 mod isolation;
 mod keyring;
 mod members;
