@@ -17,7 +17,9 @@ use serde_json::Value;
 /// The object `text` holds, when writing it back gives exactly `text`.
 pub(crate) fn as_object(text: &str) -> Option<Value> {
     let value: Value = serde_json::from_str(text).ok()?;
-    (value.is_object() && value.to_string() == text).then_some(value)
+    // Compared as text: `Value == &str` would compare a JSON string.
+    let written = value.to_string();
+    (value.is_object() && written.as_str() == text).then_some(value)
 }
 
 /// Serialises the stored details text as its object (or, for a text that

@@ -11,6 +11,7 @@ mod model;
 pub mod pii;
 pub mod query;
 pub mod retention;
+pub mod retention_policy;
 mod store;
 pub mod webhook;
 pub mod webhook_api;

@@ -13,6 +13,7 @@ mod apikeys;
 mod audit;
 mod audit_details;
 mod audit_retention;
+mod audit_retention_floor;
 mod audit_scenario;
 mod audit_tail;
 mod audit_webhook;
