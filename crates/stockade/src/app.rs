@@ -167,6 +167,7 @@ pub fn app(state: AppState) -> Router {
     let limits = Limits {
         body_limit: state.config.body_limit.max(state.config.import_max_bytes),
         request_timeout: state.config.request_timeout,
+        drain_limit: state.config.body_limit,
     };
     let router = Router::new()
         .merge(ops::routes())
@@ -258,9 +259,11 @@ impl Drop for AbortOnDrop {
 /// One run of the audit retention purge (see `audit::retention`), on the
 /// injected clock; failures are logged and retried the next day.
 pub async fn purge_audit(state: &AppState) {
-    match crate::audit::retention::purge_all(&state.db, state.clock.as_ref()).await {
-        Ok(reports) => {
-            for r in reports {
+    let policy = crate::audit::retention_policy::RetentionPolicy::from_config(&state.config);
+    match crate::audit::retention::purge_all(&state.db, state.clock.as_ref(), policy).await {
+        // Skipped chains were logged (and audited) as they were met.
+        Ok(run) => {
+            for r in run.purged {
                 tracing::info!(tenant = %r.tenant_id, count = r.count, up_to_seq = r.up_to_seq, "audit events purged");
             }
         }

@@ -104,8 +104,11 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
         after: i64,
     },
-    /// Delete events older than each tenant's audit_retention_days (checkpointed:
-    /// verify still passes); the server also does this daily.
+    /// Delete events older than each tenant's audit_retention_days (never below
+    /// STOCKADE_AUDIT_RETENTION_MIN_DAYS; a shortening spares older events) and the
+    /// platform's older than STOCKADE_AUDIT_PLATFORM_RETENTION_DAYS (checkpointed:
+    /// verify still passes); a broken chain is skipped (exit 1), the others purged.
+    /// The server also does this daily.
     Purge {
         /// Only this tenant (default: every tenant and the platform log).
         #[arg(long)]
@@ -358,7 +361,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Audit(AuditCommand::Purge { tenant }) => {
             let db = open_migrated(&config).await?;
-            let r = audit_purge(&db, tenant.as_deref()).await;
+            let r = audit_purge(&db, &config, tenant.as_deref()).await;
             db.close().await;
             r
         }
@@ -392,10 +395,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-async fn audit_purge(db: &Db, tenant: Option<&str>) -> Result<(), Failure> {
-    use crate::audit::retention;
-    let reports = match tenant {
-        None => retention::purge_all(db, &SystemClock)
+async fn audit_purge(db: &Db, config: &Config, tenant: Option<&str>) -> Result<(), Failure> {
+    use crate::audit::{retention, retention_policy::RetentionPolicy};
+    let policy = RetentionPolicy::from_config(config);
+    let run = match tenant {
+        None => retention::purge_all(db, &SystemClock, policy)
             .await
             .map_err(Failure::one)?,
         Some(slug) => {
@@ -403,23 +407,40 @@ async fn audit_purge(db: &Db, tenant: Option<&str>) -> Result<(), Failure> {
                 .await
                 .map_err(Failure::one)?
                 .ok_or_else(|| Failure::one(format!("no tenant with slug `{slug}`")))?;
-            retention::purge_tenant(db, &SystemClock, found.id)
+            let purged = retention::purge_one(db, &SystemClock, policy, found.id)
                 .await
-                .map_err(Failure::one)?
-                .into_iter()
-                .collect()
+                .map_err(Failure::one)?;
+            retention::PurgeRun {
+                purged: purged.into_iter().collect(),
+                skipped: Vec::new(),
+            }
         }
     };
-    for r in &reports {
+    for r in &run.purged {
         println!(
             "purged {} events of tenant {} (seq {} to {})",
             r.count, r.tenant_id, r.from_seq, r.up_to_seq
         );
     }
-    if reports.is_empty() {
+    if run.purged.is_empty() {
         println!("nothing older than the retention");
     }
-    Ok(())
+    if run.skipped.is_empty() {
+        return Ok(());
+    }
+    Err(Failure {
+        lines: run
+            .skipped
+            .iter()
+            .map(|k| {
+                format!(
+                    "tenant {} skipped, its events kept: {} (the other chains were purged)",
+                    k.tenant_id, k.message
+                )
+            })
+            .collect(),
+        code: 1,
+    })
 }
 
 const TIME_FORMAT: chrono::SecondsFormat = chrono::SecondsFormat::Secs;

@@ -12,6 +12,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+mod retention;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     Development,
@@ -91,6 +93,11 @@ pub struct Config {
     pub webhook_allow_private: bool,
     /// Extra PEM trust roots for audit webhook endpoints (a private CA).
     pub webhook_ca_file: Option<PathBuf>,
+    /// No tenant's audit retention may be set below this many days (and no
+    /// tenant's events are purged younger). See `config::retention`.
+    pub audit_retention_min_days: i64,
+    /// How many days the platform's own audit chain is kept.
+    pub audit_platform_retention_days: i64,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -136,6 +143,8 @@ const KEYS: &[&str] = &[
     "redis_url",
     "webhook_allow_private",
     "webhook_ca_file",
+    "audit_retention_min_days",
+    "audit_platform_retention_days",
 ];
 const SECRET_KEYS: &[&str] = &["database_url", "master_key", "jwt_secret", "redis_url"];
 
@@ -509,6 +518,7 @@ impl Raw {
         }
         let webhook_allow_private = parse_bool(&self, "webhook_allow_private")?.unwrap_or(false);
         let webhook_ca_file = self.get("webhook_ca_file").map(PathBuf::from);
+        let (audit_retention_min_days, audit_platform_retention_days) = retention::parse(&self)?;
         let database_url = self.secrets.remove("database_url");
         if let Some(url) = &database_url {
             let u = url.value.expose_secret();
@@ -553,6 +563,8 @@ impl Raw {
             import_max_rows,
             webhook_allow_private,
             webhook_ca_file,
+            audit_retention_min_days,
+            audit_platform_retention_days,
         })
     }
 }

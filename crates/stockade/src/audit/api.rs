@@ -129,11 +129,12 @@ fn parse_after(pairs: &[(String, String)]) -> Result<i64, QueryError> {
     Ok(after.unwrap_or(0))
 }
 
-/// One NDJSON line: the stored event as hashed (`details` is the exact
-/// canonical text; ids as stored, also for an erased user, whose events say
-/// `anonymised`), with `seq`, `prev_hash` and `hash`, so the receiver can
-/// recompute the chain with [`StoredEvent::compute_hash`] (form v2 leaves
-/// out the opened `ip`, `user_agent` and `personal_details`).
+/// One NDJSON line: the stored event as hashed (`details` as the object
+/// whose canonical text was hashed, see `audit::details`; ids as stored,
+/// also for an erased user, whose events say `anonymised`), with `seq`,
+/// `prev_hash` and `hash`, so the receiver can recompute the chain with
+/// [`StoredEvent::compute_hash`] (form v2 leaves out the opened `ip`,
+/// `user_agent` and `personal_details`).
 pub fn ndjson_line(e: &EventView) -> Vec<u8> {
     let mut line = serde_json::to_vec(e).unwrap_or_default();
     line.push(b'\n');

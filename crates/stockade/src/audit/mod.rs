@@ -5,11 +5,13 @@
 //! walks a chain and names the first sequence number that does not hold.
 
 pub mod api;
+mod details;
 mod head;
 mod model;
 pub mod pii;
 pub mod query;
 pub mod retention;
+pub mod retention_policy;
 mod store;
 pub mod webhook;
 pub mod webhook_api;

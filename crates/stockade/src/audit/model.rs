@@ -275,6 +275,13 @@ pub struct StoredEvent {
     pub target_type: Option<String>,
     pub target_id: Option<String>,
     pub outcome: String,
+    /// The canonical text of the details object, as hashed; presented (and
+    /// read back) as the object itself, see `audit::details`.
+    #[serde(
+        serialize_with = "super::details::serialize",
+        deserialize_with = "super::details::deserialize"
+    )]
+    #[schema(value_type = Object)]
     pub details: String,
     /// The user whose personal data the event carries (form v2 only).
     pub subject_id: Option<String>,

@@ -48,6 +48,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "record_index",
     "api_keys",
     "audit_webhooks",
+    "audit_retention",
 ];
 
 /// How long a PostgreSQL connection may sit idle in the pool before it is

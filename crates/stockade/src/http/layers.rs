@@ -7,9 +7,14 @@
 //! 3. security headers — on every response, including the ones below.
 //! 4. problem fallback — any error response not already problem+json (404,
 //!    405, 408, 413 from the layers below) is rewritten into one.
-//! 5. panic → 500 problem (the process keeps serving).
-//! 6. timeout → 408.
-//! 7. body limit → 413.
+//! 5. unread body — a body the handler answered without reading to its end
+//!    is read and discarded (at most `drain_limit` bytes, within
+//!    `unread_body::DRAIN_TIME`) before the answer goes out, or the answer
+//!    says `Connection: close` (see `super::unread_body`), so no keep-alive
+//!    connection is left with a body on it.
+//! 6. panic → 500 problem (the process keeps serving).
+//! 7. timeout → 408.
+//! 8. body limit → 413.
 
 use std::time::Duration;
 
@@ -36,6 +41,9 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct Limits {
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// The most bytes of a body left unread by its handler that are read and
+    /// discarded to keep the connection (more: `Connection: close`).
+    pub drain_limit: usize,
 }
 
 /// Wraps `router` in the standard stack.
@@ -51,6 +59,10 @@ pub fn apply(router: Router, limits: Limits) -> Router {
             // The payload may hold data; it is not logged verbatim.
             ApiError::internal("a handler panicked").into_response()
         }))
+        .layer(middleware::from_fn_with_state(
+            limits.drain_limit,
+            super::unread_body::answer_whole,
+        ))
         .layer(middleware::from_fn(problem_fallback));
     let router = headers::layers()
         .into_iter()

@@ -8,6 +8,7 @@ pub mod json;
 pub mod layers;
 pub mod origin;
 pub mod principal;
+pub mod unread_body;
 
 pub use error::{ApiError, Problem};
 pub use json::ApiJson;

@@ -5,10 +5,17 @@
 //!   whole file is refused.
 //! - Every value is kept as a string (no number or boolean inference); an
 //!   empty cell is stored as an empty string (an empty `key` cell: no key).
-//! - Formula injection: a cell starting with `=`, `+`, `-`, `@`, tab or CR is
-//!   refused with its line, unless it is a plain number (`-12.5`, `+3`,
-//!   `-1e5`), or the caller asked for [`FormulaCells::Escape`], which stores
-//!   it prefixed with `'`.
+//! - Quoting is strict: a quote that opens a cell and never closes, or text
+//!   after the quote that closes a cell, refuses the whole file with its line
+//!   ([`check_quoting`]; the `csv` crate accepts both silently).
+//! - Formula injection: a cell whose first significant character is `=`,
+//!   `+`, `-`, `@`, tab or CR is refused with its line, unless it is a plain
+//!   number (`-12.5`, `+3`, `-1e5`), or the caller asked for
+//!   [`FormulaCells::Escape`], which stores it prefixed with `'`. Invisible
+//!   characters (byte-order mark, zero-width and other default-ignorable
+//!   characters) and white space before it are skipped, and it is compared
+//!   after NFKC, so `＝`, `＋`, `－`, `＠` and their small, superscript and
+//!   subscript forms count as `=`, `+`, `-`, `@` ([`looks_like_formula`]).
 //! - Lines are 1-based physical lines of the file (the header is line 1).
 
 use serde::Serialize;
@@ -66,6 +73,7 @@ pub fn parse(
 ) -> Result<Vec<ImportRow>, ParseError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text = std::str::from_utf8(bytes).map_err(|_| ParseError::NotUtf8)?;
+    check_quoting(text.as_bytes())?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -146,6 +154,69 @@ fn malformed(e: &csv::Error, fallback_line: u64) -> ParseError {
     }
 }
 
+/// Refuses the quoting the `csv` crate accepts without a word (it has no
+/// strict mode: BurntSushi/rust-csv#77): a quote that opens a cell and is
+/// never closed (the rest of the file becomes one cell), and text after the
+/// quote that closes a cell (`"a"b` reads as `ab`). This is not a second CSV
+/// parser: it follows only what decides quoting in `csv_core` with the
+/// settings [`parse`] uses (a `"` opens a quoted cell only as the first
+/// byte of a cell; inside, `""` is a quote and `"` ends the quoting; cells
+/// end at `,`, records at `\n` or `\r`), and leaves every other rule,
+/// and the reading of the cells, to the `csv` crate. A `"` inside an unquoted
+/// cell (`5" screen`) stays an ordinary character, as in `csv`. Bytes are
+/// enough: these delimiters never occur inside a multi-byte UTF-8 character.
+pub fn check_quoting(bytes: &[u8]) -> Result<(), ParseError> {
+    #[derive(Clone, Copy)]
+    enum State {
+        CellStart,
+        Unquoted,
+        /// Inside quotes opened on line `from`.
+        Quoted {
+            from: u64,
+        },
+        /// A `"` inside quotes: a closing quote, or the first of `""`.
+        QuoteSeen {
+            from: u64,
+        },
+    }
+    let mut line = 1u64;
+    let mut state = State::CellStart;
+    for &b in bytes {
+        state = match (state, b) {
+            (State::CellStart, b'"') => State::Quoted { from: line },
+            (State::Quoted { from }, b'"') => State::QuoteSeen { from },
+            (State::QuoteSeen { from }, b'"') => State::Quoted { from },
+            (State::CellStart | State::Unquoted | State::QuoteSeen { .. }, b',' | b'\r') => {
+                State::CellStart
+            }
+            (State::CellStart | State::Unquoted | State::QuoteSeen { .. }, b'\n') => {
+                line += 1;
+                State::CellStart
+            }
+            (State::QuoteSeen { .. }, _) => {
+                return Err(ParseError::Malformed {
+                    line,
+                    message: "text after the closing quote of a cell (a quoted cell ends at a comma or the end of its line; write a quote inside it as \"\")"
+                        .to_owned(),
+                });
+            }
+            (State::Quoted { from }, b'\n') => {
+                line += 1;
+                State::Quoted { from }
+            }
+            (quoted @ State::Quoted { .. }, _) => quoted,
+            (State::CellStart | State::Unquoted, _) => State::Unquoted,
+        };
+    }
+    match state {
+        State::Quoted { from } => Err(ParseError::Malformed {
+            line: from,
+            message: "a quote opened on this line is never closed".to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn check_header(header: &csv::StringRecord) -> Result<Vec<String>, ParseError> {
     let mut columns: Vec<String> = Vec::new();
     if header.is_empty() || header.iter().all(str::is_empty) {
@@ -168,17 +239,35 @@ fn check_header(header: &csv::StringRecord) -> Result<Vec<String>, ParseError> {
 
 /// The stored value of a cell, or why it is refused.
 fn check_cell(cell: &str, formula: FormulaCells) -> Result<String, String> {
-    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    if !risky || is_plain_number(cell) {
+    if !looks_like_formula(cell) {
         return Ok(cell.to_owned());
     }
     match formula {
         FormulaCells::Escape => Ok(format!("'{cell}")),
         FormulaCells::Reject => Err(
-            "starts with =, +, -, @, tab or CR (a spreadsheet formula); send ?formula_cells=escape to store it prefixed with '"
+            "starts with =, +, -, @, tab or CR (a spreadsheet formula; also behind invisible characters or white space, and in full-width form); send ?formula_cells=escape to store it prefixed with '"
                 .to_owned(),
         ),
     }
+}
+
+/// The characters a spreadsheet may take as the start of a formula.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// Whether a spreadsheet could read `cell` as a formula: its first
+/// significant character, after NFKC, is one of [`FORMULA_STARTS`], and the
+/// cell is not a plain number. Skipped before it: default-ignorable
+/// characters (byte-order mark, zero-width space and joiners, bidi controls,
+/// soft hyphen, variation selectors, …; what some readers drop) and white
+/// space other than tab and CR (what an import that trims drops).
+pub fn looks_like_formula(cell: &str) -> bool {
+    let ignorable =
+        icu_properties::CodePointSetData::new::<icu_properties::props::DefaultIgnorableCodePoint>();
+    let rest = cell.trim_start_matches(|c: char| {
+        ignorable.contains(c) || (c.is_whitespace() && c != '\t' && c != '\r')
+    });
+    let rest = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(rest);
+    rest.starts_with(FORMULA_STARTS) && !is_plain_number(&rest)
 }
 
 /// `[+-]digits[.digits][e[+-]digits]`, nothing else.
@@ -279,7 +368,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(b"a,b\n1,2\n\"3,4\n", 9, FormulaCells::Reject),
-            Err(ParseError::Malformed { .. }) | Err(ParseError::Rows(_))
+            Err(ParseError::Malformed { line: 3, .. })
         ));
         for header in ["a,a\n", "a,B\n", "a,\n", "1a\n", "\n", ""] {
             assert!(
@@ -294,6 +383,109 @@ mod tests {
             parse(b"a\n1\n2\n3\n", 2, FormulaCells::Reject),
             Err(ParseError::TooManyRows(2))
         );
+    }
+
+    fn malformed_at(s: &str) -> (u64, String) {
+        match parse(s.as_bytes(), 100, FormulaCells::Reject) {
+            Err(ParseError::Malformed { line, message }) => (line, message),
+            other => panic!("{s:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unterminated_quotes_refuse_the_file_at_the_opening_line() {
+        // The merged-rows attack: one open quote swallows the rest.
+        let (line, message) = malformed_at("name,amount\nA,\"1\nB,2\nC,3\n");
+        assert_eq!(line, 2);
+        assert!(message.contains("never closed"), "{message}");
+        assert_eq!(malformed_at("a,b\n1,2\n3,\"x\n\n\n").0, 3);
+        assert_eq!(malformed_at("\"a,b\n1,2\n").0, 1);
+        // A closed multi-line cell before it does not shift the line.
+        assert_eq!(malformed_at("a,b\n\"x\ny\",1\n2,\"open\n").0, 4);
+        assert_eq!(malformed_at("a\n\"\"\"\n").0, 2);
+    }
+
+    #[test]
+    fn text_after_a_closing_quote_refuses_the_file_at_its_line() {
+        for (csv, line) in [
+            ("a,b\n\"x\"y,2\n", 2),
+            ("a,b\n1,2\n3,\"4\" \n", 3),
+            ("a,b\n1,\"multi\nline\"tail\n", 3),
+            ("a,b\n\"x\"\"\"y,2\n", 2),
+            ("\"a\"b,c\n1,2\n", 1),
+        ] {
+            let (got, message) = malformed_at(csv);
+            assert_eq!(got, line, "{csv:?}");
+            assert!(message.contains("closing quote"), "{message}");
+        }
+    }
+
+    #[test]
+    fn well_formed_quoting_still_reads() {
+        let rows = ok("a,b\r\n\"x \"\"q\"\"\",\"\"\r\n5\" screen,\"l1\r\nl2\"\r\n\"\",\"\"\"\"\n");
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].data, json!({"a": "x \"q\"", "b": ""}));
+        assert_eq!(rows[1].data, json!({"a": "5\" screen", "b": "l1\r\nl2"}));
+        assert_eq!(rows[2].data, json!({"a": "", "b": "\""}));
+        assert_eq!(rows[2].line, 4);
+        assert!(check_quoting(b"").is_ok() && check_quoting(b"\"\"").is_ok());
+    }
+
+    #[test]
+    fn hidden_and_full_width_formula_starts_are_caught() {
+        for bad in [
+            "\u{feff}=cmd|' /C calc'!A0",
+            "\u{200b}=1+1",
+            "\u{200c}\u{200d}+cmd",
+            "\u{2060}-2+3",
+            "\u{202e}@SUM(A1)",
+            "\u{00ad}=1",
+            "\u{fe0f}=1",
+            "\u{feff}\t=1",
+            "\u{200b}\r=1",
+            "＝1+1",
+            "＋cmd",
+            "－2+3",
+            "＠SUM(A1)",
+            "﹦1",
+            "﹢1+1",
+            "﹫x",
+            "⁼1",
+            "₊1+1",
+            " =1+1",
+            "\u{3000}=1",
+            "\u{a0}@x",
+            "\n=1",
+            "\u{200b} \u{feff}＝HYPERLINK(\"http://x\")",
+        ] {
+            assert!(looks_like_formula(bad), "{bad:?}");
+            let s = format!("a\n\"{}\"\n", bad.replace('"', "\"\""));
+            let errs = rows_err(&s);
+            assert_eq!(
+                (errs[0].line, errs[0].field.as_deref()),
+                (2, Some("a")),
+                "{bad:?}"
+            );
+            let rows = parse(s.as_bytes(), 9, FormulaCells::Escape).unwrap();
+            assert_eq!(rows[0].data["a"], format!("'{bad}"), "{bad:?}");
+        }
+        for fine in [
+            "\u{feff}-12.5",
+            "\u{200b}+3",
+            "－12",
+            "＋１２",
+            " -1e5",
+            "a\u{200b}=b",
+            "x＝y",
+            "\u{200b}",
+            "",
+            "   ",
+            "−1+1",
+        ] {
+            assert!(!looks_like_formula(fine), "{fine:?}");
+            let rows = ok(&format!("a\n\"{fine}\"\n"));
+            assert_eq!(rows[0].data["a"], fine, "stored as sent");
+        }
     }
 
     #[test]

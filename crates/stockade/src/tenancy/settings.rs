@@ -66,7 +66,9 @@ impl Default for TenantSettings {
 }
 
 /// Bounds: idle 5 minutes to 30 days, absolute 1 hour to 365 days, idle not
-/// longer than absolute; retention 1 to 3650 days; at most 100 CIDRs.
+/// longer than absolute; retention 1 to 3650 days (and never below the
+/// deployment's floor: `settings_api`, `audit::retention_policy`); at most
+/// 100 CIDRs.
 pub const IDLE_RANGE: std::ops::RangeInclusive<i64> = 300..=30 * 86_400;
 pub const ABSOLUTE_RANGE: std::ops::RangeInclusive<i64> = 3600..=365 * 86_400;
 pub const RETENTION_RANGE: std::ops::RangeInclusive<i64> = 1..=3650;

@@ -63,11 +63,15 @@ pub struct SettingsPatch {
 }
 
 /// Changes settings. Audited with old and new values. An allowlist that
-/// would shut out the caller's own address is refused.
+/// would shut out the caller's own address is refused. `audit_retention_days`
+/// below the deployment's floor (`STOCKADE_AUDIT_RETENTION_MIN_DAYS`) is
+/// refused with 422 `tenancy.retention_below_floor`; a shortening applies
+/// only to events written after it (the event records the hold).
 #[utoipa::path(patch, path = "/v1/tenant/settings", tag = "tenancy", security(("bearer" = [])),
     request_body = SettingsPatch,
     responses((status = 200, body = TenantSettings), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem),
+        (status = 422, body = crate::http::Problem, description = "`tenancy.retention_below_floor`")))]
 async fn patch_settings(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -96,6 +100,19 @@ async fn patch_settings(
         new.ip_allowlist = v.into_iter().map(|n| n.trunc()).collect();
     }
     if let Some(v) = patch.audit_retention_days {
+        let floor = state.config.audit_retention_min_days;
+        // Out of 1..=3650 is malformed (400 below); in range but under the
+        // floor is refused by this deployment's rule.
+        if v != old.audit_retention_days && settings::RETENTION_RANGE.contains(&v) && v < floor {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "tenancy.retention_below_floor",
+            )
+            .with_detail(format!(
+                "audit_retention_days must be at least {floor}, this deployment's floor"
+            ))
+            .with_errors(serde_json::json!({ "audit_retention_days": { "min": floor } })));
+        }
         new.audit_retention_days = v;
     }
     if let Some(v) = patch.api_key_rate_per_minute {
@@ -121,12 +138,27 @@ async fn patch_settings(
             }
             settings::SettingsError::Db(e) => e.into(),
         })?;
+    let mut details = serde_json::json!({ "changes": changes });
+    if new.audit_retention_days != old.audit_retention_days {
+        // What was written keeps the retention it was written under.
+        let floor = state.config.audit_retention_min_days;
+        let hold = audit::retention_policy::record_change(
+            &mut tx,
+            state.clock.now(),
+            old.audit_retention_days.max(floor),
+            new.audit_retention_days.max(floor),
+        )
+        .await?;
+        if let (Some(hold), Some(fields)) = (hold, details.as_object_mut()) {
+            fields.insert("audit_retention_hold".to_owned(), serde_json::json!(hold));
+        }
+    }
     audit::append(
         &mut tx,
         state.clock.as_ref(),
         NewEvent::new(p.actor(), "tenancy.settings.updated")
             .target(Target::new("tenant", p.tenant_id))
-            .details(serde_json::json!({ "changes": changes }))
+            .details(details)
             .context(p.context.clone()),
     )
     .await

@@ -1,10 +1,12 @@
 //! Audit retention (SPEC §2.7, #6 item 5): events older than the tenant's
 //! `audit_retention_days` are purged behind a signed checkpoint, so the rest
 //! of the chain still verifies; the purge is itself audited; a rewritten
-//! checkpoint fails verification. On SQLite and PostgreSQL.
+//! checkpoint fails verification. On SQLite and PostgreSQL. (The floor, the
+//! holds a shortening leaves and skipped chains: `audit_retention_floor.rs`.)
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use stockade::audit::retention_policy::RetentionPolicy;
 use stockade::audit::{self, retention};
 
 use crate::audit::{append, get, sample, tenant_id};
@@ -12,51 +14,58 @@ use crate::auth::{login_ok, server, signup};
 use crate::testkit::{Backend, raw_execute};
 
 async fn old_events_are_purged_behind_a_checkpoint(backend: Backend) {
-    let Some(s) = server(backend, &[]).await else {
+    // A deployment whose floor allows 30 days.
+    let Some(s) = server(backend, &[("STOCKADE_AUDIT_RETENTION_MIN_DAYS", "30")]).await else {
         return;
     };
+    let policy = RetentionPolicy::from_config(&s.state.config);
     let a = signup(&s, "acme", "owner@acme.test").await;
-    signup(&s, "beta", "owner@beta.test").await;
-    let res = s
-        .client
-        .patch(s.url("/v1/tenant/settings"))
-        .bearer_auth(&a.access)
-        .json(&json!({"audit_retention_days": 30}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    let b = signup(&s, "beta", "owner@beta.test").await;
+    for (who, days) in [(&a, 30), (&b, 365)] {
+        let res = s
+            .client
+            .patch(s.url("/v1/tenant/settings"))
+            .bearer_auth(&who.access)
+            .json(&json!({ "audit_retention_days": days }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
     let (ta, tb) = (tenant_id(&s, "acme").await, tenant_id(&s, "beta").await);
     append(&s, ta, sample()).await;
     let old_head = audit::verify_tenant(&s.db, ta).await.unwrap().head_seq;
 
-    // 31 days later: two fresh events; everything before is past 30 days.
-    s.clock.advance(chrono::Duration::days(31));
+    // 91 days later (the 90 days they were written under, held when acme
+    // went down to 30, are over): two fresh events; everything before is
+    // past 30 days.
+    s.clock.advance(chrono::Duration::days(91));
     append(&s, ta, sample().into_iter().take(2).collect()).await;
-    let r = retention::purge_tenant(&s.db, s.clock.as_ref(), ta)
+    let r = retention::purge_one(&s.db, s.clock.as_ref(), policy, ta)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((r.from_seq, r.up_to_seq), (1, old_head));
     assert_eq!(r.count, u64::try_from(old_head).unwrap());
-    // Beta keeps the default 90 days: nothing of it is old enough.
+    // Beta keeps 365 days: nothing of it is old enough.
     assert_eq!(
-        retention::purge_tenant(&s.db, s.clock.as_ref(), tb)
+        retention::purge_one(&s.db, s.clock.as_ref(), policy, tb)
             .await
             .unwrap(),
         None
     );
     // Nothing left to purge for acme either.
     assert!(
-        retention::purge_all(&s.db, s.clock.as_ref())
+        retention::purge_all(&s.db, s.clock.as_ref(), policy)
             .await
             .unwrap()
+            .purged
             .iter()
             .all(|r| r.tenant_id != ta)
     );
 
     // Old events are gone, new ones and the purge event remain. (The
-    // access token expired with the 31 days: sign in again, one more event.)
+    // access token expired with the 91 days: sign in again, one more event.)
     let a = login_ok(&s, "owner@acme.test").await;
     let body: Value = get(&s, &a, "/v1/audit/events?order=asc&limit=500")
         .await
@@ -68,7 +77,7 @@ async fn old_events_are_purged_behind_a_checkpoint(backend: Backend) {
     assert_eq!(seqs, (old_head + 1..=old_head + 4).collect::<Vec<_>>());
     let purged = &events[2];
     assert_eq!(purged["action"], "audit.events.purged");
-    let details: Value = serde_json::from_str(purged["details"].as_str().unwrap()).unwrap();
+    let details = &purged["details"];
     assert_eq!(details["count"], old_head, "{details}");
     assert_eq!(details["from_seq"], 1, "{details}");
     assert_eq!(details["up_to_seq"], old_head, "{details}");
@@ -110,7 +119,7 @@ async fn old_events_are_purged_behind_a_checkpoint(backend: Backend) {
     // A purge refuses a chain whose head signature does not hold.
     s.clock.advance(chrono::Duration::days(31));
     assert!(matches!(
-        retention::purge_tenant(&s.db, s.clock.as_ref(), ta).await,
+        retention::purge_one(&s.db, s.clock.as_ref(), policy, ta).await,
         Err(audit::AuditError::HeadBroken(_))
     ));
     s.stop().await;

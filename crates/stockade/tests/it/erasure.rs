@@ -178,7 +178,8 @@ async fn deleted_users_events_become_unreadable_and_chains_still_verify(backend:
         assert_eq!(e["user_agent"], AGENT, "{e}");
         assert_eq!(e["personal_details"]["email"], ALICE.to_lowercase(), "{e}");
         assert_eq!(e["subject_id"], alice.id.as_str());
-        assert!(!e["details"].as_str().unwrap().contains('@'), "{e}");
+        assert!(e["details"].is_object(), "{e}");
+        assert!(!e["details"].to_string().contains('@'), "{e}");
         assert!(e.get("anonymised").is_none());
     }
     assert!(before.iter().any(|e| e["action"] == "auth.login.succeeded"

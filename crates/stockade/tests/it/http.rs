@@ -228,6 +228,7 @@ async fn bad_bodies_get_problem_json_4xx() {
     let (base, task) = layered(Limits {
         body_limit: 1024,
         request_timeout: Duration::from_secs(30),
+        drain_limit: 1024,
     })
     .await;
     let c = reqwest::Client::new();
@@ -304,6 +305,7 @@ async fn oversized_bodies_get_413_problem_json() {
     let (base, task) = layered(Limits {
         body_limit: 1024,
         request_timeout: Duration::from_secs(30),
+        drain_limit: 1024,
     })
     .await;
     let c = reqwest::Client::new();
@@ -346,6 +348,7 @@ async fn timeouts_and_panics_answer_problem_json() {
     let (base, task) = layered(Limits {
         body_limit: 1024,
         request_timeout: Duration::from_millis(200),
+        drain_limit: 1024,
     })
     .await;
     let c = reqwest::Client::new();

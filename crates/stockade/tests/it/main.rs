@@ -11,7 +11,9 @@
 
 mod apikeys;
 mod audit;
+mod audit_details;
 mod audit_retention;
+mod audit_retention_floor;
 mod audit_scenario;
 mod audit_tail;
 mod audit_webhook;
@@ -22,6 +24,7 @@ mod cross_site_refresh;
 mod envelope;
 mod erasure;
 mod http;
+mod http_early_rejections;
 mod impersonation_laundering;
 mod isolation;
 mod keyring;
@@ -35,6 +38,7 @@ mod postgres_rls;
 mod records;
 mod records_at_rest;
 mod records_import;
+mod records_import_hostile;
 mod records_rules;
 mod roles;
 mod rotation;
