@@ -20,7 +20,10 @@ use crate::identity::import::{ImportError, parse_import};
 use crate::identity::import_store::{self, ImportStoreError};
 use crate::tenancy::{self, NewTenant, Slug, TenantName};
 
+mod database;
 mod keys;
+
+use database::{open_migrated, open_migrated_without_keys};
 
 /// The most rows `stockade users import` takes from one file.
 pub const MAX_IMPORT_ROWS: usize = 100_000;
@@ -45,9 +48,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (migrations run first).
+    /// Run the server (migrations run first where this process may apply them).
+    #[command(long_about = "Run the server.\n\n\
+        SQLite: pending migrations are applied first. PostgreSQL: the server connects as the \
+        login role of STOCKADE_DATABASE_URL, which must own nothing; with \
+        STOCKADE_MIGRATE_DATABASE_URL (the owner) it applies pending migrations first over a \
+        connection it then closes, otherwise it refuses to start unless they are current.")]
     Serve,
     /// Apply pending database migrations and exit.
+    #[command(long_about = "Apply pending database migrations and exit.\n\n\
+        PostgreSQL: runs as the schema owner (STOCKADE_MIGRATE_DATABASE_URL), puts the grants of \
+        stockade_app back to what this version needs, and checks the serving login role (the \
+        user of STOCKADE_DATABASE_URL, else stockade_login), printing the statement that \
+        creates it when it does not exist.")]
     Migrate,
     /// Configuration checks.
     #[command(subcommand)]
@@ -263,12 +276,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     init_logging(&config, matches!(cli.command, Command::Serve));
     match cli.command {
         Command::Serve => serve(config).await,
-        Command::Migrate => {
-            let db = open_migrated_without_keys(&config).await?;
-            db.close().await;
-            println!("migrations are current");
-            Ok(())
-        }
+        Command::Migrate => database::migrate(&config).await,
         Command::Config(ConfigCommand::Check) => config_check(&config),
         Command::Tenant(TenantCommand::Create { slug, name }) => {
             let new = NewTenant {
@@ -640,8 +648,16 @@ impl Progress {
 }
 
 fn config_check(config: &Config) -> Result<(), Failure> {
-    if config.is_production() {
-        master_keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
+    let mut problems = match config.is_production() {
+        true => master_keys::load(config).err().unwrap_or_default(),
+        false => Vec::new(),
+    };
+    problems.extend(config.database_problems(crate::config::DatabaseUse::Serve));
+    if !problems.is_empty() {
+        return Err(Failure {
+            lines: problems,
+            code: 2,
+        });
     }
     println!(
         "configuration OK: profile={}, database={}, listen={}, url={}",
@@ -658,35 +674,21 @@ fn config_check(config: &Config) -> Result<(), Failure> {
         config.listen,
         config.base_url()
     );
+    for line in config.database_summary() {
+        println!("{line}");
+    }
     Ok(())
 }
 
-/// Opens and migrates the database without loading any key: for commands
-/// that neither append nor verify audit events (`migrate`, `keys status`).
-async fn open_migrated_without_keys(config: &Config) -> Result<Db, Failure> {
-    let db = Db::open(config).await?;
-    db.migrate().await?;
-    Ok(db)
-}
-
-/// Opens and migrates the database, with the audit head key installed (every
-/// command but `migrate` may append or verify audit events).
-async fn open_migrated(config: &Config) -> Result<Db, Failure> {
-    let keys = master_keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
-    let db = Db::open(config).await?;
-    db.migrate().await?;
-    crate::audit::install_head_key(&db, &keys.master, &SystemClock)
-        .await
-        .map_err(Failure::one)?;
-    Ok(db)
-}
-
-async fn serve(config: Config) -> Result<(), Failure> {
+async fn serve(mut config: Config) -> Result<(), Failure> {
     let keys = master_keys::load(&config).map_err(|lines| Failure { lines, code: 2 })?;
     if keys.development {
         tracing::warn!("using development keys: never run production with them");
     }
     let db = open_migrated(&config).await?;
+    // The owner's URL served its purpose: the serving process keeps neither
+    // an owner connection nor its credentials.
+    config.migrate_database_url = None;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| Failure::one(format!("cannot listen on {}: {e}", config.listen)))?;

@@ -12,6 +12,10 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+mod database;
+
+pub use database::DatabaseUse;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     Development,
@@ -53,7 +57,12 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// `postgres://…` selects cluster mode; unset means embedded SQLite.
+    /// On PostgreSQL: a login role that inherits `stockade_app` and owns
+    /// nothing (`db::pg_roles`).
     pub database_url: Option<Secret>,
+    /// PostgreSQL only: the schema owner, for migrations (`stockade migrate`,
+    /// or `serve` before it starts serving, which then drops it).
+    pub migrate_database_url: Option<Secret>,
     /// `redis://…`: in cluster mode, publishes revocations across instances
     /// so each can cache its session and API-key checks (`cache::cluster`).
     pub redis_url: Option<Secret>,
@@ -115,6 +124,7 @@ const KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "database_url",
+    "migrate_database_url",
     "public_url",
     "signup",
     "allow_open_signup",
@@ -136,7 +146,13 @@ const KEYS: &[&str] = &[
     "webhook_allow_private",
     "webhook_ca_file",
 ];
-const SECRET_KEYS: &[&str] = &["database_url", "master_key", "jwt_secret", "redis_url"];
+const SECRET_KEYS: &[&str] = &[
+    "database_url",
+    "migrate_database_url",
+    "master_key",
+    "jwt_secret",
+    "redis_url",
+];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -181,10 +197,12 @@ impl Config {
         }
     }
 
+    /// Cluster mode: either database URL is `postgres://`.
     pub fn is_postgres(&self) -> bool {
-        self.database_url
-            .as_ref()
-            .is_some_and(|u| is_postgres_url(u.value.expose_secret()))
+        [&self.database_url, &self.migrate_database_url]
+            .into_iter()
+            .flatten()
+            .any(|u| is_postgres_url(u.value.expose_secret()))
     }
 
     /// Problems that make this configuration unfit for production that can
@@ -236,6 +254,7 @@ impl Config {
             },
             JwtAlg::EdDsa => {}
         }
+        problems.extend(self.database_tls_problems());
         if cfg!(feature = "bench") {
             problems.push(
                 "this binary was built with the `bench` feature (benchmark routes without authentication): never run it in production"
@@ -510,6 +529,8 @@ impl Raw {
                 });
             }
         }
+        let migrate_database_url = self.secrets.remove("migrate_database_url");
+        database::check_urls(database_url.as_ref(), migrate_database_url.as_ref())?;
         let redis_url = self.secrets.remove("redis_url");
         if let Some(url) = &redis_url
             && !url.value.expose_secret().starts_with("redis://")
@@ -525,6 +546,7 @@ impl Raw {
             listen,
             data_dir,
             database_url,
+            migrate_database_url,
             public_url,
             signup,
             allow_open_signup,
