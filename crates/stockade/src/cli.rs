@@ -15,7 +15,7 @@ use crate::audit::{Actor, RequestContext};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::crypto::keys as master_keys;
-use crate::db::Db;
+use crate::db::{Db, MigrateOptions};
 use crate::identity::import::{ImportError, parse_import};
 use crate::identity::import_store::{self, ImportStoreError};
 use crate::tenancy::{self, NewTenant, Slug, TenantName};
@@ -54,14 +54,23 @@ pub enum Command {
         login role of STOCKADE_DATABASE_URL, which must own nothing; with \
         STOCKADE_MIGRATE_DATABASE_URL (the owner) it applies pending migrations first over a \
         connection it then closes, otherwise it refuses to start unless they are current.")]
-    Serve,
+    Serve {
+        /// Also apply migrations that drop or empty data (back up first).
+        #[arg(long)]
+        allow_destructive: bool,
+    },
     /// Apply pending database migrations and exit.
     #[command(long_about = "Apply pending database migrations and exit.\n\n\
         PostgreSQL: runs as the schema owner (STOCKADE_MIGRATE_DATABASE_URL), puts the grants of \
         stockade_app back to what this version needs, and checks the serving login role (the \
         user of STOCKADE_DATABASE_URL, else stockade_login), printing the statement that \
-        creates it when it does not exist.")]
-    Migrate,
+        creates it when it does not exist. A migration that drops or empties data is refused, \
+        nothing applied, without --allow-destructive.")]
+    Migrate {
+        /// Also apply migrations that drop or empty data (back up first).
+        #[arg(long)]
+        allow_destructive: bool,
+    },
     /// Configuration checks.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -273,10 +282,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         lines: vec![e.to_string()],
         code: 2,
     })?;
-    init_logging(&config, matches!(cli.command, Command::Serve));
+    init_logging(&config, matches!(cli.command, Command::Serve { .. }));
     match cli.command {
-        Command::Serve => serve(config).await,
-        Command::Migrate => database::migrate(&config).await,
+        Command::Serve { allow_destructive } => {
+            serve(config, MigrateOptions { allow_destructive }).await
+        }
+        Command::Migrate { allow_destructive } => {
+            database::migrate(&config, MigrateOptions { allow_destructive }).await
+        }
         Command::Config(ConfigCommand::Check) => config_check(&config),
         Command::Tenant(TenantCommand::Create { slug, name }) => {
             let new = NewTenant {
@@ -680,12 +693,12 @@ fn config_check(config: &Config) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn serve(mut config: Config) -> Result<(), Failure> {
+async fn serve(mut config: Config, options: MigrateOptions) -> Result<(), Failure> {
     let keys = master_keys::load(&config).map_err(|lines| Failure { lines, code: 2 })?;
     if keys.development {
         tracing::warn!("using development keys: never run production with them");
     }
-    let db = open_migrated(&config).await?;
+    let db = database::open_with_keys(&config, options).await?;
     // The owner's URL served its purpose: the serving process keeps neither
     // an owner connection nor its credentials.
     config.migrate_database_url = None;

@@ -59,7 +59,7 @@ pub(crate) async fn pg_serving_db(admin: &str, name: &str) -> (Db, String) {
     use sqlx::Connection;
     let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
     let owner = format!("{base}/{name}");
-    stockade::db::migrate_postgres(&owner)
+    stockade::db::migrate_postgres(&owner, stockade::db::MigrateOptions::default())
         .await
         .expect("migrate as the owner");
     let mut conn = sqlx::PgConnection::connect(&owner)

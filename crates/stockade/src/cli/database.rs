@@ -5,7 +5,8 @@
 //! (`STOCKADE_MIGRATE_DATABASE_URL`): with it a command migrates first over
 //! one connection that it closes before going on; without it the command
 //! checks that the schema is current and refuses to run if not. SQLite has
-//! one file and no roles: commands migrate it.
+//! one file and no roles: commands migrate it. Either way a destructive
+//! migration needs `--allow-destructive` (`migrate`, `serve`).
 
 use secrecy::ExposeSecret;
 
@@ -14,19 +15,27 @@ use crate::clock::SystemClock;
 use crate::config::{Config, DatabaseUse};
 use crate::crypto::keys as master_keys;
 use crate::db::pg_roles::{self, ServingRole};
-use crate::db::{self, Db, Migrated, MigrationStatus};
+use crate::db::{self, Db, MigrateOptions, Migrated, MigrationStatus};
 
 /// Opens the database, migrated, without loading any key: for commands
 /// that neither append nor verify audit events (`keys status`).
 pub(super) async fn open_migrated_without_keys(config: &Config) -> Result<Db, Failure> {
-    open_ready(config).await
+    open_ready(config, MigrateOptions::default()).await
 }
 
 /// Opens the database, migrated, with the audit head key installed (every
 /// command but `migrate` may append or verify audit events).
 pub(super) async fn open_migrated(config: &Config) -> Result<Db, Failure> {
+    open_with_keys(config, MigrateOptions::default()).await
+}
+
+/// [`open_migrated`] with migration options (`serve --allow-destructive`).
+pub(super) async fn open_with_keys(
+    config: &Config,
+    options: MigrateOptions,
+) -> Result<Db, Failure> {
     let keys = master_keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
-    let db = open_ready(config).await?;
+    let db = open_ready(config, options).await?;
     if let Err(e) = crate::audit::install_head_key(&db, &keys.master, &SystemClock).await {
         db.close().await;
         return Err(Failure::one(e));
@@ -38,7 +47,7 @@ pub(super) async fn open_migrated(config: &Config) -> Result<Db, Failure> {
 /// here where this process may, otherwise checked; on PostgreSQL a serving
 /// role that is or can become the owner (or bypass row-level security) is
 /// refused, exit 2.
-async fn open_ready(config: &Config) -> Result<Db, Failure> {
+async fn open_ready(config: &Config, options: MigrateOptions) -> Result<Db, Failure> {
     let problems = config.database_problems(DatabaseUse::Serve);
     if !problems.is_empty() {
         return Err(Failure {
@@ -47,11 +56,11 @@ async fn open_ready(config: &Config) -> Result<Db, Failure> {
         });
     }
     if let Some(owner) = config.migrate_database_url.as_ref() {
-        let migrated = db::migrate_postgres(owner.value.expose_secret()).await?;
+        let migrated = db::migrate_postgres(owner.value.expose_secret(), options).await?;
         log_migrated(&migrated);
     }
     let db = Db::open(config).await?;
-    let checked = check(&db).await;
+    let checked = check(&db, options).await;
     if let Err(failure) = checked {
         db.close().await;
         return Err(failure);
@@ -59,9 +68,9 @@ async fn open_ready(config: &Config) -> Result<Db, Failure> {
     Ok(db)
 }
 
-async fn check(db: &Db) -> Result<(), Failure> {
+async fn check(db: &Db, options: MigrateOptions) -> Result<(), Failure> {
     if db.kind() == db::BackendKind::Sqlite {
-        let migrated = db.migrate_applied().await?;
+        let migrated = db.migrate_with(options).await?;
         log_migrated(&migrated);
         return Ok(());
     }
@@ -102,8 +111,8 @@ fn log_migrated(migrated: &Migrated) {
     }
 }
 
-/// `stockade migrate`.
-pub(super) async fn migrate(config: &Config) -> Result<(), Failure> {
+/// `stockade migrate [--allow-destructive]`.
+pub(super) async fn migrate(config: &Config, options: MigrateOptions) -> Result<(), Failure> {
     let mut problems = config.database_problems(DatabaseUse::Migrate);
     if config.is_production() {
         problems.extend(config.database_tls_problems());
@@ -118,14 +127,14 @@ pub(super) async fn migrate(config: &Config) -> Result<(), Failure> {
         Some(owner) if config.is_postgres() => owner.value.expose_secret(),
         _ => {
             let db = Db::open(config).await?;
-            let migrated = db.migrate_applied().await;
+            let migrated = db.migrate_with(options).await;
             db.close().await;
             report_applied(&migrated?);
             println!("migrations are current");
             return Ok(());
         }
     };
-    let migrated = db::migrate_postgres(owner).await?;
+    let migrated = db::migrate_postgres(owner, options).await?;
     report_applied(&migrated);
     println!("migrations are current");
     println!(

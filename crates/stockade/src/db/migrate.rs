@@ -1,13 +1,32 @@
 //! Migrations for both backends, embedded in the binary. They run by
 //! `stockade migrate`, and on start when `serve` may (SQLite; PostgreSQL only
-//! with the owner's URL); none is destructive.
+//! with the owner's URL). A destructive one (see [`super::destructive`]) is
+//! refused, with nothing applied, unless the operator passes
+//! `--allow-destructive`.
+
+use std::collections::HashSet;
 
 use sqlx::migrate::{Migrate, Migration, Migrator};
 
-use super::pg_roles;
+use super::{BackendKind, destructive, pg_roles};
 
 static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The migrations this binary carries for `kind`.
+pub(crate) fn embedded(kind: BackendKind) -> &'static Migrator {
+    match kind {
+        BackendKind::Sqlite => &SQLITE,
+        BackendKind::Postgres => &POSTGRES,
+    }
+}
+
+/// How a run may change the schema.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrateOptions {
+    /// Apply migrations that drop or empty data (`--allow-destructive`).
+    pub allow_destructive: bool,
+}
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,21 +45,27 @@ fn name(m: &Migration) -> String {
 
 /// Runs `migrator` on `conn` under the migration lock (PostgreSQL: an
 /// advisory lock, so instances starting together apply each migration once).
+/// Every pending migration is checked before the first is applied.
 pub(crate) async fn run_on<C: Migrate>(
     conn: &mut C,
     migrator: &Migrator,
+    options: MigrateOptions,
 ) -> anyhow::Result<Vec<String>> {
     conn.lock().await?;
-    let result = run_locked(conn, migrator).await;
+    let result = run_locked(conn, migrator, options).await;
     // A failed unlock is harmless: the lock dies with the connection, which
     // the caller closes.
     let _ = conn.unlock().await;
     result
 }
 
-async fn run_locked<C: Migrate>(conn: &mut C, migrator: &Migrator) -> anyhow::Result<Vec<String>> {
+async fn run_locked<C: Migrate>(
+    conn: &mut C,
+    migrator: &Migrator,
+    options: MigrateOptions,
+) -> anyhow::Result<Vec<String>> {
     conn.ensure_migrations_table().await?;
-    let applied: std::collections::HashSet<i64> = conn
+    let applied: HashSet<i64> = conn
         .list_applied_migrations()
         .await?
         .into_iter()
@@ -50,14 +75,31 @@ async fn run_locked<C: Migrate>(conn: &mut C, migrator: &Migrator) -> anyhow::Re
         .iter()
         .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
         .collect();
+    if !options.allow_destructive {
+        let refused: Vec<String> = pending
+            .iter()
+            .filter_map(|m| destructive::reason(&m.sql).map(|why| format!("{} ({why})", name(m))))
+            .collect();
+        if !refused.is_empty() {
+            anyhow::bail!(
+                "migration {} is destructive: nothing was applied; back up the database, then run \
+                 `stockade migrate --allow-destructive`",
+                refused.join(", ")
+            );
+        }
+    }
     migrator.run_direct(conn).await?;
     Ok(pending.into_iter().map(name).collect())
 }
 
 /// Migrates the SQLite database behind `pool` (its one writer).
-pub(crate) async fn run_sqlite(pool: &sqlx::SqlitePool) -> anyhow::Result<Migrated> {
+pub(crate) async fn run_sqlite(
+    pool: &sqlx::SqlitePool,
+    migrator: &Migrator,
+    options: MigrateOptions,
+) -> anyhow::Result<Migrated> {
     let mut conn = pool.acquire().await?;
-    let applied = run_on(&mut *conn, &SQLITE)
+    let applied = run_on(&mut *conn, migrator, options)
         .await
         .map_err(|e| anyhow::anyhow!("SQLite migration failed: {e:#}"))?;
     Ok(Migrated {
@@ -69,13 +111,26 @@ pub(crate) async fn run_sqlite(pool: &sqlx::SqlitePool) -> anyhow::Result<Migrat
 /// Migrates PostgreSQL as the owner: one connection to `owner_url`, opened
 /// for this run and closed after it (the serving process keeps none), then
 /// `stockade_app`'s grants are put back to what `pg_roles` lists.
-pub async fn migrate_postgres(owner_url: &str) -> anyhow::Result<Migrated> {
+pub async fn migrate_postgres(
+    owner_url: &str,
+    options: MigrateOptions,
+) -> anyhow::Result<Migrated> {
+    migrate_postgres_from(owner_url, &POSTGRES, options).await
+}
+
+/// [`migrate_postgres`] with another migration source (tests).
+#[doc(hidden)]
+pub async fn migrate_postgres_from(
+    owner_url: &str,
+    migrator: &Migrator,
+    options: MigrateOptions,
+) -> anyhow::Result<Migrated> {
     use sqlx::Connection;
     let mut conn = super::connect_postgres(owner_url, "STOCKADE_MIGRATE_DATABASE_URL").await?;
     let result = async {
         conn.lock().await?;
         let done = async {
-            let applied = run_locked(&mut conn, &POSTGRES).await?;
+            let applied = run_locked(&mut conn, migrator, options).await?;
             // Under the same advisory lock as the migrations.
             let ungranted_tables = pg_roles::maintain_grants(&mut conn).await?;
             Ok::<_, anyhow::Error>(Migrated {

@@ -11,6 +11,7 @@
 //! function form of `SET LOCAL`), so even a query that forgets its filter sees
 //! only the current tenant's rows, and a transaction without a tenant sees none.
 
+pub mod destructive;
 mod migrate;
 pub mod pg_roles;
 mod tx;
@@ -27,7 +28,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, PgPool, SqlitePool};
 use zeroize::Zeroizing;
 
-pub use migrate::{Migrated, MigrationStatus, migrate_postgres};
+#[doc(hidden)]
+pub use migrate::migrate_postgres_from;
+pub use migrate::{MigrateOptions, Migrated, MigrationStatus, migrate_postgres};
 pub use tx::{FromAnyRow, GlobalTx, TenantTx, UserTx, Value};
 
 use crate::config::Config;
@@ -297,16 +300,27 @@ impl Db {
         }
     }
 
-    /// Runs pending migrations on SQLite. On PostgreSQL the serving role
-    /// cannot migrate: see [`migrate_postgres`].
+    /// Runs pending migrations on SQLite, refusing a destructive one. On
+    /// PostgreSQL the serving role cannot migrate: see [`migrate_postgres`].
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        self.migrate_applied().await.map(drop)
+        self.migrate_with(MigrateOptions::default()).await.map(drop)
     }
 
-    /// [`Db::migrate`], saying what it applied.
-    pub async fn migrate_applied(&self) -> anyhow::Result<Migrated> {
+    /// [`Db::migrate`] with options (`--allow-destructive`).
+    pub async fn migrate_with(&self, options: MigrateOptions) -> anyhow::Result<Migrated> {
+        self.migrate_from(migrate::embedded(self.kind()), options)
+            .await
+    }
+
+    /// [`Db::migrate_with`] with another migration source (tests).
+    #[doc(hidden)]
+    pub async fn migrate_from(
+        &self,
+        migrator: &sqlx::migrate::Migrator,
+        options: MigrateOptions,
+    ) -> anyhow::Result<Migrated> {
         match &self.backend {
-            Backend::Sqlite { writer, .. } => migrate::run_sqlite(writer).await,
+            Backend::Sqlite { writer, .. } => migrate::run_sqlite(writer, migrator, options).await,
             Backend::Postgres { .. } => anyhow::bail!(
                 "PostgreSQL migrations run as the owner: give its URL in \
                  STOCKADE_MIGRATE_DATABASE_URL (the serving role owns nothing)"

@@ -17,7 +17,7 @@ use sqlx::Connection;
 use stockade::app::{self, AppState};
 use stockade::clock::ManualClock;
 use stockade::config::Config;
-use stockade::db::{Db, Migrated};
+use stockade::db::{Db, MigrateOptions, Migrated};
 use tokio::sync::{Mutex, OnceCell, oneshot};
 
 /// The server the Postgres tests use; override with STOCKADE_TEST_PG_URL.
@@ -118,7 +118,9 @@ impl TestDb {
     /// when no server answers; under `CI=true` a missing server fails the test.
     pub async fn postgres() -> Option<TestDb> {
         let (name, owner_url) = create_pg_database().await?;
-        migrate_pg(&owner_url).await.unwrap();
+        migrate_pg(&owner_url, MigrateOptions::default())
+            .await
+            .unwrap();
         let url = pg_login_url(&name);
         let db = Db::open_postgres(&url).await.unwrap();
         db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
@@ -132,19 +134,35 @@ impl TestDb {
     }
 
     /// Runs this binary's migrations again, as `stockade migrate` would.
-    pub async fn migrate(&self) -> anyhow::Result<Migrated> {
+    pub async fn migrate(&self, options: MigrateOptions) -> anyhow::Result<Migrated> {
         match &self.owner_url {
-            None => self.db.migrate_applied().await,
-            Some(owner) => migrate_pg(owner).await,
+            None => self.db.migrate_with(options).await,
+            Some(owner) => migrate_pg(owner, options).await,
+        }
+    }
+
+    /// Runs `migrator` as `stockade migrate` would: on SQLite through the
+    /// database, on PostgreSQL as the owner.
+    pub async fn migrate_from(
+        &self,
+        migrator: &sqlx::migrate::Migrator,
+        options: MigrateOptions,
+    ) -> anyhow::Result<Migrated> {
+        match &self.owner_url {
+            None => self.db.migrate_from(migrator, options).await,
+            Some(owner) => {
+                let _guard = PG_SETUP.lock().await;
+                stockade::db::migrate_postgres_from(owner, migrator, options).await
+            }
         }
     }
 }
 
 /// Migrates a PostgreSQL database as its owner (one at a time: migrations
 /// touch the cluster-wide role).
-async fn migrate_pg(owner_url: &str) -> anyhow::Result<Migrated> {
+async fn migrate_pg(owner_url: &str, options: MigrateOptions) -> anyhow::Result<Migrated> {
     let _guard = PG_SETUP.lock().await;
-    stockade::db::migrate_postgres(owner_url).await
+    stockade::db::migrate_postgres(owner_url, options).await
 }
 
 /// Creates an empty database `test_<random>` (and the shared roles if they
@@ -344,7 +362,7 @@ impl TestServer {
         if migrate {
             match &owner_url {
                 Some(owner) => {
-                    migrate_pg(owner).await.unwrap();
+                    migrate_pg(owner, MigrateOptions::default()).await.unwrap();
                 }
                 None => db.migrate().await.unwrap(),
             }
