@@ -101,7 +101,7 @@ pub(crate) async fn run_sqlite(
     let mut conn = pool.acquire().await?;
     let applied = run_on(&mut *conn, migrator, options)
         .await
-        .map_err(|e| anyhow::anyhow!("SQLite migration failed: {e:#}"))?;
+        .map_err(|e| anyhow::anyhow!("SQLite migration failed: {e}"))?;
     Ok(Migrated {
         applied,
         ungranted_tables: Vec::new(),
@@ -143,7 +143,7 @@ pub async fn migrate_postgres_from(
         done
     }
     .await
-    .map_err(|e| anyhow::anyhow!("PostgreSQL migration failed: {e:#}"));
+    .map_err(|e| anyhow::anyhow!("PostgreSQL migration failed: {e}"));
     let _ = conn.close().await;
     result
 }
