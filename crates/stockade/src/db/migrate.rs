@@ -45,7 +45,8 @@ fn name(m: &Migration) -> String {
 
 /// Runs `migrator` on `conn` under the migration lock (PostgreSQL: an
 /// advisory lock, so instances starting together apply each migration once).
-/// Every pending migration is checked before the first is applied.
+/// On a database that has migrations applied, every pending migration is
+/// checked before the first is applied.
 pub(crate) async fn run_on<C: Migrate>(
     conn: &mut C,
     migrator: &Migrator,
@@ -75,7 +76,9 @@ async fn run_locked<C: Migrate>(
         .iter()
         .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
         .collect();
-    if !options.allow_destructive {
+    // A fresh database (nothing applied) holds nothing a migration could
+    // destroy: every table it has, the pending migrations create.
+    if !options.allow_destructive && !applied.is_empty() {
         let refused: Vec<String> = pending
             .iter()
             .filter_map(|m| destructive::reason(&m.sql).map(|why| format!("{} ({why})", name(m))))

@@ -351,7 +351,8 @@ async fn verify_detects_a_truncated_tail(t: &TestDb) {
 /// Migrating again applies nothing; a destructive migration (SPEC §2.16)
 /// is refused without the flag, naming it, with nothing applied — not even
 /// the harmless migration before it — whether it carries the marker or only
-/// its SQL gives it away; with the flag it runs.
+/// its SQL gives it away; with the flag it runs. A fresh database, which
+/// holds nothing to destroy, needs no flag.
 async fn migrations_are_idempotent_and_current(t: &TestDb) {
     let again = t.migrate(MigrateOptions::default()).await.unwrap();
     assert_eq!(again.applied, Vec::<String>::new());
@@ -418,6 +419,21 @@ async fn migrations_are_idempotent_and_current(t: &TestDb) {
     }
     assert!(probe_exists().await);
     assert!(!throttle_exists().await);
+
+    // A fresh database holds nothing to destroy: the same source applies
+    // there without the flag.
+    let fresh = match t.owner_url {
+        Some(_) => TestDb::postgres_empty().await.unwrap(),
+        None => TestDb::sqlite_empty().await,
+    };
+    let applied = fresh
+        .migrate_from(&source, MigrateOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        applied.applied.last().map(String::as_str),
+        Some("9999_attack")
+    );
 }
 
 /// This binary's migrations for `t`'s backend plus `extra` as

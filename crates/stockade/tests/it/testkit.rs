@@ -99,10 +99,16 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn sqlite() -> TestDb {
+        let t = Self::sqlite_empty().await;
+        t.db.migrate().await.unwrap();
+        t
+    }
+
+    /// A new SQLite file with no migration applied.
+    pub async fn sqlite_empty() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stockade.db");
         let db = Db::open_sqlite_file(&path).await.unwrap();
-        db.migrate().await.unwrap();
         db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
         TestDb {
             db,
@@ -117,10 +123,15 @@ impl TestDb {
     /// opened as [`PG_LOGIN_ROLE`]. `None` (test skipped) only outside CI
     /// when no server answers; under `CI=true` a missing server fails the test.
     pub async fn postgres() -> Option<TestDb> {
+        let t = Self::postgres_empty().await?;
+        t.migrate(MigrateOptions::default()).await.unwrap();
+        Some(t)
+    }
+
+    /// A new PostgreSQL database with no migration applied, opened as
+    /// [`PG_LOGIN_ROLE`].
+    pub async fn postgres_empty() -> Option<TestDb> {
         let (name, owner_url) = create_pg_database().await?;
-        migrate_pg(&owner_url, MigrateOptions::default())
-            .await
-            .unwrap();
         let url = pg_login_url(&name);
         let db = Db::open_postgres(&url).await.unwrap();
         db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
