@@ -69,7 +69,12 @@ impl Instance {
             return unavailable("no /usr/lib/postgresql/*/bin/initdb".to_owned());
         };
         let as_root = std::fs::metadata("/proc/self").ok()?.uid() == 0;
-        let dir = tempfile::tempdir().unwrap();
+        // The postgres user must reach the directory: under /tmp (1777), not
+        // under a TMPDIR that may be private to root.
+        let dir = match as_root {
+            true => tempfile::Builder::new().tempdir_in("/tmp").unwrap(),
+            false => tempfile::tempdir().unwrap(),
+        };
         let owner = if as_root {
             let id = |flag: &str| -> Option<u32> {
                 let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
