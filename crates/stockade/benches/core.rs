@@ -168,9 +168,7 @@ async fn pg_redis_fixture() -> Option<(Fixture, SessionCache, sqlx::PgConnection
         .execute(&mut conn)
         .await
         .expect("create database");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    let url = format!("{base}/{name}");
-    let db = Db::open_postgres(&url).await.expect("open PostgreSQL");
+    let (db, url) = common::pg_serving_db(&admin, &name).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let env = [
         ("STOCKADE_DATA_DIR", dir.path().display().to_string()),
@@ -186,8 +184,11 @@ async fn pg_redis_fixture() -> Option<(Fixture, SessionCache, sqlx::PgConnection
     Some((f, cache, conn, name))
 }
 
+/// `db` is migrated already on PostgreSQL (by its owner).
 async fn populate(db: Db, dir: tempfile::TempDir) -> Fixture {
-    db.migrate().await.expect("migrate");
+    if db.kind() == stockade::db::BackendKind::Sqlite {
+        db.migrate().await.expect("migrate");
+    }
     db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
     let clock = Arc::new(ManualClock::new(t0()));
     let tenant = common::bench_tenant(&db, clock.as_ref(), &bench_master()).await;
@@ -502,11 +503,7 @@ async fn pg_fixture() -> Option<(Db, TenantId, UserId, String, String)> {
         .execute(&mut conn)
         .await
         .expect("create database");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    let db = Db::open_postgres(&format!("{base}/{name}"))
-        .await
-        .expect("open PostgreSQL");
-    db.migrate().await.expect("migrate");
+    let (db, _) = common::pg_serving_db(&admin, &name).await;
     db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
     let clock = ManualClock::new(t0());
     let tenant = common::bench_tenant(&db, &clock, &bench_master()).await;

@@ -15,15 +15,18 @@ use crate::audit::{Actor, RequestContext};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::crypto::keys as master_keys;
-use crate::db::Db;
+use crate::db::{Db, MigrateOptions};
 use crate::identity::import::{ImportError, parse_import};
 use crate::identity::import_store::{self, ImportStoreError};
 use crate::tenancy::{self, NewTenant, Slug, TenantName};
 
+mod database;
 mod keys;
 mod platform;
 
 pub use platform::PlatformCommand;
+
+use database::{open_migrated, open_migrated_without_keys};
 
 /// The most rows `stockade users import` takes from one file.
 pub const MAX_IMPORT_ROWS: usize = 100_000;
@@ -48,10 +51,29 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (migrations run first).
-    Serve,
+    /// Run the server (migrations run first where this process may apply them).
+    #[command(long_about = "Run the server.\n\n\
+        SQLite: pending migrations are applied first. PostgreSQL: the server connects as the \
+        login role of STOCKADE_DATABASE_URL, which must own nothing; with \
+        STOCKADE_MIGRATE_DATABASE_URL (the owner) it applies pending migrations first over a \
+        connection it then closes, otherwise it refuses to start unless they are current.")]
+    Serve {
+        /// Also apply migrations that drop or empty data (back up first).
+        #[arg(long)]
+        allow_destructive: bool,
+    },
     /// Apply pending database migrations and exit.
-    Migrate,
+    #[command(long_about = "Apply pending database migrations and exit.\n\n\
+        PostgreSQL: runs as the schema owner (STOCKADE_MIGRATE_DATABASE_URL), puts the grants of \
+        stockade_app back to what this version needs, and checks the serving login role (the \
+        user of STOCKADE_DATABASE_URL, else stockade_login), printing the statement that \
+        creates it when it does not exist. A migration that drops or empties data is refused, \
+        nothing applied, without --allow-destructive.")]
+    Migrate {
+        /// Also apply migrations that drop or empty data (back up first).
+        #[arg(long)]
+        allow_destructive: bool,
+    },
     /// Configuration checks.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -269,14 +291,13 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         lines: vec![e.to_string()],
         code: 2,
     })?;
-    init_logging(&config, matches!(cli.command, Command::Serve));
+    init_logging(&config, matches!(cli.command, Command::Serve { .. }));
     match cli.command {
-        Command::Serve => serve(config).await,
-        Command::Migrate => {
-            let db = open_migrated_without_keys(&config).await?;
-            db.close().await;
-            println!("migrations are current");
-            Ok(())
+        Command::Serve { allow_destructive } => {
+            serve(config, MigrateOptions { allow_destructive }).await
+        }
+        Command::Migrate { allow_destructive } => {
+            database::migrate(&config, MigrateOptions { allow_destructive }).await
         }
         Command::Config(ConfigCommand::Check) => config_check(&config),
         Command::Tenant(TenantCommand::Create { slug, name }) => {
@@ -456,7 +477,12 @@ fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
 /// canonical form.
 async fn users_delete(config: &Config, email: &str) -> Result<(), Failure> {
     let parsed = crate::identity::Email::parse(email);
-    let db = open_migrated_with(config, true, RekeyCollisions::Warn).await?;
+    let db = database::open_with_keys(
+        config,
+        crate::db::MigrateOptions::default(),
+        database::RekeyCollisions::Warn,
+    )
+    .await?;
     let r = users_delete_in(&db, email, parsed.as_ref().ok()).await;
     db.close().await;
     let (erased, address) = match (r, parsed) {
@@ -685,8 +711,16 @@ impl Progress {
 }
 
 fn config_check(config: &Config) -> Result<(), Failure> {
-    if config.is_production() {
-        master_keys::load(config).map_err(|lines| Failure { lines, code: 2 })?;
+    let mut problems = match config.is_production() {
+        true => master_keys::load(config).err().unwrap_or_default(),
+        false => Vec::new(),
+    };
+    problems.extend(config.database_problems(crate::config::DatabaseUse::Serve));
+    if !problems.is_empty() {
+        return Err(Failure {
+            lines: problems,
+            code: 2,
+        });
     }
     println!(
         "configuration OK: profile={}, database={}, listen={}, url={}",
@@ -703,68 +737,21 @@ fn config_check(config: &Config) -> Result<(), Failure> {
         config.listen,
         config.base_url()
     );
+    for line in config.database_summary() {
+        println!("{line}");
+    }
     Ok(())
 }
 
-/// What to do when the email re-keying step finds two accounts with
-/// look-alike addresses (`identity::rekey`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum RekeyCollisions {
-    /// Stop with the error (every command but `users delete`).
-    Fail,
-    /// Print it as a warning and go on (`users delete`, which resolves it).
-    Warn,
-}
-
-/// Opens and migrates the database without loading any key: for commands
-/// that neither append nor verify audit events (`migrate`, `keys status`).
-async fn open_migrated_without_keys(config: &Config) -> Result<Db, Failure> {
-    open_migrated_with(config, false, RekeyCollisions::Fail).await
-}
-
-/// Opens and migrates the database, with the audit head key installed (every
-/// command but `migrate` may append or verify audit events).
-async fn open_migrated(config: &Config) -> Result<Db, Failure> {
-    open_migrated_with(config, true, RekeyCollisions::Fail).await
-}
-
-/// Opens the database, runs the SQL migrations, then re-keys stored email
-/// addresses to the canonical form (`identity::rekey`); with `keys`, installs
-/// the audit head key.
-async fn open_migrated_with(
-    config: &Config,
-    keys: bool,
-    collisions: RekeyCollisions,
-) -> Result<Db, Failure> {
-    let keys = match keys {
-        true => Some(master_keys::load(config).map_err(|lines| Failure { lines, code: 2 })?),
-        false => None,
-    };
-    let db = Db::open(config).await?;
-    db.migrate().await?;
-    match crate::identity::rekey::rekey_emails(&db).await {
-        Ok(_) => {}
-        Err(e @ crate::identity::rekey::RekeyError::Collision { .. })
-            if collisions == RekeyCollisions::Warn =>
-        {
-            eprintln!("warning: {e}");
-        }
-        Err(e) => return Err(Failure::one(e)),
-    }
-    if let Some(keys) = keys {
-        crate::audit::install_head_key(&db, &keys.master, &SystemClock)
-            .await
-            .map_err(Failure::one)?;
-    }
-    Ok(db)
-}
-
-async fn serve(config: Config) -> Result<(), Failure> {
+async fn serve(mut config: Config, options: MigrateOptions) -> Result<(), Failure> {
     let keys = master_keys::load(&config).map_err(|lines| Failure { lines, code: 2 })?;
     if keys.development {
         tracing::warn!("using development keys: never run production with them");
     }
-    let db = open_migrated(&config).await?;
+    let db = database::open_with_keys(&config, options, database::RekeyCollisions::Fail).await?;
+    // The owner's URL served its purpose: the serving process keeps neither
+    // an owner connection nor its credentials.
+    config.migrate_database_url = None;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| Failure::one(format!("cannot listen on {}: {e}", config.listen)))?;

@@ -12,7 +12,10 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+mod database;
 mod retention;
+
+pub use database::DatabaseUse;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -55,7 +58,12 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// `postgres://…` selects cluster mode; unset means embedded SQLite.
+    /// On PostgreSQL: a login role that inherits `stockade_app` and owns
+    /// nothing (`db::pg_roles`).
     pub database_url: Option<Secret>,
+    /// PostgreSQL only: the schema owner, for migrations (`stockade migrate`,
+    /// or `serve` before it starts serving, which then drops it).
+    pub migrate_database_url: Option<Secret>,
     /// `redis://…`: in cluster mode, publishes revocations across instances
     /// so each can cache its session and API-key checks (`cache::cluster`).
     pub redis_url: Option<Secret>,
@@ -123,6 +131,7 @@ const KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "database_url",
+    "migrate_database_url",
     "public_url",
     "signup",
     "allow_open_signup",
@@ -146,7 +155,13 @@ const KEYS: &[&str] = &[
     "audit_retention_min_days",
     "audit_platform_retention_days",
 ];
-const SECRET_KEYS: &[&str] = &["database_url", "master_key", "jwt_secret", "redis_url"];
+const SECRET_KEYS: &[&str] = &[
+    "database_url",
+    "migrate_database_url",
+    "master_key",
+    "jwt_secret",
+    "redis_url",
+];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -191,10 +206,12 @@ impl Config {
         }
     }
 
+    /// Cluster mode: either database URL is `postgres://`.
     pub fn is_postgres(&self) -> bool {
-        self.database_url
-            .as_ref()
-            .is_some_and(|u| is_postgres_url(u.value.expose_secret()))
+        [&self.database_url, &self.migrate_database_url]
+            .into_iter()
+            .flatten()
+            .any(|u| is_postgres_url(u.value.expose_secret()))
     }
 
     /// Problems that make this configuration unfit for production that can
@@ -255,6 +272,7 @@ impl Config {
                 "STOCKADE_PLATFORM_OWNERS lists an email address ({email}): an email makes its account an owner only once verified, and production cannot deliver verification emails yet (no SMTP sender: issue #21); list user ids, or grant with `stockade platform add-owner`"
             ));
         }
+        problems.extend(self.database_tls_problems());
         if cfg!(feature = "bench") {
             problems.push(
                 "this binary was built with the `bench` feature (benchmark routes without authentication): never run it in production"
@@ -529,6 +547,8 @@ impl Raw {
                 });
             }
         }
+        let migrate_database_url = self.secrets.remove("migrate_database_url");
+        database::check_urls(database_url.as_ref(), migrate_database_url.as_ref())?;
         let redis_url = self.secrets.remove("redis_url");
         if let Some(url) = &redis_url
             && !url.value.expose_secret().starts_with("redis://")
@@ -544,6 +564,7 @@ impl Raw {
             listen,
             data_dir,
             database_url,
+            migrate_database_url,
             public_url,
             signup,
             allow_open_signup,

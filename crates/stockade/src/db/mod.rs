@@ -4,13 +4,16 @@
 //! [`TenantTx`], created from a [`TenantId`]; it binds the tenant as `$1` of every
 //! query it runs. [`GlobalTx`] (for tenants and users) refuses SQL that names a
 //! tenant-owned table. On PostgreSQL the database repeats the rule: the server
-//! connects as `stockade_app`, which owns no table, every tenant table has
+//! logs in as a role that inherits `stockade_app` and owns nothing (no owner
+//! connection while serving: see [`pg_roles`]), every tenant table has
 //! row-level security ENABLEd and FORCEd, and each tenant transaction sets
 //! `stockade.tenant_id` for that transaction only (`set_config(…, true)`, the
 //! function form of `SET LOCAL`), so even a query that forgets its filter sees
 //! only the current tenant's rows, and a transaction without a tenant sees none.
 
+pub mod destructive;
 mod migrate;
+pub mod pg_roles;
 mod tx;
 
 use std::path::Path;
@@ -22,10 +25,12 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Executor, PgPool, SqlitePool};
+use sqlx::{Connection, PgPool, SqlitePool};
 use zeroize::Zeroizing;
 
-pub use migrate::MigrationStatus;
+#[doc(hidden)]
+pub use migrate::migrate_postgres_from;
+pub use migrate::{MigrateOptions, Migrated, MigrationStatus, migrate_postgres};
 pub use tx::{FromAnyRow, GlobalTx, TenantTx, UserTx, Value};
 
 use crate::config::Config;
@@ -56,7 +61,8 @@ pub const TENANT_TABLES: &[&str] = &[
 #[doc(hidden)]
 pub const POOL_PING_AFTER_IDLE: Duration = Duration::from_millis(500);
 
-/// The PostgreSQL role the server runs as: owns no table, has no BYPASSRLS.
+/// The PostgreSQL role whose privileges the server's login role inherits:
+/// owns no table, has no BYPASSRLS, cannot log in (see [`pg_roles`]).
 pub const APP_ROLE: &str = "stockade_app";
 
 #[derive(Debug, thiserror::Error)]
@@ -141,19 +147,25 @@ enum Backend {
         reader: SqlitePool,
     },
     Postgres {
-        /// Connections that `SET ROLE stockade_app` on connect.
+        /// Connections of the serving login role (`STOCKADE_DATABASE_URL`).
+        /// There is no owner pool: migrations open their own connection
+        /// with the owner's URL and close it (`migrate_postgres`).
         app: PgPool,
-        /// The owner connection, for migrations and owner-level maintenance.
-        owner: PgPool,
     },
 }
 
 impl Db {
     /// Opens the database the configuration names (embedded SQLite in
-    /// `<data_dir>/stockade.db` by default). Does not migrate.
+    /// `<data_dir>/stockade.db` by default). Does not migrate. On PostgreSQL
+    /// it connects as `STOCKADE_DATABASE_URL`'s role, never as the owner.
     pub async fn open(cfg: &Config) -> anyhow::Result<Self> {
         match &cfg.database_url {
             Some(url) if cfg.is_postgres() => Self::open_postgres(url.value.expose_secret()).await,
+            None if cfg.is_postgres() => anyhow::bail!(
+                "STOCKADE_DATABASE_URL is not set: the server connects as a login role that \
+                 inherits {APP_ROLE} (STOCKADE_MIGRATE_DATABASE_URL, the owner's, is for \
+                 migrations only)"
+            ),
             Some(url) => {
                 let opts = SqliteConnectOptions::from_str(url.value.expose_secret())
                     .map_err(|e| anyhow::anyhow!("invalid STOCKADE_DATABASE_URL: {e}"))?;
@@ -216,14 +228,11 @@ impl Db {
         })
     }
 
+    /// The serving pool on PostgreSQL: connections log in as the URL's role
+    /// and run as it (no `SET ROLE`). TLS as the URL says (`sslmode`,
+    /// `sslrootcert`; rustls).
     pub async fn open_postgres(url: &str) -> anyhow::Result<Self> {
-        let opts = PgConnectOptions::from_str(url).map_err(|_| {
-            anyhow::anyhow!("invalid STOCKADE_DATABASE_URL (not a postgres:// URL)")
-        })?;
-        let owner = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(opts.clone());
+        let opts = postgres_options(url, "STOCKADE_DATABASE_URL")?;
         let app = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
@@ -243,16 +252,9 @@ impl Db {
                     Ok(true)
                 })
             })
-            .after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    conn.execute(format!("SET ROLE {APP_ROLE}").as_str())
-                        .await?;
-                    Ok(())
-                })
-            })
             .connect_lazy_with(opts);
         Ok(Self {
-            backend: Backend::Postgres { app, owner },
+            backend: Backend::Postgres { app },
             liveness: Arc::default(),
             audit_head_key: Arc::default(),
         })
@@ -299,11 +301,47 @@ impl Db {
         }
     }
 
-    /// Runs pending migrations (as the table owner on PostgreSQL).
+    /// Runs pending migrations on SQLite, refusing a destructive one. On
+    /// PostgreSQL the serving role cannot migrate: see [`migrate_postgres`].
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        self.migrate_with(MigrateOptions::default()).await.map(drop)
+    }
+
+    /// [`Db::migrate`] with options (`--allow-destructive`).
+    pub async fn migrate_with(&self, options: MigrateOptions) -> anyhow::Result<Migrated> {
+        self.migrate_from(migrate::embedded(self.kind()), options)
+            .await
+    }
+
+    /// [`Db::migrate_with`] with another migration source (tests).
+    #[doc(hidden)]
+    pub async fn migrate_from(
+        &self,
+        migrator: &sqlx::migrate::Migrator,
+        options: MigrateOptions,
+    ) -> anyhow::Result<Migrated> {
         match &self.backend {
-            Backend::Sqlite { writer, .. } => migrate::run_sqlite(writer).await,
-            Backend::Postgres { owner, .. } => migrate::run_postgres(owner).await,
+            Backend::Sqlite { writer, .. } => migrate::run_sqlite(writer, migrator, options).await,
+            Backend::Postgres { .. } => anyhow::bail!(
+                "PostgreSQL migrations run as the owner: give its URL in \
+                 STOCKADE_MIGRATE_DATABASE_URL (the serving role owns nothing)"
+            ),
+        }
+    }
+
+    /// PostgreSQL: what makes this connection's role unfit to serve (see
+    /// [`pg_roles::serving_role_problems`]); SQLite: nothing.
+    pub async fn serving_role_problems(&self) -> anyhow::Result<Vec<String>> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(Vec::new()),
+            Backend::Postgres { app } => {
+                let mut conn = app.acquire().await.map_err(|e| {
+                    anyhow::anyhow!("cannot connect with STOCKADE_DATABASE_URL: {e}")
+                })?;
+                Ok(pg_roles::serving_role_problems(&mut conn, None)
+                    .await?
+                    .unwrap_or_default())
+            }
         }
     }
 
@@ -400,16 +438,6 @@ impl Db {
         }
     }
 
-    /// The owner connection (tests use it to tamper with rows as an attacker
-    /// with database access would).
-    #[doc(hidden)]
-    pub fn postgres_owner_pool(&self) -> Option<&PgPool> {
-        match &self.backend {
-            Backend::Postgres { owner, .. } => Some(owner),
-            Backend::Sqlite { .. } => None,
-        }
-    }
-
     #[doc(hidden)]
     pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
         match &self.backend {
@@ -424,10 +452,29 @@ impl Db {
                 reader.close().await;
                 writer.close().await;
             }
-            Backend::Postgres { app, owner } => {
-                app.close().await;
-                owner.close().await;
-            }
+            Backend::Postgres { app } => app.close().await,
         }
     }
+}
+
+/// Parses a PostgreSQL URL; an error names the variable, never the URL (it
+/// may hold a password).
+pub(crate) fn postgres_options(url: &str, origin: &str) -> anyhow::Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url).map_err(|e| match e {
+        sqlx::Error::Configuration(cause) => {
+            anyhow::anyhow!("invalid {origin}: {cause}")
+        }
+        _ => anyhow::anyhow!("invalid {origin} (not a postgres:// URL)"),
+    })
+}
+
+/// One PostgreSQL connection (migrations, checks), not a pool.
+pub(crate) async fn connect_postgres(
+    url: &str,
+    origin: &str,
+) -> anyhow::Result<sqlx::PgConnection> {
+    let opts = postgres_options(url, origin)?;
+    sqlx::PgConnection::connect_with(&opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect with {origin}: {e}"))
 }

@@ -373,11 +373,13 @@ async fn events_are_append_only_for_the_server(backend: Backend) {
                 .map(|_| ()),
             (None, Some(pool)) => {
                 let mut tx = pool.begin().await.unwrap();
-                let (role,): (String,) = sqlx::query_as("SELECT current_user::text")
-                    .fetch_one(&mut *tx)
-                    .await
-                    .unwrap();
-                assert_eq!(role, stockade::db::APP_ROLE);
+                let role: (String, String) =
+                    sqlx::query_as("SELECT current_user::text, session_user::text")
+                        .fetch_one(&mut *tx)
+                        .await
+                        .unwrap();
+                let login = crate::testkit::PG_LOGIN_ROLE.to_owned();
+                assert_eq!(role, (login.clone(), login));
                 sqlx::query("SELECT set_config('stockade.tenant_id', $1, true)")
                     .bind(ta.to_string())
                     .execute(&mut *tx)

@@ -301,13 +301,14 @@ fn default_listen_address_is_loopback_8080() {
 
 #[tokio::test]
 async fn migrate_and_tenant_create_on_postgres() {
-    let Some((name, url)) = crate::testkit::create_pg_database().await else {
+    let Some((name, owner)) = crate::testkit::create_pg_database().await else {
         return;
     };
+    let url = crate::testkit::pg_login_url(&name);
     let dir = tempfile::tempdir().unwrap();
     let out = run(stockade(dir.path())
         .arg("migrate")
-        .env("STOCKADE_DATABASE_URL", &url));
+        .env("STOCKADE_MIGRATE_DATABASE_URL", &owner));
     let ok = out.status.success();
     let out2 = run(stockade(dir.path())
         .args(["tenant", "create", "--slug", "pg-acme", "--name", "PG Acme"])
@@ -714,10 +715,15 @@ async fn users_import_on_postgres() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
+    let migrated = run(stockade(dir.path())
+        .arg("migrate")
+        .env("STOCKADE_MIGRATE_DATABASE_URL", &url));
+    assert!(migrated.status.success(), "{:?}", stderr_lines(&migrated));
+    let login = crate::testkit::pg_login_url(&name);
     let pg = |args: &[&str]| {
         run(stockade(dir.path())
             .args(args)
-            .env("STOCKADE_DATABASE_URL", &url))
+            .env("STOCKADE_DATABASE_URL", &login))
     };
     let created = pg(&["tenant", "create", "--slug", "pg-acme", "--name", "PG Acme"]);
     std::fs::write(
@@ -918,7 +924,7 @@ fn env_value<'a>(env: &[(&'a str, &'a str)], name: &str) -> &'a str {
 }
 
 /// Production profile with real (non-development) keys in `dir`.
-fn production_env(dir: &Path) -> Vec<(String, String)> {
+pub fn production_env(dir: &Path) -> Vec<(String, String)> {
     use base64::Engine;
     use ed25519_dalek::pkcs8::EncodePrivateKey;
     let master = dir.join("master.key");

@@ -94,7 +94,7 @@ async fn raw_rows(db: &Db, tenant: TenantId) -> Vec<RawRow> {
             .unwrap(),
         None => sqlx::query_as(SQL)
             .bind(tenant.as_uuid())
-            .fetch_all(db.postgres_owner_pool().unwrap())
+            .fetch_all(&crate::testkit::owner_pool(db).await)
             .await
             .unwrap(),
     }
@@ -128,7 +128,7 @@ async fn raw_set_wrapped(db: &Db, tenant: TenantId, purpose: &str, version: i64,
             .bind(purpose)
             .bind(version)
             .bind(value)
-            .execute(db.postgres_owner_pool().unwrap())
+            .execute(&crate::testkit::owner_pool(db).await)
             .await
             .unwrap()
             .rows_affected(),

@@ -100,7 +100,7 @@ async fn raw_database(s: &TestServer) -> String {
         return all;
     }
     // As the superuser, past row-level security: every column as text.
-    let pool = s.db.postgres_owner_pool().unwrap();
+    let pool = &crate::testkit::owner_pool(&s.db).await;
     let mut dump = String::new();
     for table in [
         "audit_events",

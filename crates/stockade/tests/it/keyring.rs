@@ -83,7 +83,7 @@ async fn raw_rows(db: &Db) -> Vec<RawRow> {
         return sqlx::query_as(sql).fetch_all(pool).await.unwrap();
     }
     sqlx::query_as(sql)
-        .fetch_all(db.postgres_owner_pool().unwrap())
+        .fetch_all(&crate::testkit::owner_pool(db).await)
         .await
         .unwrap()
 }
@@ -94,7 +94,7 @@ async fn raw_execute(db: &Db, sql: &str) {
         return;
     }
     sqlx::query(sql)
-        .execute(db.postgres_owner_pool().unwrap())
+        .execute(&crate::testkit::owner_pool(db).await)
         .await
         .unwrap();
 }
@@ -428,7 +428,7 @@ async fn a_second_current_key_is_impossible(t: &TestDb) {
     let result = match t.db.sqlite_pool() {
         Some(pool) => sqlx::query(sql).execute(pool).await.map(|_| ()),
         None => sqlx::query(sql)
-            .execute(t.db.postgres_owner_pool().unwrap())
+            .execute(&crate::testkit::owner_pool(&t.db).await)
             .await
             .map(|_| ()),
     };

@@ -65,7 +65,7 @@ async fn scoped_transactions_carry_their_scope() {
 /// Kills every other connection to the test database, as a database restart
 /// or a proxy's idle timeout would; returns how many it killed.
 async fn kill_other_connections(t: &TestDb) -> i64 {
-    let owner = t.db.postgres_owner_pool().unwrap();
+    let owner = &crate::testkit::owner_pool(&t.db).await;
     sqlx::query_scalar(
         "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND pid <> pg_backend_pid()) AS killed",

@@ -7,7 +7,7 @@ use stockade::db::{APP_ROLE, TENANT_TABLES};
 use stockade::identity::{self, Email};
 use stockade::tenancy::{self, NewTenant, Slug, TenantName};
 
-use crate::testkit::{TestDb, fixed_clock};
+use crate::testkit::{PG_LOGIN_ROLE, TestDb, fixed_clock};
 
 /// Two tenants with one member each; returns (db, tenant a, tenant b).
 async fn two_tenants() -> Option<(TestDb, uuid::Uuid, uuid::Uuid)> {
@@ -65,7 +65,7 @@ async fn unscoped_select_in_a_tenant_transaction_sees_only_that_tenant() {
         .fetch_one(&mut *tx)
         .await
         .unwrap();
-    assert_eq!(role, APP_ROLE);
+    assert_eq!(role, PG_LOGIN_ROLE);
     for table in ["memberships", "audit_events", "audit_heads"] {
         // No WHERE clause: the bug RLS exists to contain.
         let rows = sqlx::query(&format!("SELECT tenant_id FROM {table}"))
@@ -131,21 +131,23 @@ async fn the_server_role_owns_nothing_and_cannot_rewrite_audit() {
         return;
     };
     let pool = t.db.postgres_app_pool().unwrap();
-    let owned: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = $1",
-    )
-    .bind(APP_ROLE)
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(owned, 0);
-    let (superuser, bypass): (bool, bool) =
-        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
-            .bind(APP_ROLE)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    assert!(!superuser && !bypass);
+    for role in [APP_ROLE, PG_LOGIN_ROLE] {
+        let owned: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = $1",
+        )
+        .bind(role)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(owned, 0, "{role}");
+        let (superuser, bypass): (bool, bool) =
+            sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
+                .bind(role)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert!(!superuser && !bypass, "{role}");
+    }
     for sql in [
         "UPDATE audit_events SET details = '{}'",
         "DELETE FROM audit_events",
@@ -169,7 +171,7 @@ async fn every_tenant_table_has_forced_rls_and_tenant_id_first_in_its_keys() {
     let Some(t) = TestDb::postgres().await else {
         return;
     };
-    let pool = t.db.postgres_owner_pool().unwrap();
+    let pool = &crate::testkit::owner_pool(&t.db).await;
     for table in TENANT_TABLES {
         let (enabled, forced): (bool, bool) = sqlx::query_as(
             "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = $1",

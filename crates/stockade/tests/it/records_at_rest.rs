@@ -46,7 +46,7 @@ async fn postgres_records_are_encrypted_at_rest() {
     let a = signup(&s, "acme", "owner@acme.test").await;
     write_markers(&s, &a.access).await;
     // As the superuser, past row-level security: every column as text.
-    let pool = s.db.postgres_owner_pool().unwrap();
+    let pool = &crate::testkit::owner_pool(&s.db).await;
     let mut dump = String::new();
     for table in ["records", "record_index", "collections", "audit_events"] {
         let rows: Vec<(String,)> = sqlx::query_as(&format!("SELECT t::text FROM {table} t"))
@@ -137,7 +137,7 @@ async fn raw_update(s: &TestServer, set: &str, value: RawValue, id: Uuid) {
         };
         q.bind(id).execute(pool).await.unwrap().rows_affected()
     } else {
-        let pool = s.db.postgres_owner_pool().unwrap();
+        let pool = &crate::testkit::owner_pool(&s.db).await;
         let q = sqlx::query(&sql);
         let q = match value {
             RawValue::Bytes(b) => q.bind(b),
@@ -159,7 +159,7 @@ async fn body_of(s: &TestServer, id: Uuid) -> Vec<u8> {
         let (b,): (Vec<u8>,) = sqlx::query_as(sql).bind(id).fetch_one(pool).await.unwrap();
         return b;
     }
-    let pool = s.db.postgres_owner_pool().unwrap();
+    let pool = &crate::testkit::owner_pool(&s.db).await;
     let (b,): (Vec<u8>,) = sqlx::query_as(sql).bind(id).fetch_one(pool).await.unwrap();
     b
 }

@@ -1,7 +1,7 @@
 //! The storage suite: every case runs on SQLite and on PostgreSQL.
 
 use stockade::audit::{self, Actor, NewEvent, RequestContext, Target};
-use stockade::db::{DbError, MigrationStatus};
+use stockade::db::{DbError, MigrateOptions, MigrationStatus};
 use stockade::identity::{self, Email, IdentityError};
 use stockade::ids::TenantId;
 use stockade::tenancy::{self, NewTenant, Slug, TenancyError, Tenant, TenantName};
@@ -348,12 +348,117 @@ async fn verify_detects_a_truncated_tail(t: &TestDb) {
     );
 }
 
+/// Migrating again applies nothing; a destructive migration (SPEC §2.16)
+/// is refused without the flag, naming it, with nothing applied — not even
+/// the harmless migration before it — whether it carries the marker or only
+/// its SQL gives it away; with the flag it runs. A fresh database, which
+/// holds nothing to destroy, needs no flag.
 async fn migrations_are_idempotent_and_current(t: &TestDb) {
-    t.db.migrate().await.unwrap();
-    assert!(matches!(
-        t.db.readiness().await,
-        MigrationStatus::Current { .. }
-    ));
+    let again = t.migrate(MigrateOptions::default()).await.unwrap();
+    assert_eq!(again.applied, Vec::<String>::new());
+    let current = t.db.readiness().await;
+    assert!(matches!(current, MigrationStatus::Current { .. }));
+
+    let exists = |table: &'static str| async move {
+        let sql = match t.owner_url {
+            Some(_) => "SELECT COUNT(*) FROM pg_class WHERE relname = $1",
+            None => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+        };
+        let mut g = t.db.global_read().await.unwrap();
+        let n: Option<(i64,)> = g.fetch_optional(sql, vec![table.into()]).await.unwrap();
+        n == Some((1,))
+    };
+    let probe_exists = || exists("migration_probe");
+    let throttle_exists = || exists("login_throttle");
+    let harmless = "CREATE TABLE migration_probe (id INTEGER PRIMARY KEY);";
+    for (destructive, why) in [
+        (
+            "-- stockade:destructive the throttle is rebuilt elsewhere\nDROP TABLE login_throttle;",
+            "marked",
+        ),
+        // No marker: the backstop reads the SQL.
+        (
+            "ALTER TABLE sessions DROP COLUMN user_agent;",
+            "DROP COLUMN",
+        ),
+        ("DELETE FROM login_throttle;", "DELETE without WHERE"),
+    ] {
+        let (_dir, source) = migration_source(t, &[harmless, destructive]).await;
+        let err = t
+            .migrate_from(&source, MigrateOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("9999_attack") && err.contains(why), "{err}");
+        assert!(err.contains("--allow-destructive"), "{err}");
+        assert!(!probe_exists().await, "the harmless migration was applied");
+        assert!(throttle_exists().await);
+        assert_eq!(t.db.readiness().await, current);
+    }
+    let (_dir, source) = migration_source(
+        t,
+        &[
+            harmless,
+            "-- stockade:destructive\nDROP TABLE login_throttle;",
+        ],
+    )
+    .await;
+    let applied = t
+        .migrate_from(
+            &source,
+            MigrateOptions {
+                allow_destructive: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.applied, ["9998_probe", "9999_attack"]);
+    if t.owner_url.is_some() {
+        // A table pg_roles lists no grants for is named, and left alone.
+        assert_eq!(applied.ungranted_tables, ["migration_probe"]);
+    }
+    assert!(probe_exists().await);
+    assert!(!throttle_exists().await);
+
+    // A fresh database holds nothing to destroy: the same source applies
+    // there without the flag.
+    let fresh = match t.owner_url {
+        Some(_) => TestDb::postgres_empty().await.unwrap(),
+        None => TestDb::sqlite_empty().await,
+    };
+    let applied = fresh
+        .migrate_from(&source, MigrateOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        applied.applied.last().map(String::as_str),
+        Some("9999_attack")
+    );
+}
+
+/// This binary's migrations for `t`'s backend plus `extra` as
+/// `9998_probe.sql`, `9999_attack.sql`, …: a test-only migration source.
+async fn migration_source(
+    t: &TestDb,
+    extra: &[&str],
+) -> (tempfile::TempDir, sqlx::migrate::Migrator) {
+    let dialect = match t.owner_url {
+        Some(_) => "postgres",
+        None => "sqlite",
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(dialect);
+    for entry in std::fs::read_dir(embedded).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    for (sql, name) in extra.iter().zip(["9998_probe.sql", "9999_attack.sql"]) {
+        std::fs::write(dir.path().join(name), sql).unwrap();
+    }
+    let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    (dir, migrator)
 }
 
 crate::both_backends!(

@@ -1,5 +1,12 @@
 //! Test fixtures: fresh SQLite files, fresh PostgreSQL databases (created on
 //! the local server and dropped afterwards), a real server on an ephemeral port.
+//!
+//! PostgreSQL as deployed: the admin user (`postgres`, the superuser of the
+//! test server) creates each database, owns its schema and migrates it; the
+//! code under test connects as [`PG_LOGIN_ROLE`], a login role that only
+//! inherits `stockade_app`. Roles are cluster-wide and shared by every test
+//! (and every checkout) using the server: they are created idempotently and
+//! never dropped.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,8 +17,8 @@ use sqlx::Connection;
 use stockade::app::{self, AppState};
 use stockade::clock::ManualClock;
 use stockade::config::Config;
-use stockade::db::Db;
-use tokio::sync::{Mutex, oneshot};
+use stockade::db::{Db, MigrateOptions, Migrated};
+use tokio::sync::{Mutex, OnceCell, oneshot};
 
 /// The server the Postgres tests use; override with STOCKADE_TEST_PG_URL.
 pub fn pg_admin_url() -> String {
@@ -26,50 +33,151 @@ fn in_ci() -> bool {
 /// Migrations create a cluster-wide role; databases are set up one at a time.
 static PG_SETUP: Mutex<()> = Mutex::const_new(());
 
+/// The login role the tests serve as: inherits `stockade_app`, owns nothing.
+pub const PG_LOGIN_ROLE: &str = "stockade_test_login";
+
+/// Makes `stockade_app` and [`PG_LOGIN_ROLE`] exist (once per process),
+/// tolerating another process doing the same at the same moment.
+async fn ensure_pg_roles(admin: &mut sqlx::PgConnection) {
+    static READY: OnceCell<()> = OnceCell::const_new();
+    READY
+        .get_or_init(|| async {
+            sqlx::raw_sql(&format!(
+                "DO $$ BEGIN \
+                   CREATE ROLE stockade_app NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE \
+                     NOBYPASSRLS NOINHERIT; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$; \
+                 DO $$ BEGIN \
+                   CREATE ROLE {PG_LOGIN_ROLE} LOGIN INHERIT NOSUPERUSER NOCREATEDB \
+                     NOCREATEROLE NOBYPASSRLS NOREPLICATION IN ROLE stockade_app; \
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;"
+            ))
+            .execute(admin)
+            .await
+            .unwrap();
+        })
+        .await;
+}
+
+/// The URL of database `name` as its owner (the admin user).
+pub fn pg_owner_url(name: &str) -> String {
+    let admin = pg_admin_url();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// The URL of database `name` as the serving login role [`PG_LOGIN_ROLE`].
+pub fn pg_login_url(name: &str) -> String {
+    let mut url = url::Url::parse(&pg_owner_url(name)).unwrap();
+    url.set_username(PG_LOGIN_ROLE).unwrap();
+    url.set_password(None).unwrap();
+    url.to_string()
+}
+
+/// A pool on `db`'s PostgreSQL database as its owner: how the tests look at
+/// and tamper with rows as someone with direct database access would (the
+/// code under test holds no such connection).
+pub async fn owner_pool(db: &Db) -> sqlx::PgPool {
+    let name = db.postgres_database_name().unwrap();
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&pg_owner_url(&name))
+        .await
+        .unwrap()
+}
+
 /// A database for one test. PostgreSQL databases are dropped on drop.
 pub struct TestDb {
     pub db: Db,
     pub name: String,
+    /// PostgreSQL: the serving login role's URL.
     pub url: Option<String>,
+    /// PostgreSQL: the owner's URL (migrations).
+    pub owner_url: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl TestDb {
     pub async fn sqlite() -> TestDb {
+        let t = Self::sqlite_empty().await;
+        t.db.migrate().await.unwrap();
+        t
+    }
+
+    /// A new SQLite file with no migration applied.
+    pub async fn sqlite_empty() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stockade.db");
         let db = Db::open_sqlite_file(&path).await.unwrap();
-        db.migrate().await.unwrap();
         db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
         TestDb {
             db,
             name: path.display().to_string(),
             url: None,
+            owner_url: None,
             _dir: Some(dir),
         }
     }
 
-    /// A fresh, migrated database on the local PostgreSQL. `None` (test
-    /// skipped) only outside CI when no server answers; under `CI=true` a
-    /// missing server fails the test.
+    /// A fresh database on the local PostgreSQL, migrated by its owner and
+    /// opened as [`PG_LOGIN_ROLE`]. `None` (test skipped) only outside CI
+    /// when no server answers; under `CI=true` a missing server fails the test.
     pub async fn postgres() -> Option<TestDb> {
-        let (name, url) = create_pg_database().await?;
+        let t = Self::postgres_empty().await?;
+        t.migrate(MigrateOptions::default()).await.unwrap();
+        Some(t)
+    }
+
+    /// A new PostgreSQL database with no migration applied, opened as
+    /// [`PG_LOGIN_ROLE`].
+    pub async fn postgres_empty() -> Option<TestDb> {
+        let (name, owner_url) = create_pg_database().await?;
+        let url = pg_login_url(&name);
         let db = Db::open_postgres(&url).await.unwrap();
-        {
-            let _guard = PG_SETUP.lock().await;
-            db.migrate().await.unwrap();
-        }
         db.set_audit_head_key(zeroize::Zeroizing::new([7; 32]));
         Some(TestDb {
             db,
             name,
             url: Some(url),
+            owner_url: Some(owner_url),
             _dir: None,
         })
     }
+
+    /// Runs this binary's migrations again, as `stockade migrate` would.
+    pub async fn migrate(&self, options: MigrateOptions) -> anyhow::Result<Migrated> {
+        match &self.owner_url {
+            None => self.db.migrate_with(options).await,
+            Some(owner) => migrate_pg(owner, options).await,
+        }
+    }
+
+    /// Runs `migrator` as `stockade migrate` would: on SQLite through the
+    /// database, on PostgreSQL as the owner.
+    pub async fn migrate_from(
+        &self,
+        migrator: &sqlx::migrate::Migrator,
+        options: MigrateOptions,
+    ) -> anyhow::Result<Migrated> {
+        match &self.owner_url {
+            None => self.db.migrate_from(migrator, options).await,
+            Some(owner) => {
+                let _guard = PG_SETUP.lock().await;
+                stockade::db::migrate_postgres_from(owner, migrator, options).await
+            }
+        }
+    }
 }
 
-/// Creates an empty database `test_<random>`; returns its name and URL.
+/// Migrates a PostgreSQL database as its owner (one at a time: migrations
+/// touch the cluster-wide role).
+async fn migrate_pg(owner_url: &str, options: MigrateOptions) -> anyhow::Result<Migrated> {
+    let _guard = PG_SETUP.lock().await;
+    stockade::db::migrate_postgres(owner_url, options).await
+}
+
+/// Creates an empty database `test_<random>` (and the shared roles if they
+/// are missing); returns its name and its owner's URL.
 pub async fn create_pg_database() -> Option<(String, String)> {
     let admin = pg_admin_url();
     let mut conn = match sqlx::PgConnection::connect(&admin).await {
@@ -80,13 +188,13 @@ pub async fn create_pg_database() -> Option<(String, String)> {
             return None;
         }
     };
+    ensure_pg_roles(&mut conn).await;
     let name = format!("test_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await
         .unwrap();
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-    Some((name.clone(), format!("{base}/{name}")))
+    Some((name.clone(), pg_owner_url(&name)))
 }
 
 pub fn drop_pg_database(name: &str) {
@@ -139,13 +247,15 @@ pub async fn raw_execute(db: &Db, sql: &str, tenant: uuid::Uuid) -> u64 {
         tx.commit().await.unwrap();
         return n;
     }
-    let pool = db.postgres_owner_pool().unwrap();
-    sqlx::query(sql)
+    let pool = owner_pool(db).await;
+    let n = sqlx::query(sql)
         .bind(tenant)
-        .execute(pool)
+        .execute(&pool)
         .await
         .unwrap()
-        .rows_affected()
+        .rows_affected();
+    pool.close().await;
+    n
 }
 
 pub fn fixed_clock() -> Arc<ManualClock> {
@@ -174,6 +284,9 @@ pub struct TestServer {
     pub db: Db,
     pub state: AppState,
     pub clock: Arc<ManualClock>,
+    /// PostgreSQL: the owner's URL (the server itself was given it only to
+    /// migrate, as `serve` is, and dropped it).
+    pub owner_url: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pg_name: Option<String>,
@@ -216,8 +329,10 @@ impl TestServer {
             Backend::Sqlite => None,
             Backend::Postgres => Some(create_pg_database().await?),
         };
-        if let Some((_, url)) = &pg {
-            extra.push(("STOCKADE_DATABASE_URL", url.as_str()));
+        let login = pg.as_ref().map(|(name, _)| pg_login_url(name));
+        if let (Some((_, owner)), Some(login)) = (&pg, &login) {
+            extra.push(("STOCKADE_DATABASE_URL", login.as_str()));
+            extra.push(("STOCKADE_MIGRATE_DATABASE_URL", owner.as_str()));
         }
         let pg_name = pg.as_ref().map(|(name, _)| name.clone());
         Some(Self::launch(&extra, migrate, pg_name).await)
@@ -238,17 +353,30 @@ impl TestServer {
         if let Some(url) = &url {
             extra.push(("STOCKADE_DATABASE_URL", url));
         }
+        if let Some(owner) = &first.owner_url {
+            extra.push(("STOCKADE_MIGRATE_DATABASE_URL", owner));
+        }
         Self::launch(&extra, true, None).await
     }
 
+    /// As `stockade serve` starts: migrate (PostgreSQL: as the owner, whose
+    /// URL the state then forgets), then serve as the configured role.
     async fn launch(extra: &[(&str, &str)], migrate: bool, pg_name: Option<String>) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let config = test_config(dir.path(), extra);
+        let mut config = test_config(dir.path(), extra);
         let keys = stockade::crypto::keys::load(&config).unwrap();
+        let owner_url = config
+            .migrate_database_url
+            .take()
+            .map(|u| secrecy::ExposeSecret::expose_secret(&u.value).to_owned());
         let db = Db::open(&config).await.unwrap();
         if migrate {
-            let _guard = PG_SETUP.lock().await;
-            db.migrate().await.unwrap();
+            match &owner_url {
+                Some(owner) => {
+                    migrate_pg(owner, MigrateOptions::default()).await.unwrap();
+                }
+                None => db.migrate().await.unwrap(),
+            }
         }
         let clock = fixed_clock();
         if migrate {
@@ -276,6 +404,7 @@ impl TestServer {
             db,
             state,
             clock,
+            owner_url,
             shutdown: Some(tx),
             task: Some(task),
             pg_name,
