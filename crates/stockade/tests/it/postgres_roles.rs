@@ -26,20 +26,7 @@ fn lines(bytes: &[u8]) -> Vec<String> {
 /// The server after some traffic; `None` outside CI without PostgreSQL.
 async fn busy_server() -> Option<TestServer> {
     let s = TestServer::start_on(Backend::Postgres, &[], true).await?;
-    let res = s
-        .client
-        .post(s.url("/v1/auth/signup"))
-        .json(&serde_json::json!({
-            "email": "owner@acme.test",
-            "password": "Correct-Horse-9-Battery",
-            "name": "Owner",
-            "tenant_name": "Acme",
-            "tenant_slug": "acme"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    crate::auth::signup(&s, "acme", "owner@acme.test").await;
     Some(s)
 }
 
