@@ -26,3 +26,4 @@ pub mod rbac;
 pub mod records;
 pub mod sessions;
 pub mod tenancy;
+pub mod text;

@@ -148,6 +148,7 @@ fn invisible(c: char) -> bool {
     c.is_control()
         || c.is_whitespace()
         || !is_public_assigned(c)
+        || crate::text::is_default_ignorable(c)
         || matches!(
             c.identifier_type(),
             Some(

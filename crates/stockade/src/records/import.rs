@@ -261,12 +261,10 @@ const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 /// soft hyphen, variation selectors, …; what some readers drop) and white
 /// space other than tab and CR (what an import that trims drops).
 pub fn looks_like_formula(cell: &str) -> bool {
-    let ignorable =
-        icu_properties::CodePointSetData::new::<icu_properties::props::DefaultIgnorableCodePoint>();
     let rest = cell.trim_start_matches(|c: char| {
-        ignorable.contains(c) || (c.is_whitespace() && c != '\t' && c != '\r')
+        crate::text::is_default_ignorable(c) || (c.is_whitespace() && c != '\t' && c != '\r')
     });
-    let rest = icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(rest);
+    let rest = crate::text::nfkc(rest);
     rest.starts_with(FORMULA_STARTS) && !is_plain_number(&rest)
 }
 
