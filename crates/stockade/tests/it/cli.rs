@@ -206,8 +206,15 @@ fn production_refuses_each_problem_with_exit_code_2() {
     assert!(lines[0].contains("shorter than 512 bits"));
     assert!(!lines[0].contains("xxxx"));
 
-    // With every problem fixed, the verdict is OK.
-    std::fs::write(&secret, "x".repeat(64)).unwrap();
+    // With every problem fixed, the verdict is OK (64 random bytes, base64:
+    // "x" × 64 is refused, see `hs256_secret.rs`).
+    let mut random = [0u8; 64];
+    getrandom::fill(&mut random).unwrap();
+    std::fs::write(
+        &secret,
+        base64::engine::general_purpose::STANDARD.encode(random),
+    )
+    .unwrap();
     let out = run(stockade(dir.path())
         .args(["config", "check"])
         .env("STOCKADE_PROFILE", "production")

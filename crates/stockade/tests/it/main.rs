@@ -20,6 +20,7 @@ mod auth;
 mod cli;
 mod envelope;
 mod erasure;
+mod hs256_secret;
 mod http;
 mod isolation;
 mod keyring;
