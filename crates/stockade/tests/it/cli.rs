@@ -226,9 +226,9 @@ fn production_refuses_each_problem_with_exit_code_2() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("profile=production"));
 }
 
-struct Started {
-    child: std::process::Child,
-    url: String,
+pub struct Started {
+    pub child: std::process::Child,
+    pub url: String,
 }
 
 /// Starts `stockade serve` on a free port and waits for its URL line.
@@ -253,7 +253,7 @@ fn start(dir: &Path, env: &[(&str, &str)]) -> Started {
     Started { child, url }
 }
 
-fn stop(mut s: Started) -> std::process::ExitStatus {
+pub fn stop(mut s: Started) -> std::process::ExitStatus {
     let pid = s.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -460,7 +460,7 @@ fn import_csv(rows: &[(&str, &str, &str, &str)]) -> String {
     csv
 }
 
-async fn sqlite_conn(dir: &Path) -> sqlx::SqliteConnection {
+pub async fn sqlite_conn(dir: &Path) -> sqlx::SqliteConnection {
     use sqlx::Connection;
     let db = dir.join("stockade-data/stockade.db");
     sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
@@ -771,7 +771,7 @@ async fn users_import_on_postgres() {
 
 /// Like [`start`], with stderr written to `log` and stdout collected by a
 /// thread (returned by it once the server has stopped).
-fn start_capturing(
+pub fn start_capturing(
     dir: &Path,
     env: &[(&str, &str)],
     log: &Path,
@@ -809,7 +809,7 @@ fn start_capturing(
 }
 
 /// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -822,7 +822,7 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())

@@ -18,6 +18,7 @@ mod audit_webhook;
 mod audit_webhook_more;
 mod auth;
 mod cli;
+mod dev_outbox;
 mod envelope;
 mod erasure;
 mod hs256_secret;
