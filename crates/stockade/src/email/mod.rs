@@ -25,7 +25,8 @@ pub enum EmailError {
 /// One message to send.
 pub struct Message<'a> {
     pub to: &'a str,
-    /// `password_reset`, `verification`, `invitation`, `lockout_notice`.
+    /// `password_reset`, `password_reset_notice`, `verification`, `invitation`,
+    /// `lockout_notice`.
     pub kind: &'a str,
     pub subject: &'a str,
     /// Plain text; may contain secrets (links), so it is sealed.

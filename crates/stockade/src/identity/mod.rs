@@ -9,6 +9,7 @@ pub mod import_store;
 mod model;
 pub mod password;
 pub mod reset;
+mod reset_effects;
 pub mod routes;
 mod store;
 pub mod throttle;

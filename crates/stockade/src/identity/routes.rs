@@ -743,7 +743,8 @@ pub struct ChangePasswordRequest {
     pub new_password: SecretString,
 }
 
-/// Changes the caller's password; every other session is signed out.
+/// Changes the caller's password; every other session is signed out and
+/// every outstanding reset link dies.
 #[utoipa::path(post, path = "/v1/auth/password", tag = "auth", security(("bearer" = [])),
     request_body = ChangePasswordRequest,
     responses((status = 204), (status = 400, body = crate::http::Problem),
@@ -780,6 +781,8 @@ async fn change_password(
     // One transaction: the new hash, the other sessions' end, the event.
     let mut tx = state.db.global_tx().await?;
     users::set_password_hash(&mut tx, p.user_id, &hash, now).await?;
+    // A reset link sent before the change cannot undo it.
+    super::reset_effects::invalidate_reset_links(&mut tx, p.user_id, now).await?;
     let mut tx = tx.for_user(p.user_id).await?;
     let revoked =
         sessions::revoke_all_for_user(&mut tx, Some(p.session_id), "password_changed", now).await?;

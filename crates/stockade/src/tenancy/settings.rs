@@ -1,6 +1,7 @@
 //! Per-tenant security settings: password policy, session timeouts, MFA
-//! requirement, IP allowlist, audit retention. Read by the code that
-//! enforces each; changed through `PATCH /v1/tenant/settings`.
+//! requirement, IP allowlist, audit retention, API keys on a password
+//! reset. Read by the code that enforces each; changed through
+//! `PATCH /v1/tenant/settings`.
 
 use chrono::Duration;
 use ipnet::IpNet;
@@ -49,6 +50,9 @@ pub struct TenantSettings {
     pub audit_retention_days: i64,
     /// Requests per minute each API key may make (SPEC §2.8).
     pub api_key_rate_per_minute: i64,
+    /// A password reset (account recovery) revokes the API keys the user
+    /// created in this tenant, unless this is `true`. Default `false`.
+    pub keep_api_keys_on_password_reset: bool,
 }
 
 impl Default for TenantSettings {
@@ -61,6 +65,7 @@ impl Default for TenantSettings {
             ip_allowlist: Vec::new(),
             audit_retention_days: 90,
             api_key_rate_per_minute: 600,
+            keep_api_keys_on_password_reset: false,
         }
     }
 }
@@ -142,6 +147,7 @@ struct Row {
     ip_allowlist: String,
     audit_retention_days: i64,
     api_key_rate_per_minute: i64,
+    keep_api_keys_on_password_reset: bool,
 }
 
 /// The tenant's settings (the defaults when it never changed them). A stored
@@ -151,7 +157,8 @@ pub async fn load(tx: &mut TenantTx) -> Result<TenantSettings, DbError> {
         .fetch_optional(
             "SELECT password_policy, session_idle_secs, session_absolute_secs, mfa_required, \
              ip_allowlist, CAST(audit_retention_days AS BIGINT) AS audit_retention_days, \
-             CAST(api_key_rate_per_minute AS BIGINT) AS api_key_rate_per_minute \
+             CAST(api_key_rate_per_minute AS BIGINT) AS api_key_rate_per_minute, \
+             keep_api_keys_on_password_reset \
              FROM tenant_settings WHERE tenant_id = $1",
             vec![],
         )
@@ -169,6 +176,7 @@ pub async fn load(tx: &mut TenantTx) -> Result<TenantSettings, DbError> {
             ip_allowlist: parse_allowlist(&r.ip_allowlist),
             audit_retention_days: r.audit_retention_days,
             api_key_rate_per_minute: r.api_key_rate_per_minute,
+            keep_api_keys_on_password_reset: r.keep_api_keys_on_password_reset,
         },
     })
 }
@@ -195,10 +203,12 @@ pub async fn save(
     tx.execute(
         "INSERT INTO tenant_settings (tenant_id, password_policy, session_idle_secs, \
          session_absolute_secs, mfa_required, ip_allowlist, audit_retention_days, updated_at, \
-         api_key_rate_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         api_key_rate_per_minute, keep_api_keys_on_password_reset) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (tenant_id) DO UPDATE SET password_policy = $2, session_idle_secs = $3, \
          session_absolute_secs = $4, mfa_required = $5, ip_allowlist = $6, \
-         audit_retention_days = $7, updated_at = $8, api_key_rate_per_minute = $9",
+         audit_retention_days = $7, updated_at = $8, api_key_rate_per_minute = $9, \
+         keep_api_keys_on_password_reset = $10",
         vec![
             policy.into(),
             settings.session_idle_secs.into(),
@@ -210,6 +220,7 @@ pub async fn save(
                 .into(),
             clock.now().into(),
             settings.api_key_rate_per_minute.into(),
+            settings.keep_api_keys_on_password_reset.into(),
         ],
     )
     .await?;

@@ -60,6 +60,10 @@ pub struct SettingsPatch {
     pub audit_retention_days: Option<i64>,
     #[serde(default)]
     pub api_key_rate_per_minute: Option<i64>,
+    /// `true` keeps the API keys a user created when they reset their
+    /// password; by default (`false`) a reset revokes them.
+    #[serde(default)]
+    pub keep_api_keys_on_password_reset: Option<bool>,
 }
 
 /// Changes settings. Audited with old and new values. An allowlist that
@@ -100,6 +104,9 @@ async fn patch_settings(
     }
     if let Some(v) = patch.api_key_rate_per_minute {
         new.api_key_rate_per_minute = v;
+    }
+    if let Some(v) = patch.keep_api_keys_on_password_reset {
+        new.keep_api_keys_on_password_reset = v;
     }
     new.validate()
         .map_err(|e| ApiError::bad_request("tenancy.invalid_settings", e))?;

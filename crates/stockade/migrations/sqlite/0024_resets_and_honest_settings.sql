@@ -1,0 +1,6 @@
+-- Issue #17 items 5 and 7 (engineer H5).
+
+-- Item 5: a password reset (account recovery) revokes the API keys the user
+-- created; a tenant may keep them instead (1). Default: revoke.
+ALTER TABLE tenant_settings ADD COLUMN keep_api_keys_on_password_reset INTEGER NOT NULL DEFAULT 0
+    CHECK (keep_api_keys_on_password_reset IN (0, 1));
