@@ -678,6 +678,10 @@ async fn open_migrated(config: &Config) -> Result<Db, Failure> {
     crate::audit::install_head_key(&db, &keys.master, &SystemClock)
         .await
         .map_err(Failure::one)?;
+    // Settings a migration changed get their audit events now.
+    crate::tenancy::settings_reset::audit_migrated_settings(&db, &SystemClock)
+        .await
+        .map_err(Failure::one)?;
     Ok(db)
 }
 

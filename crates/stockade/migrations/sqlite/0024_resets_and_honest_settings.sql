@@ -4,3 +4,21 @@
 -- created; a tenant may keep them instead (1). Default: revoke.
 ALTER TABLE tenant_settings ADD COLUMN keep_api_keys_on_password_reset INTEGER NOT NULL DEFAULT 0
     CHECK (keep_api_keys_on_password_reset IN (0, 1));
+
+-- Item 7: nothing enforces a multi-factor requirement until multi-factor
+-- sign-in exists, so a stored 'admins' or 'all' becomes 'off' (the API now
+-- refuses them: 422 tenancy.setting_unavailable). Each change waits in
+-- migrated_settings until the server appends its tenancy.settings.updated
+-- event to the tenant's audit chain (tenancy::settings_reset), then goes.
+-- A global table: owner_tenant, not tenant_id, names the tenant.
+CREATE TABLE migrated_settings (
+    owner_tenant  BLOB NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    setting       TEXT NOT NULL,
+    old_value     TEXT NOT NULL,
+    new_value     TEXT NOT NULL,
+    PRIMARY KEY (owner_tenant, setting)
+) STRICT;
+INSERT INTO migrated_settings (owner_tenant, setting, old_value, new_value)
+    SELECT tenant_id, 'mfa_required', mfa_required, 'off'
+    FROM tenant_settings WHERE mfa_required <> 'off';
+UPDATE tenant_settings SET mfa_required = 'off' WHERE mfa_required <> 'off';

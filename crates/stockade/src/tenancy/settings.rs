@@ -11,7 +11,10 @@ use crate::clock::Clock;
 use crate::db::{DbError, TenantTx};
 use crate::identity::password::PasswordPolicy;
 
-/// Who must use multi-factor authentication (enforced when MFA lands).
+/// Who must use multi-factor authentication. Only `off` is accepted until
+/// multi-factor sign-in exists: a requirement nothing enforces would be a
+/// promise the server does not keep (`PATCH` answers 422
+/// `tenancy.setting_unavailable`; migration 0024 reset stored values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MfaRequired {
@@ -43,6 +46,7 @@ pub struct TenantSettings {
     pub password_policy: PasswordPolicy,
     pub session_idle_secs: i64,
     pub session_absolute_secs: i64,
+    /// Always `off` until multi-factor sign-in exists (see [`MfaRequired`]).
     pub mfa_required: MfaRequired,
     /// CIDRs the tenant may be reached from; empty means anywhere.
     #[schema(value_type = Vec<String>)]
@@ -70,6 +74,10 @@ impl Default for TenantSettings {
     }
 }
 
+/// Why `mfa_required` can only be `off` for now.
+pub const MFA_UNAVAILABLE: &str = "mfa_required: multi-factor sign-in is not available yet, \
+     so nothing could enforce a requirement: only `off` is accepted";
+
 /// Bounds: idle 5 minutes to 30 days, absolute 1 hour to 365 days, idle not
 /// longer than absolute; retention 1 to 3650 days; at most 100 CIDRs.
 pub const IDLE_RANGE: std::ops::RangeInclusive<i64> = 300..=30 * 86_400;
@@ -82,6 +90,9 @@ pub const API_KEY_RATE_RANGE: std::ops::RangeInclusive<i64> = 1..=100_000;
 impl TenantSettings {
     pub fn validate(&self) -> Result<(), String> {
         self.password_policy.validate()?;
+        if self.mfa_required != MfaRequired::Off {
+            return Err(MFA_UNAVAILABLE.into());
+        }
         if !IDLE_RANGE.contains(&self.session_idle_secs) {
             return Err("session_idle_secs must be from 300 to 2592000".into());
         }
@@ -253,6 +264,14 @@ mod tests {
         let mut s = TenantSettings::default();
         s.password_policy.min_length = 4;
         assert!(s.validate().is_err());
+        // Nothing enforces a multi-factor requirement yet: it cannot be stored.
+        for mfa in [MfaRequired::Admins, MfaRequired::All] {
+            let s = TenantSettings {
+                mfa_required: mfa,
+                ..TenantSettings::default()
+            };
+            assert_eq!(s.validate(), Err(MFA_UNAVAILABLE.to_owned()));
+        }
         for rate in [0, 100_001] {
             let s = TenantSettings {
                 api_key_rate_per_minute: rate,

@@ -38,6 +38,7 @@ mod roles;
 mod rotation;
 mod session_cache;
 mod settings;
+mod settings_unavailable;
 mod storage;
 mod testkit;
 mod webhook_receiver;

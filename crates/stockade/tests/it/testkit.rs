@@ -24,7 +24,7 @@ fn in_ci() -> bool {
 }
 
 /// Migrations create a cluster-wide role; databases are set up one at a time.
-static PG_SETUP: Mutex<()> = Mutex::const_new(());
+pub static PG_SETUP: Mutex<()> = Mutex::const_new(());
 
 /// A database for one test. PostgreSQL databases are dropped on drop.
 pub struct TestDb {
