@@ -27,3 +27,13 @@ INSERT INTO migrated_settings (owner_tenant, setting, old_value, new_value)
 UPDATE tenant_settings SET mfa_required = 'off' WHERE mfa_required <> 'off';
 ALTER TABLE tenant_settings FORCE ROW LEVEL SECURITY;
 GRANT SELECT, DELETE ON migrated_settings TO stockade_app;
+
+-- Item 7: tenants.plan (always 'free') and tenants.trial_ends_at (moved by
+-- the removed POST /v1/platform/tenants/{id}/extend-trial) were read by
+-- nothing: no limit followed the plan, nothing happened when a trial ended.
+-- Plans and trials arrive with billing (issue #23), as subscription state
+-- reconciled from the payment provider (SPEC §2.12). The history of every
+-- extension stays in the audit log (platform.tenant.trial_extended, in the
+-- platform's and the tenant's chains).
+ALTER TABLE tenants DROP COLUMN plan;
+ALTER TABLE tenants DROP COLUMN trial_ends_at;

@@ -203,8 +203,6 @@ async fn signup(
             .map_err(|e| ApiError::bad_request("tenancy.invalid_slug", e.to_string()))?,
         name: TenantName::parse(&req.tenant_name)
             .map_err(|e| ApiError::bad_request("tenancy.invalid_name", e.to_string()))?,
-        plan: "free".to_owned(),
-        trial_ends_at: None,
     };
     check_policy(
         &[PasswordPolicy::default()],
@@ -239,7 +237,7 @@ async fn signup(
     for event in [
         NewEvent::new(actor.clone(), "tenancy.tenant.created")
             .target(Target::new("tenant", tenant.id))
-            .details(serde_json::json!({ "slug": tenant.slug, "name": tenant.name, "plan": tenant.plan })),
+            .details(serde_json::json!({ "slug": tenant.slug, "name": tenant.name })),
         NewEvent::new(actor.clone(), "auth.user.signed_up")
             .target(Target::new("user", user.id))
             .details(serde_json::json!({ "role": "owner" })),

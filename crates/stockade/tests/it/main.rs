@@ -41,4 +41,5 @@ mod settings;
 mod settings_unavailable;
 mod storage;
 mod testkit;
+mod trial_and_plan;
 mod webhook_receiver;
