@@ -8,8 +8,8 @@ pub mod routes;
 mod store;
 
 pub use model::{
-    BUILTIN_ROLES, PERMISSIONS, PermissionError, PermissionSet, RecordRule, builtin_role,
-    parse_permission,
+    BUILTIN_ROLES, PERMISSIONS, PLANNED_PERMISSIONS, PermissionError, PermissionSet, RecordRule,
+    builtin_role, parse_permission,
 };
-pub use routes::{Escalation, RbacApi, escalation, routes};
+pub use routes::{Escalation, RbacApi, escalation, planned_refused, routes};
 pub use store::{CustomRole, find_custom_role, list_custom_roles, role_holders, role_permissions};

@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    BUILTIN_ROLES, PERMISSIONS, PermissionSet, RecordRule, builtin_role, parse_permission,
+    BUILTIN_ROLES, PERMISSIONS, PLANNED_PERMISSIONS, PermissionError, PermissionSet, RecordRule,
+    builtin_role, parse_permission,
 };
 use super::store::{self, CustomRole};
 use crate::app::AppState;
@@ -39,6 +40,7 @@ use crate::http::{ApiError, ApiJson, Principal};
     components(schemas(
         PermissionList,
         PermissionInfo,
+        PermissionStatus,
         RoleList,
         RoleView,
         RecordRule,
@@ -76,6 +78,16 @@ pub struct PermissionInfo {
     pub name: &'static str,
     /// Whether it may be narrowed to one collection (`records:read:orders`).
     pub per_collection: bool,
+    pub status: PermissionStatus,
+}
+
+/// `live`: a route checks it. `planned`: its capability does not exist
+/// yet, so no role or API key may carry it (422 `rbac.permission_planned`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PermissionStatus {
+    Live,
+    Planned,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -103,10 +115,10 @@ impl RoleView {
     fn builtin(name: &str) -> Option<Self> {
         let set = PermissionSet::builtin(name)?;
         let description = match name {
-            "owner" => "Everything, billing included",
-            "admin" => "Everything except billing",
-            "editor" => "Read and write records and files",
-            _ => "Read records and files",
+            "owner" => "Everything, making and removing owners included",
+            "admin" => "Everything except making, changing or removing owners",
+            "editor" => "Read and write records",
+            _ => "Read records",
         };
         Some(Self {
             name: name.to_owned(),
@@ -160,18 +172,24 @@ pub struct UpdateRoleRequest {
     pub record_rules: Option<Vec<RecordRule>>,
 }
 
-/// The permission catalogue.
+/// The permission catalogue: the live permissions, then the planned ones
+/// (listed so the vocabulary is known, grantable once their capability
+/// exists).
 #[utoipa::path(get, path = "/v1/permissions", tag = "rbac", security(("bearer" = [])),
     responses((status = 200, body = PermissionList), (status = 401, body = crate::http::Problem)))]
 async fn list_permissions(_p: Principal) -> Json<PermissionList> {
+    let live = PERMISSIONS.iter().map(|name| PermissionInfo {
+        name,
+        per_collection: is_per_collection(name),
+        status: PermissionStatus::Live,
+    });
+    let planned = PLANNED_PERMISSIONS.iter().map(|name| PermissionInfo {
+        name,
+        per_collection: false,
+        status: PermissionStatus::Planned,
+    });
     Json(PermissionList {
-        permissions: PERMISSIONS
-            .iter()
-            .map(|name| PermissionInfo {
-                name,
-                per_collection: is_per_collection(name),
-            })
-            .collect(),
+        permissions: live.chain(planned).collect(),
     })
 }
 
@@ -221,7 +239,9 @@ async fn get_role(
 #[utoipa::path(post, path = "/v1/roles", tag = "rbac", security(("bearer" = [])),
     request_body = CreateRoleRequest,
     responses((status = 201, body = RoleView), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem),
+        (status = 422, body = crate::http::Problem,
+            description = "`rbac.permission_planned`: a permission no route checks yet")))]
 async fn create_role(
     State(state): State<AppState>,
     p: Principal,
@@ -270,7 +290,9 @@ async fn create_role(
 #[utoipa::path(patch, path = "/v1/roles/{name}", tag = "rbac", security(("bearer" = [])),
     params(("name" = String, Path)), request_body = UpdateRoleRequest,
     responses((status = 200, body = RoleView), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem)))]
+        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 422, body = crate::http::Problem,
+            description = "`rbac.permission_planned`: a permission no route checks yet")))]
 async fn update_role(
     State(state): State<AppState>,
     p: Principal,
@@ -487,8 +509,20 @@ fn parse_description(text: &str) -> Result<String, ApiError> {
     ))
 }
 
+/// 422 `rbac.permission_planned` naming permissions no route checks yet
+/// (`errors.permissions` lists them).
+pub fn planned_refused(planned: Vec<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rbac.permission_planned")
+        .with_detail(format!(
+            "not grantable until its capability exists (planned): {}",
+            planned.join(", ")
+        ))
+        .with_errors(serde_json::json!({ "permissions": planned }))
+}
+
 /// Validates every grant; 400 naming the first bad one (all of them in
-/// `errors.permissions`).
+/// `errors.permissions`); 422 `rbac.permission_planned` when the only
+/// problem is planned permissions.
 fn parse_grants(grants: &[String]) -> Result<Vec<String>, ApiError> {
     if grants.len() > MAX_ROLE_PERMISSIONS {
         return Err(ApiError::bad_request(
@@ -500,11 +534,22 @@ fn parse_grants(grants: &[String]) -> Result<Vec<String>, ApiError> {
         .iter()
         .map(|g| parse_permission(g))
         .partition(Result::is_ok);
-    let bad: Vec<String> = bad
+    let (planned, bad): (Vec<_>, Vec<_>) = bad
         .into_iter()
         .filter_map(Result::err)
-        .map(|e| e.to_string())
-        .collect();
+        .partition(|e| matches!(e, PermissionError::Planned(_)));
+    let bad: Vec<String> = bad.into_iter().map(|e| e.to_string()).collect();
+    if bad.is_empty() && !planned.is_empty() {
+        return Err(planned_refused(
+            planned
+                .into_iter()
+                .filter_map(|e| match e {
+                    PermissionError::Planned(name) => Some(name),
+                    _ => None,
+                })
+                .collect(),
+        ));
+    }
     if let Some(first) = bad.first() {
         return Err(
             ApiError::bad_request("rbac.invalid_permission", first.clone())
@@ -665,11 +710,22 @@ mod tests {
 
     #[test]
     fn grants_are_validated_and_bounded() {
-        let ok = parse_grants(&["records:read:orders".into(), "files:read".into()]).unwrap();
-        assert_eq!(ok, ["records:read:orders", "files:read"]);
-        let err = parse_grants(&["files:read".into(), "root:all".into()]).unwrap_err();
+        let ok = parse_grants(&["records:read:orders".into(), "audit:read".into()]).unwrap();
+        assert_eq!(ok, ["records:read:orders", "audit:read"]);
+        let err = parse_grants(&["audit:read".into(), "root:all".into()]).unwrap_err();
         assert_eq!(err.code(), "rbac.invalid_permission");
         assert!(err.problem().detail.unwrap().contains("root:all"));
+        // Planned permissions: 422 naming them; a malformed one beside
+        // them is the first problem.
+        let err = parse_grants(&["files:read".into(), "billing:manage".into()]).unwrap_err();
+        assert_eq!(err.code(), "rbac.permission_planned");
+        assert_eq!(err.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            err.problem().errors.unwrap()["permissions"],
+            serde_json::json!(["files:read", "billing:manage"])
+        );
+        let err = parse_grants(&["files:read".into(), "root:all".into()]).unwrap_err();
+        assert_eq!(err.code(), "rbac.invalid_permission");
         let many: Vec<String> = (0..65).map(|i| format!("records:read:c{i}")).collect();
         assert_eq!(
             parse_grants(&many).unwrap_err().code(),
@@ -702,9 +758,9 @@ mod tests {
     #[test]
     fn escalation_names_missing_grants() {
         let admin = PermissionSet::builtin("admin").unwrap();
-        let wanted = set(&["billing:manage", "records:read:orders"], &[]);
+        let wanted = set(&["owners:manage", "records:read:orders"], &[]);
         let e = escalation(&admin, &wanted);
-        assert_eq!(e.permissions, ["billing:manage"]);
+        assert_eq!(e.permissions, ["owners:manage"]);
         assert!(escalation(&PermissionSet::builtin("owner").unwrap(), &wanted).is_empty());
         let narrow = set(&["records:read:orders", "roles:manage"], &[]);
         assert_eq!(

@@ -26,6 +26,7 @@ mod http;
 mod isolation;
 mod keyring;
 mod members;
+mod planned_permissions;
 mod platform;
 mod postgres_pool;
 mod postgres_rls;
