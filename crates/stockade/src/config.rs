@@ -227,7 +227,7 @@ impl Config {
                         .to_owned(),
                 ),
                 Some(s) => {
-                    if let Some(problem) = hs256_problem(s) {
+                    if let Some(problem) = crate::crypto::hs256::problem(s) {
                         problems.push(problem);
                     }
                 }
@@ -242,14 +242,6 @@ impl Config {
         }
         problems
     }
-}
-
-/// One line naming the variable (never the value) when the HS256 secret is
-/// too weak (`crypto::hs256`); `None` when it is strong enough.
-pub fn hs256_problem(secret: &Secret) -> Option<String> {
-    crate::crypto::hs256::check(secret.value.expose_secret())
-        .err()
-        .map(|weak| format!("{} {weak}: {}", secret.origin, crate::crypto::hs256::ADVICE))
 }
 
 pub fn is_postgres_url(url: &str) -> bool {

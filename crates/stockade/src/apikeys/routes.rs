@@ -83,14 +83,6 @@ fn env(state: &AppState) -> KeyEnv {
     KeyEnv::for_config(&state.config)
 }
 
-/// A permission of a capability not built yet (`rbac::PLANNED_PERMISSIONS`).
-fn is_planned(scope: &str) -> bool {
-    matches!(
-        crate::rbac::parse_permission(scope),
-        Err(crate::rbac::PermissionError::Planned(_))
-    )
-}
-
 /// Validated scopes, each held by the caller.
 fn check_scopes(p: &Principal, scopes: &[String]) -> Result<Vec<String>, ApiError> {
     if scopes.is_empty() || scopes.len() > MAX_SCOPES {
@@ -99,7 +91,7 @@ fn check_scopes(p: &Principal, scopes: &[String]) -> Result<Vec<String>, ApiErro
             format!("name 1 to {MAX_SCOPES} scopes"),
         ));
     }
-    let planned: Vec<String> = scopes.iter().filter(|s| is_planned(s)).cloned().collect();
+    let planned = crate::rbac::planned_among(scopes);
     if !planned.is_empty() {
         return Err(crate::rbac::planned_refused(planned));
     }
@@ -314,7 +306,7 @@ pub(crate) async fn rotate(
     let live: Vec<String> = old
         .scopes
         .iter()
-        .filter(|s| !is_planned(s))
+        .filter(|s| !crate::rbac::is_planned(s))
         .cloned()
         .collect();
     let scopes = check_scopes(&p, &live)?;

@@ -55,6 +55,15 @@ pub enum Weakness {
 pub const ADVICE: &str =
     "HS256 needs at least 64 random bytes as base64 or hex (e.g. `openssl rand -base64 64`)";
 
+/// One line naming the variable (never the value) when the configured
+/// secret is too weak; `None` when it is strong enough.
+pub fn problem(secret: &crate::config::Secret) -> Option<String> {
+    use secrecy::ExposeSecret;
+    check(secret.value.expose_secret())
+        .err()
+        .map(|weak| format!("{} {weak}: {ADVICE}", secret.origin))
+}
+
 /// Checks `text` (the configured secret); `Ok` when it is strong enough.
 pub fn check(text: &str) -> Result<(), Weakness> {
     let compact: Zeroizing<String> =
@@ -241,16 +250,13 @@ mod tests {
             origin: "STOCKADE_JWT_SECRET".to_owned(),
             file: None,
         };
-        let line = crate::config::hs256_problem(&secret("x".repeat(64))).unwrap();
+        let line = problem(&secret("x".repeat(64))).unwrap();
         assert!(
             line.starts_with("STOCKADE_JWT_SECRET is shorter than 512 bits (48 bytes"),
             "{line}"
         );
         assert!(line.contains("openssl rand -base64 64"), "{line}");
         assert!(!line.contains("xxx"), "{line}");
-        assert_eq!(
-            crate::config::hs256_problem(&secret(hex::encode(random(64)))),
-            None
-        );
+        assert_eq!(problem(&secret(hex::encode(random(64)))), None);
     }
 }

@@ -121,7 +121,7 @@ pub fn load(cfg: &Config) -> Result<Keys, Vec<String>> {
                 }
                 // Production lists a weak secret in production_problems; a
                 // development key there is already named above.
-                let weak = crate::config::hs256_problem(secret);
+                let weak = crate::crypto::hs256::problem(secret);
                 if let Some(problem) = weak.clone().filter(|_| !production) {
                     problems.push(problem);
                 }

@@ -4,6 +4,7 @@
 //! code; tenants add custom roles (stored in `roles`).
 
 mod model;
+mod planned;
 pub mod routes;
 mod store;
 
@@ -11,5 +12,6 @@ pub use model::{
     BUILTIN_ROLES, PERMISSIONS, PLANNED_PERMISSIONS, PermissionError, PermissionSet, RecordRule,
     builtin_role, parse_permission,
 };
-pub use routes::{Escalation, RbacApi, escalation, planned_refused, routes};
+pub use planned::{PermissionStatus, is_planned, planned_among, planned_refused};
+pub use routes::{Escalation, RbacApi, escalation, routes};
 pub use store::{CustomRole, find_custom_role, list_custom_roles, role_holders, role_permissions};

@@ -18,9 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    BUILTIN_ROLES, PERMISSIONS, PLANNED_PERMISSIONS, PermissionError, PermissionSet, RecordRule,
-    builtin_role, parse_permission,
+    BUILTIN_ROLES, PERMISSIONS, PLANNED_PERMISSIONS, PermissionSet, RecordRule, builtin_role,
+    parse_permission,
 };
+use super::planned::{PermissionStatus, is_planned, planned_among, planned_refused};
 use super::store::{self, CustomRole};
 use crate::app::AppState;
 use crate::audit::{self, NewEvent, Outcome, Target};
@@ -79,15 +80,6 @@ pub struct PermissionInfo {
     /// Whether it may be narrowed to one collection (`records:read:orders`).
     pub per_collection: bool,
     pub status: PermissionStatus,
-}
-
-/// `live`: a route checks it. `planned`: its capability does not exist
-/// yet, so no role or API key may carry it (422 `rbac.permission_planned`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PermissionStatus {
-    Live,
-    Planned,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -509,17 +501,6 @@ fn parse_description(text: &str) -> Result<String, ApiError> {
     ))
 }
 
-/// 422 `rbac.permission_planned` naming permissions no route checks yet
-/// (`errors.permissions` lists them).
-pub fn planned_refused(planned: Vec<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rbac.permission_planned")
-        .with_detail(format!(
-            "not grantable until its capability exists (planned): {}",
-            planned.join(", ")
-        ))
-        .with_errors(serde_json::json!({ "permissions": planned }))
-}
-
 /// Validates every grant; 400 naming the first bad one (all of them in
 /// `errors.permissions`); 422 `rbac.permission_planned` when the only
 /// problem is planned permissions.
@@ -532,29 +513,23 @@ fn parse_grants(grants: &[String]) -> Result<Vec<String>, ApiError> {
     }
     let (ok, bad): (Vec<_>, Vec<_>) = grants
         .iter()
+        .filter(|g| !is_planned(g))
         .map(|g| parse_permission(g))
         .partition(Result::is_ok);
-    let (planned, bad): (Vec<_>, Vec<_>) = bad
+    let bad: Vec<String> = bad
         .into_iter()
         .filter_map(Result::err)
-        .partition(|e| matches!(e, PermissionError::Planned(_)));
-    let bad: Vec<String> = bad.into_iter().map(|e| e.to_string()).collect();
-    if bad.is_empty() && !planned.is_empty() {
-        return Err(planned_refused(
-            planned
-                .into_iter()
-                .filter_map(|e| match e {
-                    PermissionError::Planned(name) => Some(name),
-                    _ => None,
-                })
-                .collect(),
-        ));
-    }
+        .map(|e| e.to_string())
+        .collect();
     if let Some(first) = bad.first() {
         return Err(
             ApiError::bad_request("rbac.invalid_permission", first.clone())
                 .with_errors(serde_json::json!({ "permissions": bad })),
         );
+    }
+    let planned = planned_among(grants);
+    if !planned.is_empty() {
+        return Err(planned_refused(planned));
     }
     Ok(ok.into_iter().filter_map(Result::ok).collect())
 }
