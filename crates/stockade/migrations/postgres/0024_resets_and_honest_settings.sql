@@ -1,3 +1,4 @@
+-- stockade:destructive drops tenants.plan (always 'free') and tenants.trial_ends_at (read by nothing; past trial extensions stay in the audit log) and resets tenant_settings.mfa_required to 'off' (each reset audited): back up the database first.
 -- Issue #17 items 5 and 7 (engineer H5).
 
 -- Item 5: a password reset (account recovery) revokes the API keys the user
