@@ -232,12 +232,25 @@ pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
             end_impersonations(&sweep_state).await;
         }
     });
+    // Outside production only: bodies are written to files (`email::dev_sender`).
+    let mail_state = state.clone();
+    let mail = (!state.config.is_production()).then(|| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::email::dev_sender::INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                deliver_mail(&mail_state).await;
+            }
+        })
+    });
     let state = state.clone();
     tokio::spawn(async move {
         // Aborting this task (shutdown) ends the other jobs too.
         let _purge = AbortOnDrop(purge);
         let _webhooks = AbortOnDrop(webhooks);
         let _sweep = AbortOnDrop(sweep);
+        let _mail = mail.map(AbortOnDrop);
         let mut tick = tokio::time::interval(KEYRING_RELOAD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate; keys were just loaded
@@ -253,6 +266,24 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// One run of the development sender (never in production): queued
+/// messages into `<data_dir>/outbox`.
+pub async fn deliver_mail(state: &AppState) {
+    if state.config.is_production() {
+        return;
+    }
+    let master = state.master();
+    let run = crate::email::dev_sender::deliver_queued(
+        &state.db,
+        state.clock.as_ref(),
+        &master,
+        &state.config.data_dir,
+    );
+    if let Err(e) = run.await {
+        tracing::error!(error = %e, "development sender failed");
     }
 }
 

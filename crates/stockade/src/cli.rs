@@ -304,8 +304,6 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let new = NewTenant {
                 slug: Slug::parse(&slug).map_err(Failure::one)?,
                 name: TenantName::parse(&name).map_err(Failure::one)?,
-                plan: "free".to_owned(),
-                trial_ends_at: None,
             };
             let keys =
                 crate::crypto::keys::load(&config).map_err(|lines| Failure { lines, code: 2 })?;

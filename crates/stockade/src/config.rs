@@ -168,8 +168,9 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_RECORD_MAX_BYTES: usize = 256 * 1024;
 pub const DEFAULT_IMPORT_MAX_BYTES: usize = 20 * 1024 * 1024;
 pub const DEFAULT_IMPORT_MAX_ROWS: usize = 100_000;
-/// HS256 secrets shorter than this are refused (SPEC §1: 512 bits).
-pub const MIN_HS256_SECRET_BYTES: usize = 64;
+/// HS256 secrets shorter than this are refused (SPEC §1: 512 bits); the
+/// whole rule (encoded random bytes, entropy) is `crypto::hs256::check`.
+pub const MIN_HS256_SECRET_BYTES: usize = crate::crypto::hs256::MIN_SECRET_BYTES;
 
 impl Config {
     /// Loads from the process environment and an optional TOML file.
@@ -252,14 +253,11 @@ impl Config {
                     "STOCKADE_JWT_SECRET_FILE is not set: HS256 needs a secret of at least 512 bits"
                         .to_owned(),
                 ),
-                Some(s) if s.value.expose_secret().len() < MIN_HS256_SECRET_BYTES => {
-                    problems.push(format!(
-                        "{} is shorter than 512 bits ({} bytes): HS256 needs at least {MIN_HS256_SECRET_BYTES} bytes",
-                        s.origin,
-                        s.value.expose_secret().len()
-                    ))
+                Some(s) => {
+                    if let Some(problem) = crate::crypto::hs256::problem(s) {
+                        problems.push(problem);
+                    }
                 }
-                Some(_) => {}
             },
             JwtAlg::EdDsa => {}
         }

@@ -17,8 +17,6 @@ pub(crate) async fn bench_tenant(db: &Db, clock: &dyn Clock, master: &MasterKey)
         NewTenant {
             slug: Slug::parse("bench").expect("slug"),
             name: TenantName::parse("Bench Ltd").expect("name"),
-            plan: "free".into(),
-            trial_ends_at: None,
         },
         Actor::System,
         RequestContext::default(),

@@ -27,7 +27,10 @@ pub use model::{
     ApiKey, KEY_LEN, KeyEnv, PREFIX, ParseError, display_prefix, looks_like_key, parse,
 };
 pub use routes::{CreateKey, CreatedKey, MAX_EXPIRY_DAYS, MAX_GRACE_SECONDS, RotateKey};
-pub use store::{AuthRow, KeyView, NewKey, auth_row, insert, revoke_created_by, tenant_of};
+pub use store::{
+    AuthRow, KeyName, KeyView, NewKey, auth_row, insert, live_created_by, revoke_created_by,
+    revoke_created_by_named, tenant_of,
+};
 
 use crate::app::AppState;
 

@@ -2,7 +2,8 @@
 //!
 //! Status codes: 201/200/204 on success; 400 bad input (`api_keys.invalid_name`,
 //! `api_keys.invalid_scope`, `api_keys.invalid_expiry`, `api_keys.invalid_grace`,
-//! unknown fields); 401 no or dead credentials; 403 missing `api_keys:manage`
+//! unknown fields); 422 a scope no route checks yet (`rbac.permission_planned`);
+//! 401 no or dead credentials; 403 missing `api_keys:manage`
 //! (`rbac.forbidden`), a scope the caller does not hold (`rbac.escalation`),
 //! an API key calling (`api_keys.user_required`), an impersonation session
 //! calling (`platform.impersonation_forbidden`, audited with the impersonator);
@@ -94,6 +95,10 @@ fn check_scopes(p: &Principal, scopes: &[String]) -> Result<Vec<String>, ApiErro
             format!("name 1 to {MAX_SCOPES} scopes"),
         ));
     }
+    let planned = crate::rbac::planned_among(scopes);
+    if !planned.is_empty() {
+        return Err(crate::rbac::planned_refused(planned));
+    }
     let mut out = Vec::new();
     for s in scopes {
         let parsed = crate::rbac::parse_permission(s)
@@ -154,7 +159,9 @@ async fn issue(
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api_keys", security(("bearer" = [])),
     request_body = CreateKey,
     responses((status = 201, body = CreatedKey), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem)))]
+        (status = 403, body = crate::http::Problem),
+        (status = 422, body = crate::http::Problem,
+            description = "`rbac.permission_planned`: a scope no route checks yet")))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     p: Principal,
@@ -306,7 +313,15 @@ pub(crate) async fn rotate(
                 .with_detail("this key is revoked, expired or already rotated"),
         );
     }
-    let scopes = check_scopes(&p, &old.scopes)?;
+    // A scope stored before it became planned granted nothing: the new key
+    // goes without it rather than the rotation failing.
+    let live: Vec<String> = old
+        .scopes
+        .iter()
+        .filter(|s| !crate::rbac::is_planned(s))
+        .cloned()
+        .collect();
+    let scopes = check_scopes(&p, &live)?;
     let (key, new_id) = issue(
         &state,
         hmac,

@@ -168,6 +168,60 @@ pub async fn revoke_created_by(
     .await
 }
 
+/// A key as a notice names it: never its secret or hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyName {
+    pub id: Uuid,
+    pub name: String,
+    /// `stk_<env>_<public id>`.
+    pub prefix: String,
+}
+
+/// Like [`revoke_created_by`], naming each key revoked (a password reset
+/// lists them in its notice and audits each).
+pub async fn revoke_created_by_named(
+    tx: &mut TenantTx,
+    creator: UserId,
+    now: DateTime<Utc>,
+    env: KeyEnv,
+) -> Result<Vec<KeyName>, DbError> {
+    let rows: Vec<(Uuid, String, String)> = tx
+        .fetch_all(
+            "UPDATE api_keys SET revoked_at = $3 WHERE tenant_id = $1 AND created_by = $2 \
+             AND revoked_at IS NULL RETURNING id, public_id, name",
+            vec![creator.into(), now.into()],
+        )
+        .await?;
+    Ok(named(rows, env))
+}
+
+/// The keys `creator` made in the transaction's tenant that are not revoked.
+pub async fn live_created_by(
+    tx: &mut TenantTx,
+    creator: UserId,
+    env: KeyEnv,
+) -> Result<Vec<KeyName>, DbError> {
+    let rows: Vec<(Uuid, String, String)> = tx
+        .fetch_all(
+            "SELECT id, public_id, name FROM api_keys WHERE tenant_id = $1 AND created_by = $2 \
+             AND revoked_at IS NULL ORDER BY created_at, id",
+            vec![creator.into()],
+        )
+        .await?;
+    Ok(named(rows, env))
+}
+
+fn named(mut rows: Vec<(Uuid, String, String)>, env: KeyEnv) -> Vec<KeyName> {
+    rows.sort();
+    rows.into_iter()
+        .map(|(id, public_id, name)| KeyName {
+            id,
+            name,
+            prefix: display_prefix(env, &public_id),
+        })
+        .collect()
+}
+
 /// Marks `old` as replaced by `new`, valid until `grace_until`; false when
 /// another rotation or a revocation got there first.
 pub(super) async fn mark_rotated(

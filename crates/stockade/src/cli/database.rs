@@ -52,6 +52,13 @@ pub(super) async fn open_with_keys(
         db.close().await;
         return Err(Failure::one(e));
     }
+    // Settings a migration changed get their audit events now (the chain
+    // can only be extended here, with the head key installed).
+    if let Err(e) = crate::tenancy::settings_reset::audit_migrated_settings(&db, &SystemClock).await
+    {
+        db.close().await;
+        return Err(Failure::one(e));
+    }
     Ok(db)
 }
 

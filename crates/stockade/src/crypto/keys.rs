@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::config::{Config, JwtAlg, MIN_HS256_SECRET_BYTES, Secret};
+use crate::config::{Config, JwtAlg, Secret};
 use crate::crypto::random;
 
 /// The first line of every key file Stockade generates for development.
@@ -108,31 +108,31 @@ pub fn load(cfg: &Config) -> Result<Keys, Vec<String>> {
         },
         JwtAlg::Hs256 => match &cfg.jwt_secret {
             Some(secret) => {
-                let bytes = secret.value.expose_secret().as_bytes();
-                if bytes.len() < MIN_HS256_SECRET_BYTES {
-                    // production_problems already said so in production.
-                    if !production {
+                let text = secret.value.expose_secret();
+                let marked = text.contains(DEV_MARKER);
+                if marked {
+                    development = true;
+                    if production {
                         problems.push(format!(
-                            "{} is shorter than 512 bits: HS256 needs at least {MIN_HS256_SECRET_BYTES} bytes",
+                            "{} is a development key: generate a real secret for production",
                             secret.origin
                         ));
                     }
-                    None
-                } else {
-                    if secret.value.expose_secret().contains(DEV_MARKER) {
-                        development = true;
-                        if production {
-                            problems.push(format!(
-                                "{} is a development key: generate a real secret for production",
-                                secret.origin
-                            ));
-                        }
-                    }
-                    check_secret_file(secret, production, &mut problems);
-                    Some(SigningMaterial::Hs256 {
-                        kid: kid_for(bytes),
-                        secret: Zeroizing::new(bytes.to_vec()),
-                    })
+                }
+                // Production lists a weak secret in production_problems; a
+                // development key there is already named above.
+                let weak = crate::crypto::hs256::problem(secret);
+                if let Some(problem) = weak.clone().filter(|_| !production) {
+                    problems.push(problem);
+                }
+                check_secret_file(secret, production, &mut problems);
+                match weak {
+                    Some(_) => None,
+                    // The HMAC key is the text as configured (see `crypto::hs256`).
+                    None => Some(SigningMaterial::Hs256 {
+                        kid: kid_for(text.as_bytes()),
+                        secret: Zeroizing::new(text.as_bytes().to_vec()),
+                    }),
                 }
             }
             None => {

@@ -2,6 +2,7 @@
 //! here invents a primitive: it generates, loads and names keys.
 
 pub mod envelope;
+pub mod hs256;
 pub mod jwt;
 pub mod keyring;
 pub mod keys;

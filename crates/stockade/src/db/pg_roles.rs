@@ -55,6 +55,7 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("platform_owner_grants", "SELECT, INSERT, DELETE"),
     ("email_key_version", "SELECT, UPDATE"),
     ("audit_retention", "SELECT, INSERT, UPDATE"),
+    ("migrated_settings", "SELECT, DELETE"),
 ];
 
 /// Functions `stockade_app` may call. `audit_purge` is `SECURITY DEFINER`

@@ -462,6 +462,15 @@ impl TenantTx {
         Ok(self)
     }
 
+    /// Continues this transaction without a tenant, on global tables again
+    /// (e.g. the email that reports what was done in each tenant, queued
+    /// atomically with it). PostgreSQL: the tenant setting is cleared, so
+    /// row-level security shows it no tenant row.
+    pub async fn into_global(mut self) -> Result<GlobalTx, DbError> {
+        self.conn.set_local(TENANT_SETTING, String::new()).await?;
+        Ok(GlobalTx { conn: self.conn })
+    }
+
     fn with_tenant(&self, sql: &str, args: Vec<Value>) -> Result<Vec<Value>, DbError> {
         with_first(sql, self.tenant.into(), args)
     }

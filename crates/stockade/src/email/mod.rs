@@ -1,8 +1,12 @@
 //! The email outbox: messages are queued in the same transaction as the
 //! change that causes them, with the body sealed under the master key (it
 //! holds single-use links). SMTP delivery (STARTTLS, retries, suppression)
-//! drains this table in a later change; until then the development sender
-//! logs each message at debug level — the link only outside production.
+//! drains this table in a later change; until then, outside production, the
+//! development sender (`dev_sender`) writes each message to a private file
+//! in the data directory. Logs name a message's kind and a masked recipient,
+//! never its body, in every profile.
+
+pub mod dev_sender;
 
 use crate::clock::Clock;
 use crate::crypto::keys::MasterKey;
@@ -14,12 +18,15 @@ pub enum EmailError {
     Db(#[from] DbError),
     #[error("cannot seal the message: {0}")]
     Seal(String),
+    #[error("cannot write the message: {0}")]
+    Sink(String),
 }
 
 /// One message to send.
 pub struct Message<'a> {
     pub to: &'a str,
-    /// `password_reset`, `verification`, `invitation`, `lockout_notice`.
+    /// `password_reset`, `password_reset_notice`, `verification`, `invitation`,
+    /// `lockout_notice`.
     pub kind: &'a str,
     pub subject: &'a str,
     /// Plain text; may contain secrets (links), so it is sealed.
@@ -58,10 +65,35 @@ pub async fn enqueue(
         ],
     )
     .await?;
-    if production {
-        tracing::debug!(outbox_id = %id, kind = message.kind, "email queued");
-    } else {
-        tracing::debug!(outbox_id = %id, kind = message.kind, to = message.to, body = message.body, "email queued (development sender)");
-    }
+    // The body holds single-use links: it is never logged, in any profile
+    // (`production` is kept for callers; the log line is the same).
+    let _ = production;
+    tracing::debug!(outbox_id = %id, kind = message.kind, to = %mask_address(message.to),
+        "email queued");
     Ok(id)
+}
+
+/// An address for logs: its first character, `***`, and its domain
+/// (`o***@acme.test`).
+pub fn mask_address(address: &str) -> String {
+    let (local, domain) = address.rsplit_once('@').unwrap_or((address, ""));
+    let first: String = local.chars().take(1).collect();
+    match domain {
+        "" => format!("{first}***"),
+        domain => format!("{first}***@{domain}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_masked() {
+        assert_eq!(mask_address("owner@acme.test"), "o***@acme.test");
+        assert_eq!(mask_address("x@y"), "x***@y");
+        assert_eq!(mask_address("no-at-sign"), "n***");
+        assert_eq!(mask_address(""), "***");
+        assert_eq!(mask_address("élodie@exemple.fr"), "é***@exemple.fr");
+    }
 }

@@ -247,8 +247,6 @@ mod tests {
             NewTenant {
                 slug: Slug::parse("acme").unwrap(),
                 name: TenantName::parse("Acme").unwrap(),
-                plan: "free".to_owned(),
-                trial_ends_at: None,
             },
             Actor::System,
             crate::audit::RequestContext::default(),

@@ -11,6 +11,7 @@ mod model;
 pub mod password;
 pub mod rekey;
 pub mod reset;
+mod reset_effects;
 pub mod routes;
 pub mod signup;
 mod store;

@@ -105,7 +105,10 @@ pub struct ResetConfirm {
     pub new_password: SecretString,
 }
 
-/// Completes a reset: sets the password and signs out every session.
+/// Completes a reset: sets the password, signs out every session, kills
+/// every other reset link of the user and revokes the API keys they created
+/// (unless a tenant keeps them: `keep_api_keys_on_password_reset`); the user
+/// gets a notice naming the keys.
 #[utoipa::path(post, path = "/v1/auth/password-reset/confirm", tag = "auth",
     request_body = ResetConfirm,
     responses((status = 204), (status = 400, body = crate::http::Problem)))]
@@ -154,20 +157,26 @@ pub(crate) async fn confirm(
         .await
         .map_err(ApiError::internal)?;
     let mut tx = state.db.global_tx().await?;
+    // The user's row first: it orders concurrent confirmations (of any of
+    // the user's links) and password changes, so the claim below sees
+    // whatever an earlier one did.
+    users::set_password_hash(&mut tx, user_id, &new_hash, now).await?;
     // Claim the token: of two concurrent confirmations, one wins.
     let claimed = tx
         .execute(
-            "UPDATE password_resets SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL",
+            "UPDATE password_resets SET used_at = $2 \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
             vec![hash.into(), now.into()],
         )
         .await?;
     if claimed == 0 {
         return Err(invalid());
     }
-    users::set_password_hash(&mut tx, user_id, &new_hash, now).await?;
+    // Every other link of the user dies with this one.
+    super::reset_effects::invalidate_reset_links(&mut tx, user_id, now).await?;
     let mut tx = tx.for_user(user_id).await?;
     sessions::revoke_all_for_user(&mut tx, None, "password_reset", now).await?;
-    audit_in_tenants(tx, &state, "auth.password.reset_completed", &context).await?;
+    super::reset_effects::complete_reset(tx, &state, &user.email, &context).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -632,9 +632,9 @@ pub struct ChangePasswordRequest {
     pub new_password: SecretString,
 }
 
-/// Changes the caller's password; every other session is signed out.
-/// Refused to an impersonation session (403
-/// `platform.impersonation_forbidden`).
+/// Changes the caller's password; every other session is signed out and
+/// every outstanding reset link dies. Refused to an impersonation session
+/// (403 `platform.impersonation_forbidden`).
 #[utoipa::path(post, path = "/v1/auth/password", tag = "auth", security(("bearer" = [])),
     request_body = ChangePasswordRequest,
     responses((status = 204), (status = 400, body = crate::http::Problem),
@@ -675,6 +675,8 @@ async fn change_password(
     // One transaction: the new hash, the other sessions' end, the event.
     let mut tx = state.db.global_tx().await?;
     users::set_password_hash(&mut tx, p.user_id, &hash, now).await?;
+    // A reset link sent before the change cannot undo it.
+    super::reset_effects::invalidate_reset_links(&mut tx, p.user_id, now).await?;
     let mut tx = tx.for_user(p.user_id).await?;
     let revoked =
         sessions::revoke_all_for_user(&mut tx, Some(p.session_id), "password_changed", now).await?;

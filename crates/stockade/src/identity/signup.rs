@@ -186,8 +186,6 @@ pub(crate) async fn complete(
             .map_err(|_| stored("slug"))?,
         name: TenantName::parse(pending.tenant_name.as_deref().unwrap_or_default())
             .map_err(|_| stored("tenant name"))?,
-        plan: "free".to_owned(),
-        trial_ends_at: None,
     };
     let clock = state.clock.as_ref();
     let mut tx = state.db.global_tx().await?;
@@ -222,7 +220,7 @@ pub(crate) async fn complete(
     for event in [
         NewEvent::new(actor.clone(), "tenancy.tenant.created")
             .target(Target::new("tenant", tenant.id))
-            .details(serde_json::json!({ "slug": tenant.slug, "name": tenant.name, "plan": tenant.plan })),
+            .details(serde_json::json!({ "slug": tenant.slug, "name": tenant.name })),
         NewEvent::new(actor.clone(), "auth.user.signed_up")
             .target(Target::new("user", user.id))
             .details(serde_json::json!({ "role": "owner", "email_verified": true })),

@@ -1,7 +1,7 @@
 //! The platform operator's console API (SPEC §2.6): `/v1/platform/*`, open
 //! only to platform owners (`owners.rs`: user ids or verified emails in
-//! `STOCKADE_PLATFORM_OWNERS`, or `stockade platform add-owner`). Tenants can be listed, suspended, reinstated and
-//! given a longer trial; users can be impersonated (a 15-minute session
+//! `STOCKADE_PLATFORM_OWNERS`, or `stockade platform add-owner`). Tenants can
+//! be listed, suspended and reinstated; users can be impersonated (a 15-minute session
 //! marked with the owner's id, the `act` claim) or sent a one-time sign-in
 //! link. Every change needs a recent password proof (step-up) and
 //! `"confirm": true`, and is audited in the platform log and in the

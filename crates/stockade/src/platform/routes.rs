@@ -29,9 +29,6 @@ use crate::tenancy::Tenant;
 /// One-time sign-in links are valid this long.
 pub const SIGN_IN_LINK_TTL: Duration = Duration::minutes(15);
 
-/// Longest trial extension in one step.
-pub const MAX_TRIAL_EXTENSION_DAYS: i64 = 365;
-
 /// Tenants per page of `GET /v1/platform/tenants`, by default and at most.
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 500;
@@ -46,7 +43,6 @@ const LINK_TOKEN_LEN: usize = 43;
         list_tenants,
         suspend,
         reinstate,
-        extend_trial,
         impersonate,
         create_sign_in_link,
         redeem_sign_in_link
@@ -55,7 +51,6 @@ const LINK_TOKEN_LEN: usize = 43;
         TenantView,
         TenantPage,
         ConfirmedAction,
-        ExtendTrialRequest,
         ImpersonateRequest,
         ImpersonationResponse,
         Impersonated,
@@ -71,7 +66,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/platform/tenants", get(list_tenants))
         .route("/v1/platform/tenants/{id}/suspend", post(suspend))
         .route("/v1/platform/tenants/{id}/reinstate", post(reinstate))
-        .route("/v1/platform/tenants/{id}/extend-trial", post(extend_trial))
         .route("/v1/platform/impersonate", post(impersonate))
         .route("/v1/platform/sign-in-links", post(create_sign_in_link))
         // Anything else under /v1/platform: 403 before 404, so the
@@ -93,8 +87,6 @@ pub struct TenantView {
     pub name: String,
     /// `active`, `suspended` or `pending_deletion`.
     pub status: String,
-    pub plan: String,
-    pub trial_ends_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -106,8 +98,6 @@ impl From<Tenant> for TenantView {
             slug: t.slug,
             name: t.name,
             status: t.status,
-            plan: t.plan,
-            trial_ends_at: t.trial_ends_at,
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
@@ -249,70 +239,6 @@ async fn reinstate(
             "tenant_id": tenant_id,
             "slug": tenant.slug,
             "reason": reason,
-        }))
-        .context(owner.context.clone());
-    audit_both(&state, tx, event).await?;
-    Ok(Json(tenant.into()))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExtendTrialRequest {
-    /// 1–365: added to the later of now and the current trial end.
-    pub days: i64,
-    /// Must be `true`.
-    #[serde(default)]
-    pub confirm: bool,
-    /// Why (1–500 characters).
-    #[serde(default)]
-    pub reason: String,
-}
-
-/// Extends a tenant's trial: `trial_ends_at = max(now, trial_ends_at) + days`.
-#[utoipa::path(post, path = "/v1/platform/tenants/{id}/extend-trial", tag = "platform",
-    security(("bearer" = [])), params(("id" = String, Path, format = Uuid)),
-    request_body = ExtendTrialRequest,
-    responses((status = 200, body = TenantView), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
-        (status = 409, body = crate::http::Problem)))]
-async fn extend_trial(
-    State(state): State<AppState>,
-    owner: PlatformOwner,
-    Path(id): Path<String>,
-    ApiJson(req): ApiJson<ExtendTrialRequest>,
-) -> Result<Json<TenantView>, ApiError> {
-    let now = state.clock.now();
-    let reason = sensitive(&owner, now, req.confirm, &req.reason)?;
-    if !(1..=MAX_TRIAL_EXTENSION_DAYS).contains(&req.days) {
-        return Err(ApiError::bad_request(
-            "platform.invalid_days",
-            "`days` must be 1 to 365",
-        ));
-    }
-    let tenant_id = tenant_id(&id)?;
-    let mut tx = state.db.global_tx().await?;
-    let current = store::lock_tenant(&mut tx, tenant_id, now)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    if current.status == "pending_deletion" {
-        return Err(ApiError::new(StatusCode::CONFLICT, "platform.tenant_state")
-            .with_detail("the tenant is pending deletion"));
-    }
-    let from = current.trial_ends_at.map_or(now, |t| t.max(now));
-    let until = from + Duration::days(req.days);
-    let tenant = store::set_trial_end(&mut tx, tenant_id, until, now)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
-    let tx = tx.scoped(tenant_id).await?;
-    let event = NewEvent::new(owner.actor(), "platform.tenant.trial_extended")
-        .target(Target::new("tenant", tenant_id))
-        .details(serde_json::json!({
-            "tenant_id": tenant_id,
-            "slug": tenant.slug,
-            "reason": reason,
-            "days": req.days,
-            "old_trial_ends_at": current.trial_ends_at,
-            "new_trial_ends_at": until,
         }))
         .context(owner.context.clone());
     audit_both(&state, tx, event).await?;

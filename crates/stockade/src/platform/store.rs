@@ -1,4 +1,4 @@
-//! Platform queries: tenant status and trial changes, tenant-wide session
+//! Platform queries: tenant status changes, tenant-wide session
 //! revocation, one-time sign-in links.
 
 use chrono::{DateTime, Utc};
@@ -54,34 +54,6 @@ pub(super) async fn transition(
         "UPDATE tenants SET status = $3, updated_at = $4 WHERE id = $1 AND status = $2 \
          RETURNING *",
         vec![id.into(), from.into(), to.into(), now.into()],
-    )
-    .await
-}
-
-/// Reads a tenant for update: a no-op write takes the row lock on
-/// PostgreSQL (SQLite has one writer), so a read-modify-write of the trial
-/// end cannot lose a concurrent extension.
-pub(super) async fn lock_tenant(
-    tx: &mut GlobalTx,
-    id: TenantId,
-    now: DateTime<Utc>,
-) -> Result<Option<Tenant>, DbError> {
-    tx.fetch_optional(
-        "UPDATE tenants SET updated_at = $2 WHERE id = $1 RETURNING *",
-        vec![id.into(), now.into()],
-    )
-    .await
-}
-
-pub(super) async fn set_trial_end(
-    tx: &mut GlobalTx,
-    id: TenantId,
-    trial_ends_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<Option<Tenant>, DbError> {
-    tx.fetch_optional(
-        "UPDATE tenants SET trial_ends_at = $2, updated_at = $3 WHERE id = $1 RETURNING *",
-        vec![id.into(), trial_ends_at.into(), now.into()],
     )
     .await
 }

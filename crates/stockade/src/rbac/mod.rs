@@ -4,12 +4,14 @@
 //! code; tenants add custom roles (stored in `roles`).
 
 mod model;
+mod planned;
 pub mod routes;
 mod store;
 
 pub use model::{
-    BUILTIN_ROLES, PERMISSIONS, PermissionError, PermissionSet, RecordRule, builtin_role,
-    parse_permission,
+    BUILTIN_ROLES, PERMISSIONS, PLANNED_PERMISSIONS, PermissionError, PermissionSet, RecordRule,
+    builtin_role, parse_permission,
 };
+pub use planned::{PermissionStatus, is_planned, planned_among, planned_refused};
 pub use routes::{Escalation, RbacApi, escalation, routes};
 pub use store::{CustomRole, find_custom_role, list_custom_roles, role_holders, role_permissions};

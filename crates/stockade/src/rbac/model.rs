@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Every permission, `area:verb` (SPEC §2.6).
+/// Every permission that guards something today, `area:verb` (SPEC §2.6).
+/// `owners:manage` is the owner's alone among the built-in roles: by the
+/// escalation rule only a holder can make someone an owner, or change or
+/// remove an owner (members, invitations).
 pub const PERMISSIONS: &[&str] = &[
     "records:read",
     "records:write",
@@ -11,6 +14,15 @@ pub const PERMISSIONS: &[&str] = &[
     "audit:read",
     "settings:manage",
     "api_keys:manage",
+    "owners:manage",
+];
+
+/// Permissions of capabilities not built yet (SPEC §2.6): listed by
+/// `GET /v1/permissions` as `planned`, carried by no built-in role, and
+/// refused in roles and API-key scopes (422 `rbac.permission_planned`) until
+/// a route checks them. A permission that guards nothing would promise a
+/// control that does not exist.
+pub const PLANNED_PERMISSIONS: &[&str] = &[
     "files:read",
     "files:write",
     "secrets:manage",
@@ -29,9 +41,9 @@ pub fn builtin_role(role: &str) -> Option<Vec<&'static str>> {
     let all = PERMISSIONS.to_vec();
     Some(match role {
         "owner" => all,
-        "admin" => all.into_iter().filter(|p| *p != "billing:manage").collect(),
-        "editor" => vec!["records:read", "records:write", "files:read", "files:write"],
-        "viewer" => vec!["records:read", "files:read"],
+        "admin" => all.into_iter().filter(|p| *p != "owners:manage").collect(),
+        "editor" => vec!["records:read", "records:write"],
+        "viewer" => vec!["records:read"],
         _ => return None,
     })
 }
@@ -40,6 +52,8 @@ pub fn builtin_role(role: &str) -> Option<Vec<&'static str>> {
 pub enum PermissionError {
     #[error("unknown permission `{0}`")]
     Unknown(String),
+    #[error("`{0}` is planned: no route checks it until its capability exists")]
+    Planned(String),
     #[error("`{0}` cannot be narrowed to a collection")]
     NotPerCollection(String),
     #[error("invalid collection name in `{0}`")]
@@ -52,6 +66,9 @@ pub fn parse_permission(input: &str) -> Result<String, PermissionError> {
     let mut parts = input.splitn(3, ':');
     let (area, verb) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let base = format!("{area}:{verb}");
+    if PLANNED_PERMISSIONS.contains(&base.as_str()) {
+        return Err(PermissionError::Planned(input.to_owned()));
+    }
     if !PERMISSIONS.contains(&base.as_str()) {
         return Err(PermissionError::Unknown(input.to_owned()));
     }
@@ -157,6 +174,26 @@ mod tests {
             assert!(small.iter().all(|p| big.contains(p)));
         }
         assert!(builtin_role("root").is_none());
+        // No built-in role carries a permission that guards nothing.
+        for role in BUILTIN_ROLES {
+            let perms = builtin_role(role).unwrap();
+            assert!(perms.iter().all(|p| PERMISSIONS.contains(p)), "{role}");
+        }
+        assert!(!admin.contains(&"owners:manage"));
+    }
+
+    #[test]
+    fn planned_permissions_are_not_grantable() {
+        for planned in PLANNED_PERMISSIONS {
+            assert_eq!(
+                parse_permission(planned),
+                Err(PermissionError::Planned((*planned).to_owned()))
+            );
+            assert!(!PERMISSIONS.contains(planned));
+        }
+        // A stored grant of one (a role saved before) gives nothing.
+        let old = PermissionSet::new(["files:read".to_owned(), "records:read".to_owned()], vec![]);
+        assert_eq!(old.grants(), ["records:read"]);
     }
 
     #[test]
@@ -183,20 +220,22 @@ mod tests {
     #[test]
     fn per_collection_grants_and_coverage() {
         let driver = PermissionSet::new(
-            ["records:read:runs".to_owned(), "files:read".to_owned()],
+            ["records:read:runs".to_owned(), "audit:read".to_owned()],
             vec![],
         );
         assert!(driver.allows("records:read", Some("runs")));
         assert!(!driver.allows("records:read", Some("orders")));
         assert!(!driver.allows("records:read", None));
-        assert!(driver.allows("files:read", None));
+        assert!(driver.allows("audit:read", None));
         let editor = PermissionSet::builtin("editor").unwrap();
+        assert!(!editor.covers(&driver), "audit:read is not the editor's");
+        let driver = PermissionSet::new(["records:read:runs".to_owned()], vec![]);
         assert!(editor.allows("records:write", Some("anything")));
         assert!(editor.covers(&driver));
         assert!(!driver.covers(&editor));
         let admin = PermissionSet::builtin("admin").unwrap();
         let owner = PermissionSet::builtin("owner").unwrap();
-        assert!(!admin.covers(&owner), "billing:manage is the owner's");
+        assert!(!admin.covers(&owner), "owners:manage is the owner's");
         // Unknown grants never widen a set.
         let odd = PermissionSet::new(["root:all".to_owned()], vec![]);
         assert!(odd.grants().is_empty());

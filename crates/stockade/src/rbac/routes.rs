@@ -18,8 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::model::{
-    BUILTIN_ROLES, PERMISSIONS, PermissionSet, RecordRule, builtin_role, parse_permission,
+    BUILTIN_ROLES, PERMISSIONS, PLANNED_PERMISSIONS, PermissionSet, RecordRule, builtin_role,
+    parse_permission,
 };
+use super::planned::{PermissionStatus, is_planned, planned_among, planned_refused};
 use super::store::{self, CustomRole};
 use crate::app::AppState;
 use crate::audit::{self, NewEvent, Outcome, Target};
@@ -39,6 +41,7 @@ use crate::http::{ApiError, ApiJson, Principal};
     components(schemas(
         PermissionList,
         PermissionInfo,
+        PermissionStatus,
         RoleList,
         RoleView,
         RecordRule,
@@ -76,6 +79,7 @@ pub struct PermissionInfo {
     pub name: &'static str,
     /// Whether it may be narrowed to one collection (`records:read:orders`).
     pub per_collection: bool,
+    pub status: PermissionStatus,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -103,10 +107,10 @@ impl RoleView {
     fn builtin(name: &str) -> Option<Self> {
         let set = PermissionSet::builtin(name)?;
         let description = match name {
-            "owner" => "Everything, billing included",
-            "admin" => "Everything except billing",
-            "editor" => "Read and write records and files",
-            _ => "Read records and files",
+            "owner" => "Everything, making and removing owners included",
+            "admin" => "Everything except making, changing or removing owners",
+            "editor" => "Read and write records",
+            _ => "Read records",
         };
         Some(Self {
             name: name.to_owned(),
@@ -160,18 +164,24 @@ pub struct UpdateRoleRequest {
     pub record_rules: Option<Vec<RecordRule>>,
 }
 
-/// The permission catalogue.
+/// The permission catalogue: the live permissions, then the planned ones
+/// (listed so the vocabulary is known, grantable once their capability
+/// exists).
 #[utoipa::path(get, path = "/v1/permissions", tag = "rbac", security(("bearer" = [])),
     responses((status = 200, body = PermissionList), (status = 401, body = crate::http::Problem)))]
 async fn list_permissions(_p: Principal) -> Json<PermissionList> {
+    let live = PERMISSIONS.iter().map(|name| PermissionInfo {
+        name,
+        per_collection: is_per_collection(name),
+        status: PermissionStatus::Live,
+    });
+    let planned = PLANNED_PERMISSIONS.iter().map(|name| PermissionInfo {
+        name,
+        per_collection: false,
+        status: PermissionStatus::Planned,
+    });
     Json(PermissionList {
-        permissions: PERMISSIONS
-            .iter()
-            .map(|name| PermissionInfo {
-                name,
-                per_collection: is_per_collection(name),
-            })
-            .collect(),
+        permissions: live.chain(planned).collect(),
     })
 }
 
@@ -221,7 +231,9 @@ async fn get_role(
 #[utoipa::path(post, path = "/v1/roles", tag = "rbac", security(("bearer" = [])),
     request_body = CreateRoleRequest,
     responses((status = 201, body = RoleView), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem),
+        (status = 422, body = crate::http::Problem,
+            description = "`rbac.permission_planned`: a permission no route checks yet")))]
 async fn create_role(
     State(state): State<AppState>,
     p: Principal,
@@ -270,7 +282,9 @@ async fn create_role(
 #[utoipa::path(patch, path = "/v1/roles/{name}", tag = "rbac", security(("bearer" = [])),
     params(("name" = String, Path)), request_body = UpdateRoleRequest,
     responses((status = 200, body = RoleView), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem)))]
+        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 422, body = crate::http::Problem,
+            description = "`rbac.permission_planned`: a permission no route checks yet")))]
 async fn update_role(
     State(state): State<AppState>,
     p: Principal,
@@ -488,7 +502,8 @@ fn parse_description(text: &str) -> Result<String, ApiError> {
 }
 
 /// Validates every grant; 400 naming the first bad one (all of them in
-/// `errors.permissions`).
+/// `errors.permissions`); 422 `rbac.permission_planned` when the only
+/// problem is planned permissions.
 fn parse_grants(grants: &[String]) -> Result<Vec<String>, ApiError> {
     if grants.len() > MAX_ROLE_PERMISSIONS {
         return Err(ApiError::bad_request(
@@ -498,6 +513,7 @@ fn parse_grants(grants: &[String]) -> Result<Vec<String>, ApiError> {
     }
     let (ok, bad): (Vec<_>, Vec<_>) = grants
         .iter()
+        .filter(|g| !is_planned(g))
         .map(|g| parse_permission(g))
         .partition(Result::is_ok);
     let bad: Vec<String> = bad
@@ -510,6 +526,10 @@ fn parse_grants(grants: &[String]) -> Result<Vec<String>, ApiError> {
             ApiError::bad_request("rbac.invalid_permission", first.clone())
                 .with_errors(serde_json::json!({ "permissions": bad })),
         );
+    }
+    let planned = planned_among(grants);
+    if !planned.is_empty() {
+        return Err(planned_refused(planned));
     }
     Ok(ok.into_iter().filter_map(Result::ok).collect())
 }
@@ -665,11 +685,22 @@ mod tests {
 
     #[test]
     fn grants_are_validated_and_bounded() {
-        let ok = parse_grants(&["records:read:orders".into(), "files:read".into()]).unwrap();
-        assert_eq!(ok, ["records:read:orders", "files:read"]);
-        let err = parse_grants(&["files:read".into(), "root:all".into()]).unwrap_err();
+        let ok = parse_grants(&["records:read:orders".into(), "audit:read".into()]).unwrap();
+        assert_eq!(ok, ["records:read:orders", "audit:read"]);
+        let err = parse_grants(&["audit:read".into(), "root:all".into()]).unwrap_err();
         assert_eq!(err.code(), "rbac.invalid_permission");
         assert!(err.problem().detail.unwrap().contains("root:all"));
+        // Planned permissions: 422 naming them; a malformed one beside
+        // them is the first problem.
+        let err = parse_grants(&["files:read".into(), "billing:manage".into()]).unwrap_err();
+        assert_eq!(err.code(), "rbac.permission_planned");
+        assert_eq!(err.status_code(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            err.problem().errors.unwrap()["permissions"],
+            serde_json::json!(["files:read", "billing:manage"])
+        );
+        let err = parse_grants(&["files:read".into(), "root:all".into()]).unwrap_err();
+        assert_eq!(err.code(), "rbac.invalid_permission");
         let many: Vec<String> = (0..65).map(|i| format!("records:read:c{i}")).collect();
         assert_eq!(
             parse_grants(&many).unwrap_err().code(),
@@ -702,9 +733,9 @@ mod tests {
     #[test]
     fn escalation_names_missing_grants() {
         let admin = PermissionSet::builtin("admin").unwrap();
-        let wanted = set(&["billing:manage", "records:read:orders"], &[]);
+        let wanted = set(&["owners:manage", "records:read:orders"], &[]);
         let e = escalation(&admin, &wanted);
-        assert_eq!(e.permissions, ["billing:manage"]);
+        assert_eq!(e.permissions, ["owners:manage"]);
         assert!(escalation(&PermissionSet::builtin("owner").unwrap(), &wanted).is_empty());
         let narrow = set(&["records:read:orders", "roles:manage"], &[]);
         assert_eq!(

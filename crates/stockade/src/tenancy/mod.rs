@@ -7,6 +7,7 @@ mod model;
 pub mod routes;
 pub mod settings;
 pub mod settings_api;
+pub mod settings_reset;
 mod store;
 
 pub use model::{Membership, NewTenant, Slug, TenancyError, Tenant, TenantName, TenantStatus};

@@ -123,8 +123,6 @@ impl TenantStatus {
 pub struct NewTenant {
     pub slug: Slug,
     pub name: TenantName,
-    pub plan: String,
-    pub trial_ends_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -133,8 +131,6 @@ pub struct Tenant {
     pub slug: String,
     pub name: String,
     pub status: String,
-    pub plan: String,
-    pub trial_ends_at: Option<DateTime<Utc>>,
     pub deletion_requested_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

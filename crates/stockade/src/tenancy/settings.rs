@@ -1,6 +1,7 @@
 //! Per-tenant security settings: password policy, session timeouts, MFA
-//! requirement, IP allowlist, audit retention. Read by the code that
-//! enforces each; changed through `PATCH /v1/tenant/settings`.
+//! requirement, IP allowlist, audit retention, API keys on a password
+//! reset. Read by the code that enforces each; changed through
+//! `PATCH /v1/tenant/settings`.
 
 use chrono::Duration;
 use ipnet::IpNet;
@@ -10,7 +11,10 @@ use crate::clock::Clock;
 use crate::db::{DbError, TenantTx};
 use crate::identity::password::PasswordPolicy;
 
-/// Who must use multi-factor authentication (enforced when MFA lands).
+/// Who must use multi-factor authentication. Only `off` is accepted until
+/// multi-factor sign-in exists: a requirement nothing enforces would be a
+/// promise the server does not keep (`PATCH` answers 422
+/// `tenancy.setting_unavailable`; migration 0024 reset stored values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MfaRequired {
@@ -42,6 +46,7 @@ pub struct TenantSettings {
     pub password_policy: PasswordPolicy,
     pub session_idle_secs: i64,
     pub session_absolute_secs: i64,
+    /// Always `off` until multi-factor sign-in exists (see [`MfaRequired`]).
     pub mfa_required: MfaRequired,
     /// CIDRs the tenant may be reached from; empty means anywhere.
     #[schema(value_type = Vec<String>)]
@@ -49,6 +54,9 @@ pub struct TenantSettings {
     pub audit_retention_days: i64,
     /// Requests per minute each API key may make (SPEC §2.8).
     pub api_key_rate_per_minute: i64,
+    /// A password reset (account recovery) revokes the API keys the user
+    /// created in this tenant, unless this is `true`. Default `false`.
+    pub keep_api_keys_on_password_reset: bool,
 }
 
 impl Default for TenantSettings {
@@ -61,9 +69,14 @@ impl Default for TenantSettings {
             ip_allowlist: Vec::new(),
             audit_retention_days: 90,
             api_key_rate_per_minute: 600,
+            keep_api_keys_on_password_reset: false,
         }
     }
 }
+
+/// Why `mfa_required` can only be `off` for now.
+pub const MFA_UNAVAILABLE: &str = "mfa_required: multi-factor sign-in is not available yet, \
+     so nothing could enforce a requirement: only `off` is accepted";
 
 /// Bounds: idle 5 minutes to 30 days, absolute 1 hour to 365 days, idle not
 /// longer than absolute; retention 1 to 3650 days (and never below the
@@ -79,6 +92,9 @@ pub const API_KEY_RATE_RANGE: std::ops::RangeInclusive<i64> = 1..=100_000;
 impl TenantSettings {
     pub fn validate(&self) -> Result<(), String> {
         self.password_policy.validate()?;
+        if self.mfa_required != MfaRequired::Off {
+            return Err(MFA_UNAVAILABLE.into());
+        }
         if !IDLE_RANGE.contains(&self.session_idle_secs) {
             return Err("session_idle_secs must be from 300 to 2592000".into());
         }
@@ -144,6 +160,7 @@ struct Row {
     ip_allowlist: String,
     audit_retention_days: i64,
     api_key_rate_per_minute: i64,
+    keep_api_keys_on_password_reset: bool,
 }
 
 /// The tenant's settings (the defaults when it never changed them). A stored
@@ -153,7 +170,8 @@ pub async fn load(tx: &mut TenantTx) -> Result<TenantSettings, DbError> {
         .fetch_optional(
             "SELECT password_policy, session_idle_secs, session_absolute_secs, mfa_required, \
              ip_allowlist, CAST(audit_retention_days AS BIGINT) AS audit_retention_days, \
-             CAST(api_key_rate_per_minute AS BIGINT) AS api_key_rate_per_minute \
+             CAST(api_key_rate_per_minute AS BIGINT) AS api_key_rate_per_minute, \
+             keep_api_keys_on_password_reset \
              FROM tenant_settings WHERE tenant_id = $1",
             vec![],
         )
@@ -171,6 +189,7 @@ pub async fn load(tx: &mut TenantTx) -> Result<TenantSettings, DbError> {
             ip_allowlist: parse_allowlist(&r.ip_allowlist),
             audit_retention_days: r.audit_retention_days,
             api_key_rate_per_minute: r.api_key_rate_per_minute,
+            keep_api_keys_on_password_reset: r.keep_api_keys_on_password_reset,
         },
     })
 }
@@ -197,10 +216,12 @@ pub async fn save(
     tx.execute(
         "INSERT INTO tenant_settings (tenant_id, password_policy, session_idle_secs, \
          session_absolute_secs, mfa_required, ip_allowlist, audit_retention_days, updated_at, \
-         api_key_rate_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         api_key_rate_per_minute, keep_api_keys_on_password_reset) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (tenant_id) DO UPDATE SET password_policy = $2, session_idle_secs = $3, \
          session_absolute_secs = $4, mfa_required = $5, ip_allowlist = $6, \
-         audit_retention_days = $7, updated_at = $8, api_key_rate_per_minute = $9",
+         audit_retention_days = $7, updated_at = $8, api_key_rate_per_minute = $9, \
+         keep_api_keys_on_password_reset = $10",
         vec![
             policy.into(),
             settings.session_idle_secs.into(),
@@ -212,6 +233,7 @@ pub async fn save(
                 .into(),
             clock.now().into(),
             settings.api_key_rate_per_minute.into(),
+            settings.keep_api_keys_on_password_reset.into(),
         ],
     )
     .await?;
@@ -244,6 +266,14 @@ mod tests {
         let mut s = TenantSettings::default();
         s.password_policy.min_length = 4;
         assert!(s.validate().is_err());
+        // Nothing enforces a multi-factor requirement yet: it cannot be stored.
+        for mfa in [MfaRequired::Admins, MfaRequired::All] {
+            let s = TenantSettings {
+                mfa_required: mfa,
+                ..TenantSettings::default()
+            };
+            assert_eq!(s.validate(), Err(MFA_UNAVAILABLE.to_owned()));
+        }
         for rate in [0, 100_001] {
             let s = TenantSettings {
                 api_key_rate_per_minute: rate,

@@ -51,6 +51,8 @@ pub struct SettingsPatch {
     pub session_idle_secs: Option<i64>,
     #[serde(default)]
     pub session_absolute_secs: Option<i64>,
+    /// Only `off` until multi-factor sign-in exists (else 422
+    /// `tenancy.setting_unavailable`).
     #[serde(default)]
     pub mfa_required: Option<MfaRequired>,
     #[serde(default)]
@@ -60,18 +62,25 @@ pub struct SettingsPatch {
     pub audit_retention_days: Option<i64>,
     #[serde(default)]
     pub api_key_rate_per_minute: Option<i64>,
+    /// `true` keeps the API keys a user created when they reset their
+    /// password; by default (`false`) a reset revokes them.
+    #[serde(default)]
+    pub keep_api_keys_on_password_reset: Option<bool>,
 }
 
 /// Changes settings. Audited with old and new values. An allowlist that
 /// would shut out the caller's own address is refused. `audit_retention_days`
 /// below the deployment's floor (`STOCKADE_AUDIT_RETENTION_MIN_DAYS`) is
 /// refused with 422 `tenancy.retention_below_floor`; a shortening applies
-/// only to events written after it (the event records the hold).
+/// only to events written after it (the event records the hold). A setting
+/// that nothing could enforce yet (`mfa_required` other than `off`) is
+/// refused with 422 `tenancy.setting_unavailable`, changing nothing.
 #[utoipa::path(patch, path = "/v1/tenant/settings", tag = "tenancy", security(("bearer" = [])),
     request_body = SettingsPatch,
     responses((status = 200, body = TenantSettings), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem),
-        (status = 422, body = crate::http::Problem, description = "`tenancy.retention_below_floor`")))]
+        (status = 422, body = crate::http::Problem,
+            description = "`tenancy.retention_below_floor`; `tenancy.setting_unavailable`: the value needs a capability that does not exist yet")))]
 async fn patch_settings(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -94,6 +103,14 @@ async fn patch_settings(
         new.session_absolute_secs = v;
     }
     if let Some(v) = patch.mfa_required {
+        if v != MfaRequired::Off {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "tenancy.setting_unavailable",
+            )
+            .with_detail(settings::MFA_UNAVAILABLE)
+            .with_errors(serde_json::json!({ "setting": "mfa_required" })));
+        }
         new.mfa_required = v;
     }
     if let Some(v) = patch.ip_allowlist {
@@ -117,6 +134,9 @@ async fn patch_settings(
     }
     if let Some(v) = patch.api_key_rate_per_minute {
         new.api_key_rate_per_minute = v;
+    }
+    if let Some(v) = patch.keep_api_keys_on_password_reset {
+        new.keep_api_keys_on_password_reset = v;
     }
     new.validate()
         .map_err(|e| ApiError::bad_request("tenancy.invalid_settings", e))?;

@@ -27,7 +27,7 @@ pub async fn create_tenant(
         clock,
         NewEvent::new(actor, "tenancy.tenant.created")
             .target(Target::new("tenant", tenant.id))
-            .details(serde_json::json!({ "slug": tenant.slug, "name": tenant.name, "plan": tenant.plan }))
+            .details(serde_json::json!({ "slug": tenant.slug, "name": tenant.name }))
             .context(context),
     )
     .await?;
@@ -64,14 +64,12 @@ pub async fn insert_tenant_with_id(
 ) -> Result<Tenant, TenancyError> {
     let now = clock.now();
     tx.fetch_optional::<Tenant>(
-        "INSERT INTO tenants (id, slug, name, status, plan, trial_ends_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'active', $4, $5, $6, $6) RETURNING *",
+        "INSERT INTO tenants (id, slug, name, status, created_at, updated_at) \
+         VALUES ($1, $2, $3, 'active', $4, $4) RETURNING *",
         vec![
             id.into(),
             new.slug.as_str().into(),
             new.name.as_str().into(),
-            new.plan.as_str().into(),
-            new.trial_ends_at.into(),
             now.into(),
         ],
     )

@@ -597,12 +597,7 @@ async fn keys_are_refused_where_a_person_is_needed(backend: Backend) {
     let (key, id) = create_key(
         &s,
         &owner.access,
-        &[
-            "settings:manage",
-            "members:manage",
-            "records:read",
-            "files:read",
-        ],
+        &["settings:manage", "members:manage", "records:read"],
     )
     .await;
     for (method, path) in [

@@ -206,8 +206,15 @@ fn production_refuses_each_problem_with_exit_code_2() {
     assert!(lines[0].contains("shorter than 512 bits"));
     assert!(!lines[0].contains("xxxx"));
 
-    // With every problem fixed, the verdict is OK.
-    std::fs::write(&secret, "x".repeat(64)).unwrap();
+    // With every problem fixed, the verdict is OK (64 random bytes, base64:
+    // "x" × 64 is refused, see `hs256_secret.rs`).
+    let mut random = [0u8; 64];
+    getrandom::fill(&mut random).unwrap();
+    std::fs::write(
+        &secret,
+        base64::engine::general_purpose::STANDARD.encode(random),
+    )
+    .unwrap();
     let out = run(stockade(dir.path())
         .args(["config", "check"])
         .env("STOCKADE_PROFILE", "production")
@@ -219,9 +226,9 @@ fn production_refuses_each_problem_with_exit_code_2() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("profile=production"));
 }
 
-struct Started {
-    child: std::process::Child,
-    url: String,
+pub struct Started {
+    pub child: std::process::Child,
+    pub url: String,
 }
 
 /// Starts `stockade serve` on a free port and waits for its URL line.
@@ -246,7 +253,7 @@ fn start(dir: &Path, env: &[(&str, &str)]) -> Started {
     Started { child, url }
 }
 
-fn stop(mut s: Started) -> std::process::ExitStatus {
+pub fn stop(mut s: Started) -> std::process::ExitStatus {
     let pid = s.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -454,7 +461,7 @@ fn import_csv(rows: &[(&str, &str, &str, &str)]) -> String {
     csv
 }
 
-async fn sqlite_conn(dir: &Path) -> sqlx::SqliteConnection {
+pub async fn sqlite_conn(dir: &Path) -> sqlx::SqliteConnection {
     use sqlx::Connection;
     let db = dir.join("stockade-data/stockade.db");
     sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
@@ -770,7 +777,7 @@ async fn users_import_on_postgres() {
 
 /// Like [`start`], with stderr written to `log` and stdout collected by a
 /// thread (returned by it once the server has stopped).
-fn start_capturing(
+pub fn start_capturing(
     dir: &Path,
     env: &[(&str, &str)],
     log: &Path,
@@ -808,7 +815,7 @@ fn start_capturing(
 }
 
 /// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -821,7 +828,7 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())

@@ -35,8 +35,6 @@ fn new_tenant(slug: &str) -> NewTenant {
     NewTenant {
         slug: Slug::parse(slug).unwrap(),
         name: TenantName::parse(slug).unwrap(),
-        plan: "free".into(),
-        trial_ends_at: None,
     }
 }
 

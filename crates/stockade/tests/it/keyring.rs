@@ -33,8 +33,8 @@ fn ed25519_keys() -> (Keys, tempfile::TempDir) {
     (keys::load(&cfg).unwrap(), dir)
 }
 
-const HS256_SECRET: &str =
-    "hs256-test-secret-0123456789abcdefghijklmnopqrstuvwxyz-0123456789abcdefghij";
+/// 64 random bytes, hex (a weak secret is refused: `crypto::hs256`).
+const HS256_SECRET: &str = "51dff8a269c92be4db4efad015b96c046168ecea7608ecba7d264f19daff9612172fb18e89c06a12b3a80fe9e2fbc6d7cff2e792a7712bc5956341d77f0de547";
 
 fn hs256_keys() -> (Keys, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

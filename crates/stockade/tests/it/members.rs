@@ -466,7 +466,7 @@ async fn no_escalation(backend: Backend) {
     let o = owner(&s, "acme", "owner@acme.test").await;
     let admin = join(&s, &o.access, "admin@acme.test", "admin").await;
     let eve = join(&s, &o.access, "eve@acme.test", "viewer").await;
-    // An admin lacks billing:manage, so cannot make anyone an owner…
+    // An admin lacks owners:manage, so cannot make anyone an owner…
     refused(
         patch(&s, &admin.access, &eve.id, json!({"role": "owner"})).await,
         StatusCode::FORBIDDEN,

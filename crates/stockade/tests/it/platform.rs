@@ -238,7 +238,6 @@ async fn non_owners_get_403_on_every_platform_route(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!(tenant.status, "active");
-    assert_eq!(tenant.trial_ends_at, None);
     assert_eq!(
         count(s, TenantId::PLATFORM, "platform.tenant.suspended").await,
         0
@@ -284,7 +283,6 @@ async fn non_owners_get_403_on_every_platform_route(backend: Backend) {
         "/v1/platform/tenants",
         "/v1/platform/tenants/{id}/suspend",
         "/v1/platform/tenants/{id}/reinstate",
-        "/v1/platform/tenants/{id}/extend-trial",
         "/v1/platform/impersonate",
         "/v1/platform/sign-in-links",
         "/v1/auth/sign-in-link",
@@ -314,8 +312,8 @@ async fn owner_lists_tenants_in_pages(backend: Backend) {
     assert_eq!(acme["id"], w.acme.to_string());
     assert_eq!(acme["name"], "acme Ltd");
     assert_eq!(acme["status"], "active");
-    assert_eq!(acme["plan"], "free");
-    assert!(acme["trial_ends_at"].is_null());
+    // No plan or trial: nothing reads them until billing (issue #23).
+    assert!(acme.get("plan").is_none() && acme.get("trial_ends_at").is_none());
     assert_eq!(time(&acme["created_at"]), s.clock.now());
     assert!(body.get("next_after").is_none());
 
@@ -352,8 +350,8 @@ async fn sensitive_actions_need_step_up_and_confirm(backend: Backend) {
         return;
     };
     let s = &w.s;
-    let extend = format!("/v1/platform/tenants/{}/extend-trial", w.acme);
-    let body = json!({"days": 30, "confirm": true, "reason": "support ticket #42"});
+    let suspend = format!("/v1/platform/tenants/{}/suspend", w.acme);
+    let body = confirmed();
     s.clock.advance(Duration::minutes(6));
     // Reading needs no step-up; every change does.
     assert_eq!(
@@ -363,9 +361,9 @@ async fn sensitive_actions_need_step_up_and_confirm(backend: Backend) {
         StatusCode::OK
     );
     for (path, body) in [
-        (extend.clone(), body.clone()),
+        (suspend.clone(), body.clone()),
         (
-            format!("/v1/platform/tenants/{}/suspend", w.acme),
+            format!("/v1/platform/tenants/{}/reinstate", w.acme),
             confirmed(),
         ),
         (
@@ -395,48 +393,45 @@ async fn sensitive_actions_need_step_up_and_confirm(backend: Backend) {
 
     for (body, problem) in [
         (
-            json!({"days": 30, "reason": "support ticket #42"}),
+            json!({"reason": "support ticket #42"}),
             "platform.confirm_required",
         ),
         (
-            json!({"days": 30, "confirm": false, "reason": "support ticket #42"}),
+            json!({"confirm": false, "reason": "support ticket #42"}),
             "platform.confirm_required",
         ),
+        (json!({"confirm": true}), "platform.invalid_reason"),
         (
-            json!({"days": 30, "confirm": true}),
+            json!({"confirm": true, "reason": "   "}),
             "platform.invalid_reason",
         ),
         (
-            json!({"days": 30, "confirm": true, "reason": "   "}),
+            json!({"confirm": true, "reason": "r".repeat(501)}),
             "platform.invalid_reason",
         ),
         (
-            json!({"days": 30, "confirm": true, "reason": "r".repeat(501)}),
+            json!({"confirm": true, "reason": "a\u{7}b"}),
             "platform.invalid_reason",
         ),
         (
-            json!({"days": 30, "confirm": true, "reason": "a\u{7}b"}),
-            "platform.invalid_reason",
-        ),
-        (
-            json!({"days": 30, "confirm": "yes", "reason": "x"}),
+            json!({"confirm": "yes", "reason": "x"}),
             "request.invalid_body",
         ),
     ] {
         expect(
-            post(s, &w.root.access, &extend, body).await,
+            post(s, &w.root.access, &suspend, body).await,
             StatusCode::BAD_REQUEST,
             problem,
         )
         .await;
     }
     assert_eq!(
-        count(s, TenantId::PLATFORM, "platform.tenant.trial_extended").await,
+        count(s, TenantId::PLATFORM, "platform.tenant.suspended").await,
         0
     );
-    let res = post(s, &w.root.access, &extend, body).await;
+    let res = post(s, &w.root.access, &suspend, body).await;
     assert_eq!(res.status(), StatusCode::OK);
-    audited_in_both(&w, w.acme, "platform.tenant.trial_extended").await;
+    audited_in_both(&w, w.acme, "platform.tenant.suspended").await;
 }
 
 async fn suspension_revokes_at_once_and_reinstatement_restores(backend: Backend) {
@@ -555,81 +550,6 @@ async fn suspension_revokes_at_once_and_reinstatement_restores(backend: Backend)
     assert_eq!(
         me(s, &w.pat.access).await.status(),
         StatusCode::UNAUTHORIZED
-    );
-}
-
-async fn extend_trial_moves_the_trial_end(backend: Backend) {
-    let Some(w) = world(backend, OWNERS).await else {
-        return;
-    };
-    let s = &w.s;
-    let path = format!("/v1/platform/tenants/{}/extend-trial", w.acme);
-    let start = s.clock.now();
-    let body = |days: i64| json!({"days": days, "confirm": true, "reason": "support ticket #42"});
-
-    let res = post(s, &w.root.access, &path, body(30)).await;
-    assert_eq!(res.status(), StatusCode::OK);
-    let tenant: Value = res.json().await.unwrap();
-    assert_eq!(time(&tenant["trial_ends_at"]), start + Duration::days(30));
-    // Adds to the current end while it is in the future…
-    let tenant: Value = post(s, &w.root.access, &path, body(10))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(time(&tenant["trial_ends_at"]), start + Duration::days(40));
-    let e = audited_in_both(&w, w.acme, "platform.tenant.trial_extended").await;
-    assert_eq!(e.details["days"], 10);
-    assert_eq!(
-        time(&e.details["old_trial_ends_at"]),
-        start + Duration::days(30)
-    );
-    assert_eq!(
-        time(&e.details["new_trial_ends_at"]),
-        start + Duration::days(40)
-    );
-    let stored = stockade::tenancy::find_by_id(&s.db, w.acme)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stored.trial_ends_at, Some(start + Duration::days(40)));
-
-    // …and to now once it has passed.
-    s.clock.advance(Duration::days(50));
-    let root = login_ok(s, ROOT).await;
-    let tenant: Value = post(s, &root.access, &path, body(7))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        time(&tenant["trial_ends_at"]),
-        s.clock.now() + Duration::days(7)
-    );
-
-    for days in [0, -1, 366] {
-        expect(
-            post(s, &root.access, &path, body(days)).await,
-            StatusCode::BAD_REQUEST,
-            "platform.invalid_days",
-        )
-        .await;
-    }
-    expect(
-        post(
-            s,
-            &root.access,
-            &format!("/v1/platform/tenants/{}/extend-trial", TenantId::new()),
-            body(5),
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "http.not_found",
-    )
-    .await;
-    assert_eq!(
-        count(s, TenantId::PLATFORM, "platform.tenant.trial_extended").await,
-        3
     );
 }
 
@@ -1045,7 +965,6 @@ crate::both_servers!(
     owner_lists_tenants_in_pages,
     sensitive_actions_need_step_up_and_confirm,
     suspension_revokes_at_once_and_reinstatement_restores,
-    extend_trial_moves_the_trial_end,
     impersonation_is_marked_short_lived_and_attributed,
     platform_owners_cannot_be_impersonated,
     sign_in_links_are_single_use_and_expire,

@@ -22,8 +22,6 @@ async fn two_tenants() -> Option<(TestDb, uuid::Uuid, uuid::Uuid)> {
             NewTenant {
                 slug: Slug::parse(slug).unwrap(),
                 name: TenantName::parse(slug).unwrap(),
-                plan: "free".into(),
-                trial_ends_at: None,
             },
             Actor::System,
             RequestContext::default(),

@@ -130,7 +130,13 @@ async fn permissions_are_listed_to_any_member(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     let list = body["permissions"].as_array().unwrap();
     let names: Vec<&str> = list.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, stockade::rbac::PERMISSIONS);
+    // The live permissions, then the planned ones (planned_permissions.rs).
+    let catalogue: Vec<&str> = stockade::rbac::PERMISSIONS
+        .iter()
+        .chain(stockade::rbac::PLANNED_PERMISSIONS)
+        .copied()
+        .collect();
+    assert_eq!(names, catalogue);
     let flag = |name: &str| {
         list.iter()
             .find(|p| p["name"] == name)
@@ -141,7 +147,7 @@ async fn permissions_are_listed_to_any_member(backend: Backend) {
             .unwrap()
     };
     assert!(flag("records:read") && flag("records:write"));
-    assert!(!flag("members:manage") && !flag("billing:manage"));
+    assert!(!flag("members:manage") && !flag("owners:manage"));
     // Anonymous: 401.
     let res = s.client.get(s.url("/v1/permissions")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
@@ -200,10 +206,7 @@ async fn custom_role_with_collection_grant_and_record_rule(backend: Backend) {
         .map(|r| r["builtin"].as_bool().unwrap())
         .collect();
     assert_eq!(builtin, [true, true, true, true, false]);
-    assert_eq!(
-        strings(&roles[3]["permissions"]),
-        ["files:read", "records:read"]
-    );
+    assert_eq!(strings(&roles[3]["permissions"]), ["records:read"]);
     let (status, one) = call(&s, Method::GET, "/v1/roles/driver", &owner.access, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(one["record_rules"], created["record_rules"]);
@@ -308,20 +311,20 @@ async fn no_privilege_escalation(backend: Backend) {
     };
     let owner = signup(&s, "acme", "owner@acme.test").await;
     let admin = member(&s, "acme", "admin@acme.test", "admin").await;
-    // An admin cannot hand out billing:manage, which only owners hold.
+    // An admin cannot hand out owners:manage, which only owners hold.
     let (status, p) = create(
         &s,
         &admin.access,
-        json!({"name": "treasurer", "permissions": ["billing:manage", "records:read"]}),
+        json!({"name": "treasurer", "permissions": ["owners:manage", "records:read"]}),
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(p["code"], "rbac.escalation");
     assert!(
-        p["detail"].as_str().unwrap().contains("billing:manage"),
+        p["detail"].as_str().unwrap().contains("owners:manage"),
         "{p}"
     );
-    assert_eq!(p["errors"]["permissions"], json!(["billing:manage"]));
+    assert_eq!(p["errors"]["permissions"], json!(["owners:manage"]));
     // Within their rights it works.
     let (status, _) = create(
         &s,
@@ -336,7 +339,7 @@ async fn no_privilege_escalation(backend: Backend) {
         Method::PATCH,
         "/v1/roles/clerk",
         &admin.access,
-        Some(json!({"permissions": ["records:read:orders", "billing:manage"]})),
+        Some(json!({"permissions": ["records:read:orders", "owners:manage"]})),
     )
     .await;
     assert_eq!(
@@ -347,7 +350,7 @@ async fn no_privilege_escalation(backend: Backend) {
     let (status, _) = create(
         &s,
         &owner.access,
-        json!({"name": "treasurer", "permissions": ["billing:manage"]}),
+        json!({"name": "treasurer", "permissions": ["owners:manage"]}),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
@@ -373,7 +376,7 @@ async fn no_privilege_escalation(backend: Backend) {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (_, t) = call(&s, Method::GET, "/v1/roles/treasurer", &owner.access, None).await;
-    assert_eq!(strings(&t["permissions"]), ["billing:manage"]);
+    assert_eq!(strings(&t["permissions"]), ["owners:manage"]);
 
     // A custom manager with a per-collection grant cannot widen it.
     let (status, _) = create(
@@ -443,7 +446,7 @@ async fn no_privilege_escalation(backend: Backend) {
         .collect();
     assert_eq!(denied.len(), 6, "{denied:?}");
     assert_eq!(denied[0]["operation"], "create");
-    assert_eq!(denied[0]["permissions"], json!(["billing:manage"]));
+    assert_eq!(denied[0]["permissions"], json!(["owners:manage"]));
 }
 
 async fn builtin_roles_are_immutable(backend: Backend) {
@@ -476,10 +479,7 @@ async fn builtin_roles_are_immutable(backend: Backend) {
         assert_eq!(p["code"], "rbac.role_exists");
     }
     let (_, viewer) = call(&s, Method::GET, "/v1/roles/viewer", &owner.access, None).await;
-    assert_eq!(
-        strings(&viewer["permissions"]),
-        ["files:read", "records:read"]
-    );
+    assert_eq!(strings(&viewer["permissions"]), ["records:read"]);
 }
 
 async fn duplicate_names_conflict(backend: Backend) {

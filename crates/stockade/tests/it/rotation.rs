@@ -64,8 +64,6 @@ async fn new_tenant(db: &Db, m: &MasterKey, slug: &str) -> TenantId {
         tenancy::NewTenant {
             slug: tenancy::Slug::parse(slug).unwrap(),
             name: tenancy::TenantName::parse(slug).unwrap(),
-            plan: "free".into(),
-            trial_ends_at: None,
         },
         stockade::audit::Actor::System,
         stockade::audit::RequestContext::default(),

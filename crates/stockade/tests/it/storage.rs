@@ -17,8 +17,6 @@ async fn tenant(t: &TestDb, slug: &str) -> Tenant {
         NewTenant {
             slug: Slug::parse(slug).unwrap(),
             name: TenantName::parse(&format!("{slug} Ltd")).unwrap(),
-            plan: "free".into(),
-            trial_ends_at: None,
         },
         Actor::System,
         RequestContext::default(),
@@ -57,8 +55,6 @@ async fn tenant_slugs_unique_and_first_event_written(t: &TestDb) {
         NewTenant {
             slug: Slug::parse("acme").unwrap(),
             name: TenantName::parse("Other").unwrap(),
-            plan: "free".into(),
-            trial_ends_at: None,
         },
         Actor::System,
         RequestContext::default(),

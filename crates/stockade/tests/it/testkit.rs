@@ -31,7 +31,7 @@ fn in_ci() -> bool {
 }
 
 /// Migrations create a cluster-wide role; databases are set up one at a time.
-static PG_SETUP: Mutex<()> = Mutex::const_new(());
+pub static PG_SETUP: Mutex<()> = Mutex::const_new(());
 
 /// The login role the tests serve as: inherits `stockade_app`, owns nothing.
 pub const PG_LOGIN_ROLE: &str = "stockade_test_login";
