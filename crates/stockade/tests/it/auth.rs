@@ -1246,14 +1246,16 @@ async fn password_change_signs_out_other_sessions(backend: Backend) {
     );
 }
 
-/// Reads the reset token out of the sealed outbox, as the mail sender would.
+/// Reads the newest reset link's token out of the sealed outbox, as the mail
+/// sender would (a completed reset also queues a `password_reset_notice`).
 async fn reset_token_from_outbox(s: &TestServer) -> String {
     let rows: Vec<(uuid::Uuid, Vec<u8>, String)> =
         s.db.global_read()
             .await
             .unwrap()
             .fetch_all(
-                "SELECT id, sealed_body, kind FROM email_outbox ORDER BY created_at DESC, id DESC",
+                "SELECT id, sealed_body, kind FROM email_outbox WHERE kind = 'password_reset' \
+                 ORDER BY created_at DESC, id DESC",
                 vec![],
             )
             .await
