@@ -2,7 +2,6 @@
 //! whole router apart from `serve()`, so tests can run it on port 0.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::{Arc, RwLock};
@@ -16,6 +15,7 @@ use crate::crypto::jwt::Keyring;
 use crate::crypto::keys::Keys;
 use crate::db::Db;
 use crate::http::ApiError;
+use crate::http::client_ip::LimitKey;
 use crate::http::layers::{self, Limits};
 use crate::identity::password::Hasher;
 use crate::ratelimit::{Quota, RateLimiter};
@@ -49,11 +49,12 @@ pub struct Inner {
     pub session_cache: sessions::SessionCache,
     /// Refresh rotations, group-committed on SQLite.
     pub refresh_rotations: sessions::RotationBatcher,
-    /// Sign-in and other password-hashing endpoints, per client IP.
-    pub login_limiter: RateLimiter<IpAddr>,
+    /// Sign-in and other password-hashing endpoints, per client address
+    /// (IPv6 per /64; every unknown client under one key).
+    pub login_limiter: RateLimiter<LimitKey>,
     /// One audit event per (tenant, address) refused by an IP allowlist per
     /// five minutes, so a blocked client cannot flood the tenant's log.
-    pub allowlist_denials: RateLimiter<(crate::ids::TenantId, IpAddr)>,
+    pub allowlist_denials: RateLimiter<(crate::ids::TenantId, LimitKey)>,
     /// API keys: HMAC key (loaded once), the cached check (same modes as
     /// `session_cache`), rate limits, denial sampling.
     pub api_keys: crate::apikeys::ApiKeyState,

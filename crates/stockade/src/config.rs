@@ -461,6 +461,7 @@ impl Raw {
                 .map(|p| {
                     p.parse::<ipnet::IpNet>()
                         .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map(|n| crate::http::client_ip::canonical_net(n).trunc())
                         .map_err(|_| invalid("trusted_proxies", p, "comma-separated CIDRs"))
                 })
                 .collect::<Result<_, _>>()?,

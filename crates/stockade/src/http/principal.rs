@@ -13,7 +13,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
-use super::client_ip::ClientIp;
+use super::client_ip::{ClientAddr, ClientIp};
 use super::error::ApiError;
 use super::layers::REQUEST_ID;
 use crate::app::AppState;
@@ -200,7 +200,7 @@ async fn api_key_principal(
     parts: &Parts,
     state: &AppState,
     token: &str,
-    ip: std::net::IpAddr,
+    ip: ClientAddr,
     context: RequestContext,
 ) -> Result<Principal, ApiError> {
     if refused_for_api_keys(parts.uri.path()) {
@@ -257,7 +257,7 @@ async fn check_address(
     tenant: TenantId,
     user: UserId,
     allowlist: &[ipnet::IpNet],
-    ip: std::net::IpAddr,
+    ip: ClientAddr,
     context: &RequestContext,
 ) -> Result<(), ApiError> {
     if crate::tenancy::settings::ip_allowed(allowlist, ip) {
@@ -276,11 +276,15 @@ async fn refuse_address(
     state: &AppState,
     tenant: TenantId,
     user: UserId,
-    ip: std::net::IpAddr,
+    ip: ClientAddr,
     context: &RequestContext,
 ) -> Result<(), ApiError> {
     let now = state.clock.now();
-    if state.allowlist_denials.check(&(tenant, ip), now) != crate::ratelimit::Decision::Allow {
+    if state
+        .allowlist_denials
+        .check(&(tenant, ip.limit_key()), now)
+        != crate::ratelimit::Decision::Allow
+    {
         return Ok(());
     }
     let mut tx = state.db.tenant_tx(tenant).await?;
@@ -343,7 +347,7 @@ impl FromRequestParts<AppState> for AuditContext {
 }
 
 /// The audit context of a request whose client address is known.
-fn request_context(parts: &Parts, ip: std::net::IpAddr) -> RequestContext {
+fn request_context(parts: &Parts, ip: ClientAddr) -> RequestContext {
     let text = |name: &str, max: usize| {
         parts
             .headers

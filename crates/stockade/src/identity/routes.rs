@@ -85,7 +85,10 @@ pub(crate) async fn limit_ip(
     ip: ClientIp,
     context: &RequestContext,
 ) -> Result<(), ApiError> {
-    match state.login_limiter.check(&ip.0, state.clock.now()) {
+    match state
+        .login_limiter
+        .check(&ip.0.limit_key(), state.clock.now())
+    {
         Decision::Allow => Ok(()),
         Decision::Deny {
             retry_after_secs,

@@ -20,6 +20,7 @@ mod auth;
 mod cli;
 mod envelope;
 mod erasure;
+mod forwarded_for;
 mod http;
 mod isolation;
 mod keyring;
