@@ -19,6 +19,7 @@ use super::layers::REQUEST_ID;
 use crate::app::AppState;
 use crate::audit::{Actor, RequestContext};
 use crate::ids::{SessionId, TenantId, UserId};
+use crate::tenancy::allowlist::{self, Pathway};
 
 /// An authenticated user acting in one tenant through one session.
 #[derive(Debug, Clone)]
@@ -180,7 +181,20 @@ impl FromRequestParts<AppState> for Principal {
             return Err(ApiError::unauthenticated());
         }
         check_subdomain(parts, state, &live.tenant_slug)?;
-        check_address(state, tenant_id, user_id, &live.ip_allowlist, ip, &context).await?;
+        let actor = Actor::User {
+            id: user_id,
+            impersonator: live.impersonator,
+        };
+        allowlist::check(
+            state,
+            tenant_id,
+            actor,
+            &live.ip_allowlist,
+            ip,
+            Pathway::Request,
+            &context,
+        )
+        .await?;
         Ok(Self {
             user_id,
             tenant_id,
@@ -212,12 +226,17 @@ async fn api_key_principal(
     }
     let key = crate::apikeys::authenticate(state, token, ip, &context).await?;
     check_subdomain(parts, state, &key.tenant_slug)?;
-    check_address(
+    let actor = Actor::ApiKey {
+        id: key.key_id.to_string(),
+        creator: key.creator,
+    };
+    allowlist::check(
         state,
         key.tenant_id,
-        key.creator,
+        actor,
         &key.ip_allowlist,
         ip,
+        Pathway::Request,
         &context,
     )
     .await?;
@@ -249,62 +268,6 @@ fn check_subdomain(parts: &Parts, state: &AppState, tenant_slug: &str) -> Result
         .with_detail("this credential belongs to another tenant than this address")),
         _ => Ok(()),
     }
-}
-
-/// 403 `tenancy.ip_not_allowed` (audited) outside the tenant's allowlist.
-async fn check_address(
-    state: &AppState,
-    tenant: TenantId,
-    user: UserId,
-    allowlist: &[ipnet::IpNet],
-    ip: ClientAddr,
-    context: &RequestContext,
-) -> Result<(), ApiError> {
-    if crate::tenancy::settings::ip_allowed(allowlist, ip) {
-        return Ok(());
-    }
-    refuse_address(state, tenant, user, ip, context).await?;
-    Err(
-        ApiError::new(axum::http::StatusCode::FORBIDDEN, "tenancy.ip_not_allowed")
-            .with_detail("this tenant cannot be reached from your address"),
-    )
-}
-
-/// Audits a request refused by the tenant's IP allowlist (once per address
-/// per five minutes).
-async fn refuse_address(
-    state: &AppState,
-    tenant: TenantId,
-    user: UserId,
-    ip: ClientAddr,
-    context: &RequestContext,
-) -> Result<(), ApiError> {
-    let now = state.clock.now();
-    if state
-        .allowlist_denials
-        .check(&(tenant, ip.limit_key()), now)
-        != crate::ratelimit::Decision::Allow
-    {
-        return Ok(());
-    }
-    let mut tx = state.db.tenant_tx(tenant).await?;
-    crate::audit::append(
-        &mut tx,
-        state.clock.as_ref(),
-        crate::audit::NewEvent::new(
-            Actor::User {
-                id: user,
-                impersonator: None,
-            },
-            "tenancy.ip.denied",
-        )
-        .outcome(crate::audit::Outcome::Denied)
-        .context(context.clone()),
-    )
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// The tenant slug named by the request's host under the tenant domain

@@ -15,11 +15,12 @@ use super::{Email, IdentityError, User};
 use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
 use crate::config::SignupMode;
-use crate::http::client_ip::ClientIp;
+use crate::http::client_ip::{ClientAddr, ClientIp};
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
 use crate::ids::{TenantId, UserId};
 use crate::ratelimit::Decision;
 use crate::sessions::{self, TokenResponse};
+use crate::tenancy::allowlist::{self, Pathway};
 use crate::tenancy::{self, NewTenant, Slug, TenancyError, Tenant, TenantName};
 
 /// The OpenAPI description of these routes.
@@ -302,6 +303,8 @@ pub struct LoginRequest {
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`tenancy.ip_not_allowed` (the tenant's IP allowlist) or `tenancy.suspended`"),
         (status = 429, body = crate::http::Problem)))]
 async fn login(
     State(state): State<AppState>,
@@ -368,6 +371,7 @@ async fn login(
     if throttled.has_failures() {
         throttle::record_success(&state.db, &email_key).await?;
     }
+    let entry = (Pathway::Login, ip.0);
     start_session(
         &state,
         &user,
@@ -375,6 +379,7 @@ async fn login(
         "auth.login.succeeded",
         &context,
         true,
+        entry,
     )
     .await
 }
@@ -420,7 +425,9 @@ fn choose_tenant<'a>(
     Ok(chosen)
 }
 
-/// Creates a session in `tenant`, audits `action`, answers with tokens.
+/// Creates a session in `tenant`, audits `action`, answers with tokens;
+/// first the tenant's IP allowlist must admit the client coming in through
+/// `entry` (403 `tenancy.ip_not_allowed` otherwise, nothing issued).
 async fn start_session(
     state: &AppState,
     user: &AuthUser,
@@ -428,9 +435,15 @@ async fn start_session(
     action: &str,
     context: &RequestContext,
     proved_password: bool,
+    (pathway, client): (Pathway, ClientAddr),
 ) -> Result<Response, ApiError> {
     let clock = state.clock.as_ref();
-    let mut tx = state.db.tenant_tx(tenant).await?;
+    let actor = Actor::User {
+        id: user.id,
+        impersonator: None,
+    };
+    let tx = state.db.tenant_tx(tenant).await?;
+    let mut tx = allowlist::admit_in(state, tx, actor.clone(), client, pathway, context).await?;
     let policy = &state.session_policy;
     let created = if proved_password {
         sessions::create(&mut tx, clock, user.id, policy, context).await
@@ -441,15 +454,9 @@ async fn start_session(
     audit::append(
         &mut tx,
         clock,
-        NewEvent::new(
-            Actor::User {
-                id: user.id,
-                impersonator: None,
-            },
-            action,
-        )
-        .target(Target::new("session", session.id))
-        .context(context.clone()),
+        NewEvent::new(actor, action)
+            .target(Target::new("session", session.id))
+            .context(context.clone()),
     )
     .await
     .map_err(ApiError::internal)?;
@@ -560,9 +567,13 @@ pub struct SwitchTenantRequest {
 /// Issues tokens for another tenant the user belongs to (a new session).
 #[utoipa::path(post, path = "/v1/auth/switch-tenant", tag = "auth", security(("bearer" = [])),
     request_body = SwitchTenantRequest,
-    responses((status = 200, body = TokenResponse), (status = 404, body = crate::http::Problem)))]
+    responses((status = 200, body = TokenResponse),
+        (status = 403, body = crate::http::Problem,
+            description = "`tenancy.ip_not_allowed`: the target tenant's IP allowlist refuses the client"),
+        (status = 404, body = crate::http::Problem)))]
 async fn switch_tenant(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     p: Principal,
     ApiJson(req): ApiJson<SwitchTenantRequest>,
 ) -> Result<Response, ApiError> {
@@ -581,6 +592,7 @@ async fn switch_tenant(
         "auth.tenant.switched",
         &p.context,
         false,
+        (Pathway::SwitchTenant, client),
     )
     .await
 }

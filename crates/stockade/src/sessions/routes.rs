@@ -15,8 +15,10 @@ use super::store::{self, RefreshError};
 use crate::app::{AUDIENCE, AppState};
 use crate::audit::{self, NewEvent, Target};
 use crate::crypto::jwt::{ActClaim, Claims};
+use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, AuditContext, Principal};
 use crate::ids::{SessionId, TenantId, UserId};
+use crate::tenancy::allowlist::{self, Pathway};
 
 /// Access tokens live 15 minutes (SPEC §2.2).
 pub const ACCESS_TOKEN_SECONDS: i64 = 900;
@@ -119,17 +121,24 @@ pub(crate) fn with_cookie(
 }
 
 /// Exchanges the refresh cookie for a new access token and a new cookie.
+/// A client the tenant's IP allowlist refuses gets 403 and keeps its
+/// (unrotated) cookie.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
-    responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem)))]
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem, description = "`tenancy.ip_not_allowed`")))]
 async fn refresh(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     AuditContext(context): AuditContext,
     headers: HeaderMap,
 ) -> Response {
     let Some(presented) = refresh_from_cookies(&headers) else {
         return unauthenticated_clearing_cookie();
     };
-    let rotated = state.refresh_rotations.rotate(presented, context).await;
+    let rotated = state
+        .refresh_rotations
+        .rotate(presented, context.clone())
+        .await;
     match rotated {
         Ok(r) => match access_token(
             &state,
@@ -146,6 +155,19 @@ async fn refresh(
             Err(e) => e.into_response(),
         },
         Err(RefreshError::Invalid | RefreshError::Reused) => unauthenticated_clearing_cookie(),
+        Err(RefreshError::AddressRefused {
+            tenant,
+            user,
+            impersonator,
+        }) => {
+            let actor = crate::audit::Actor::User {
+                id: user,
+                impersonator,
+            };
+            allowlist::refuse(&state, tenant, actor, client, Pathway::Refresh, &context)
+                .await
+                .into_response()
+        }
         Err(e) => ApiError::internal(e).into_response(),
     }
 }

@@ -40,13 +40,13 @@ use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, RequestContext, Target};
 use crate::db::{DbError, TenantTx};
 use crate::email::{self, Message};
-use crate::http::client_ip::ClientIp;
+use crate::http::client_ip::{ClientAddr, ClientIp};
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
 use crate::identity::routes::{check_policy, limit_ip};
 use crate::identity::{self, Email, IdentityError, User};
 use crate::ids::{TenantId, UserId};
 use crate::sessions::{self, RefreshToken, TokenResponse};
-use crate::tenancy::{self, TenancyError, Tenant};
+use crate::tenancy::{self, TenancyError, Tenant, allowlist};
 
 /// How long an invitation stays valid.
 pub const INVITATION_TTL: Duration = Duration::days(7);
@@ -452,7 +452,8 @@ pub struct AcceptedAccount {
 /// Accepts an invitation: as a new account (`name` and `password`, no
 /// bearer token; 201 with tokens and the refresh cookie), or as the signed-in
 /// user the invitation was sent to (`Authorization: Bearer`, token only;
-/// 200 with the new membership).
+/// 200 with the new membership). A new account from outside the inviting
+/// tenant's IP allowlist: 403 `tenancy.ip_not_allowed`, nothing created.
 #[utoipa::path(post, path = "/v1/invitations/accept", tag = "tenancy",
     security((), ("bearer" = [])), request_body = AcceptInvitation,
     responses((status = 200, body = AcceptedMembership), (status = 201, body = AcceptedAccount),
@@ -484,7 +485,8 @@ pub(crate) async fn accept(
         (None, Some(name), Some(password)) => {
             limit_ip(&state, ip, &context).await?;
             let token = parse_token(&token)?;
-            accept_as_new_user(&state, &context, &token, &name, password).await
+            let signing_in = (&context, ip.0);
+            accept_as_new_user(&state, signing_in, &token, &name, password).await
         }
         (None, _, _) => Err(invalid(
             "send `name` and `password` to create an account, or sign in and send the token \
@@ -544,22 +546,34 @@ async fn accept_as_member(
         .into_response())
 }
 
-/// A new account is created in the inviting tenant and signed in there.
+/// A new account is created in the inviting tenant and signed in there
+/// (from an address its IP allowlist admits).
 async fn accept_as_new_user(
     state: &AppState,
-    context: &RequestContext,
+    (context, client): (&RequestContext, ClientAddr),
     token: &InvitationToken,
     name: &str,
     password: SecretString,
 ) -> Result<Response, ApiError> {
     let clock = state.clock.as_ref();
     // Cheap refusals first, before any password hashing.
-    let (inv, policy) = {
+    let (inv, settings) = {
         let mut read = state.db.tenant_read(token.tenant()).await?;
         let inv = load_pending(&mut read, token, clock.now()).await?;
-        let policy = tenancy::settings::load(&mut read).await?.password_policy;
-        (inv, policy)
+        (inv, tenancy::settings::load(&mut read).await?)
     };
+    let (policy, list) = (settings.password_policy, settings.ip_allowlist);
+    let pathway = allowlist::Pathway::Invitation;
+    allowlist::check(
+        state,
+        token.tenant(),
+        Actor::System,
+        &list,
+        client,
+        pathway,
+        context,
+    )
+    .await?;
     let tenant = active_tenant(state, token.tenant()).await?;
     let email = Email::parse(&inv.email).map_err(ApiError::internal)?;
     if identity::find_auth_user(&state.db, email.key())

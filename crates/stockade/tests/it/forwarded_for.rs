@@ -69,15 +69,10 @@ pub async fn set_allowlist(s: &TestServer, owner: &Login, from: &str, list: Valu
 }
 
 /// The tenant's events with `action`, newest first, as its owner reads them
-/// (from 198.51.100.200).
-pub async fn events(s: &TestServer, owner: &Login, action: &str) -> Vec<Value> {
-    let res = get_via(
-        s,
-        &format!("/v1/audit/events?action={action}"),
-        &owner.access,
-        "198.51.100.200",
-    )
-    .await;
+/// through the proxy from `from`.
+pub async fn events(s: &TestServer, owner: &Login, action: &str, from: &str) -> Vec<Value> {
+    let path = format!("/v1/audit/events?action={action}");
+    let res = get_via(s, &path, &owner.access, from).await;
     assert_eq!(res.status(), StatusCode::OK);
     res.json::<Value>().await.unwrap()["events"]
         .as_array()
@@ -250,7 +245,7 @@ async fn a_mapped_address_is_its_ipv4_twin(backend: Backend) {
         .find(|v| v["current"] == true)
         .unwrap();
     assert_eq!(current["ip"], "198.51.100.10");
-    let logins = events(&s, &owner, "auth.login.succeeded").await;
+    let logins = events(&s, &owner, "auth.login.succeeded", "198.51.100.200").await;
     assert_eq!(logins[0]["ip"], "198.51.100.10", "{logins:?}");
 }
 
@@ -286,17 +281,17 @@ async fn audit_and_sessions_record_the_client_or_unknown(backend: Backend) {
             .unwrap()
             .clone();
         assert_eq!(current["ip"], recorded, "{xff}: {sessions}");
-        let logins = events(&s, &owner, "auth.login.succeeded").await;
+        let logins = events(&s, &owner, "auth.login.succeeded", "198.51.100.200").await;
         assert_eq!(logins[0]["ip"], recorded, "{xff}");
     }
     let res = login_via(&s, b"bogus", "owner@acme.test", "Wrong-Password-1").await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-    let failed = events(&s, &owner, "auth.login.failed").await;
+    let failed = events(&s, &owner, "auth.login.failed", "198.51.100.200").await;
     assert_eq!(failed[0]["ip"], "unknown");
     assert!(
         failed
             .iter()
-            .chain(&events(&s, &owner, "auth.login.succeeded").await)
+            .chain(&events(&s, &owner, "auth.login.succeeded", "198.51.100.200").await)
             .all(|e| e["ip"] != "127.0.0.1"),
         "the proxy is never recorded as the client"
     );

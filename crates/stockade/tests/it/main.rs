@@ -9,6 +9,7 @@
 //! One integration-test binary (link time on 2 cores): a real server on
 //! 127.0.0.1:0, real SQLite files, real PostgreSQL databases.
 
+mod allowlist_pathways;
 mod apikeys;
 mod audit;
 mod audit_retention;
