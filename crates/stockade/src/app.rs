@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::audit::sampler::{self, Sampler};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::crypto::jwt::Keyring;
@@ -31,6 +32,34 @@ pub const LOGIN_QUOTA: Quota = Quota {
     period: chrono::Duration::minutes(15),
 };
 
+/// The samplers of refused attempts (see `audit::sampler`): each refusal is
+/// counted, at most one event per key and window is written at once, and the
+/// rest is written with its count when the window closes.
+pub struct Refusals {
+    /// `auth.ip.rate_limited` (platform chain): per client, one a minute.
+    pub rate_limited: Sampler<LimitKey>,
+    /// `tenancy.ip.denied`: per tenant and client, one per five minutes.
+    pub allowlist: Sampler<(crate::ids::TenantId, LimitKey)>,
+    /// `platform.access.denied` (platform chain): per user and reason, one a
+    /// minute.
+    pub platform: Sampler<(uuid::Uuid, &'static str)>,
+    /// `<area>.access.denied`: per tenant, principal, route and reason, one
+    /// a minute (`http::refusals`).
+    pub access: Sampler<crate::http::refusals::AccessKey>,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        let minute = chrono::Duration::minutes(1);
+        Self {
+            rate_limited: Sampler::new(minute),
+            allowlist: Sampler::new(chrono::Duration::minutes(5)),
+            platform: Sampler::new(minute),
+            access: Sampler::new(minute),
+        }
+    }
+}
+
 /// Everything a request may need, shared by all handlers.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -52,14 +81,11 @@ pub struct Inner {
     /// Sign-in and other password-hashing endpoints, per client address
     /// (IPv6 per /64; every unknown client under one key).
     pub login_limiter: RateLimiter<LimitKey>,
-    /// One audit event per (tenant, address) refused by an IP allowlist per
-    /// five minutes, so a blocked client cannot flood the tenant's log.
-    pub allowlist_denials: RateLimiter<(crate::ids::TenantId, LimitKey)>,
     /// API keys: HMAC key (loaded once), the cached check (same modes as
     /// `session_cache`), rate limits, denial sampling.
     pub api_keys: crate::apikeys::ApiKeyState,
-    /// One `platform.access.denied` per user and reason per minute.
-    pub platform_denials: crate::apikeys::DenialAudit,
+    /// The sampled audit of refusals (`audit::sampler`).
+    pub refusals: Refusals,
     keyring: RwLock<Arc<Keyring>>,
     /// Extra trust roots for audit webhook endpoints (`webhook_ca_file`).
     webhook_roots: Vec<reqwest::Certificate>,
@@ -109,12 +135,8 @@ impl AppState {
                 session_policy,
             ),
             login_limiter: RateLimiter::new(LOGIN_QUOTA),
-            allowlist_denials: RateLimiter::new(Quota {
-                burst: 1,
-                period: chrono::Duration::minutes(5),
-            }),
             api_keys: crate::apikeys::ApiKeyState::new(generations),
-            platform_denials: crate::apikeys::DenialAudit::default(),
+            refusals: Refusals::default(),
             keyring: RwLock::new(Arc::new(keyring)),
             config,
             db,
@@ -189,6 +211,10 @@ pub fn app(state: AppState) -> Router {
             state.config.body_limit,
         ))
         .merge(crate::records::import_routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::refusals::audit_refusals,
+        ))
         .with_state(state);
     layers::apply(router, limits)
 }
@@ -202,8 +228,9 @@ pub const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(3
 /// Starts the background jobs of a serving instance: the keyring reload
 /// every [`KEYRING_RELOAD`], the audit retention purge every day (the
 /// first one at startup), the audit webhook delivery every
-/// [`crate::audit::webhook::INTERVAL`] and the expired-impersonation sweep
-/// every `platform::SWEEP_INTERVAL`.
+/// [`crate::audit::webhook::INTERVAL`], the expired-impersonation sweep
+/// every `platform::SWEEP_INTERVAL` and the refusal flush every
+/// [`sampler::FLUSH_EVERY`].
 pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
     let webhook_state = state.clone();
     let webhooks = tokio::spawn(async move {
@@ -232,12 +259,22 @@ pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
             end_impersonations(&sweep_state).await;
         }
     });
+    let flush_state = state.clone();
+    let flush = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sampler::FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            flush_refusals(&flush_state).await;
+        }
+    });
     let state = state.clone();
     tokio::spawn(async move {
         // Aborting this task (shutdown) ends the other jobs too.
         let _purge = AbortOnDrop(purge);
         let _webhooks = AbortOnDrop(webhooks);
         let _sweep = AbortOnDrop(sweep);
+        let _flush = AbortOnDrop(flush);
         let mut tick = tokio::time::interval(KEYRING_RELOAD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate; keys were just loaded
@@ -285,6 +322,18 @@ pub async fn deliver_webhooks(state: &AppState) {
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "audit webhook delivery failed"),
     }
+}
+
+/// One run of the refusal flush: every sampler's closed windows that hold
+/// refusals are written with their counts (see `audit::sampler`). Returns
+/// the number of events written.
+pub async fn flush_refusals(state: &AppState) -> usize {
+    let r = &state.refusals;
+    sampler::flush(state, &r.rate_limited).await
+        + sampler::flush(state, &r.allowlist).await
+        + sampler::flush(state, &r.platform).await
+        + sampler::flush(state, &r.access).await
+        + sampler::flush(state, &state.api_keys.denials).await
 }
 
 /// One run of the expired-impersonation sweep (`platform::expiry`).

@@ -83,7 +83,7 @@ impl ApiKeyState {
                 burst: 1,
                 period: TOUCH_EVERY,
             }),
-            denials: denials::DenialAudit::default(),
+            denials: denials::denial_audit(),
         }
     }
 

@@ -10,6 +10,7 @@ mod model;
 pub mod pii;
 pub mod query;
 pub mod retention;
+pub mod sampler;
 mod store;
 pub mod webhook;
 pub mod webhook_api;

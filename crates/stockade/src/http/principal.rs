@@ -188,13 +188,18 @@ impl FromRequestParts<AppState> for Principal {
         allowlist::check(
             state,
             tenant_id,
-            actor,
+            actor.clone(),
             &live.ip_allowlist,
             ip,
             Pathway::Request,
             &context,
         )
         .await?;
+        let actor = Actor::User {
+            id: user_id,
+            impersonator: live.impersonator,
+        };
+        super::refusals::Witness::saw(parts, tenant_id, &actor, &context);
         Ok(Self {
             user_id,
             tenant_id,
@@ -233,7 +238,7 @@ async fn api_key_principal(
     allowlist::check(
         state,
         key.tenant_id,
-        actor,
+        actor.clone(),
         &key.ip_allowlist,
         ip,
         Pathway::Request,
@@ -241,6 +246,7 @@ async fn api_key_principal(
     )
     .await?;
     crate::apikeys::admit(state, &key, ip).await?;
+    super::refusals::Witness::saw(parts, key.tenant_id, &actor, &context);
     Ok(Principal {
         user_id: key.creator,
         tenant_id: key.tenant_id,

@@ -13,6 +13,7 @@ use super::store::{self as users, AuthUser, UserMembership};
 use super::throttle;
 use super::{Email, IdentityError, User};
 use crate::app::AppState;
+use crate::audit::sampler::{self, Sampled};
 use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
 use crate::config::SignupMode;
 use crate::http::client_ip::{ClientAddr, ClientIp};
@@ -78,37 +79,30 @@ pub(crate) fn invalid_credentials() -> ApiError {
         .with_detail("email or password is incorrect")
 }
 
-/// Refuses before any hashing when the client IP is over its quota. The
-/// first refusal of a blocked stretch is audited in the platform log (one
-/// event per stretch, so a flood cannot flood the log).
+/// Refuses before any hashing when the client is over its quota. Every
+/// refusal is counted in the platform log as `auth.ip.rate_limited`, sampled
+/// per client (at most one event a minute, each with the count and span of
+/// the refusals it stands for: `audit::sampler`).
 pub(crate) async fn limit_ip(
     state: &AppState,
     ip: ClientIp,
     context: &RequestContext,
 ) -> Result<(), ApiError> {
-    match state
-        .login_limiter
-        .check(&ip.0.limit_key(), state.clock.now())
-    {
+    let key = ip.0.limit_key();
+    match state.login_limiter.check(&key, state.clock.now()) {
         Decision::Allow => Ok(()),
-        Decision::Deny {
-            retry_after_secs,
-            first,
-        } => {
-            if first {
-                let mut tx = state.db.tenant_tx(TenantId::PLATFORM).await?;
-                audit::append(
-                    &mut tx,
-                    state.clock.as_ref(),
-                    NewEvent::new(Actor::System, "auth.ip.rate_limited")
-                        .outcome(Outcome::Denied)
-                        .details(serde_json::json!({ "retry_after_secs": retry_after_secs }))
-                        .context(context.clone()),
-                )
-                .await
-                .map_err(ApiError::internal)?;
-                tx.commit().await?;
-            }
+        Decision::Deny { retry_after_secs } => {
+            let make = || Sampled {
+                tenant: TenantId::PLATFORM,
+                event: NewEvent::new(Actor::System, "auth.ip.rate_limited")
+                    .outcome(Outcome::Denied)
+                    .details(serde_json::json!({
+                        "retry_after_secs": retry_after_secs,
+                        "client": key.to_string(),
+                    }))
+                    .context(context.clone()),
+            };
+            sampler::record(state, &state.refusals.rate_limited, key, make).await;
             Err(
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "auth.rate_limited")
                     .with_detail("too many attempts from this address")

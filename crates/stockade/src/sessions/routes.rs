@@ -231,24 +231,38 @@ async fn logout(State(state): State<AppState>, p: Principal) -> Result<Response,
     Ok(res)
 }
 
-/// Signs the user out of every session, in every tenant, this one included.
+/// Signs the user out of every session, in every tenant, this one included;
+/// `auth.session.logged_out_all` is written in every tenant where sessions
+/// ended (in the same transaction), with that tenant's count.
 #[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = crate::http::Problem)))]
 async fn logout_all(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let mut tx = state.db.user_tx(p.user_id).await?;
-    let n = store::revoke_all_for_user(&mut tx, None, "logout_all", now).await?;
+    let mut ended = super::everywhere::revoke_all_by_tenant(&mut tx, "logout_all", now).await?;
+    if !ended.iter().any(|(t, _)| *t == p.tenant_id) {
+        // The caller's tenant always has the event (its session may have
+        // ended concurrently).
+        ended.insert(0, (p.tenant_id, 0));
+    }
+    let total: u64 = ended.iter().map(|(_, n)| n).sum();
     let mut tx = tx.scoped(p.tenant_id).await?;
-    audit::append(
-        &mut tx,
-        state.clock.as_ref(),
-        NewEvent::new(p.actor(), "auth.session.logged_out_all")
-            .target(Target::new("user", p.user_id))
-            .details(serde_json::json!({ "sessions_revoked": n }))
-            .context(p.context.clone()),
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    for (tenant, n) in ended {
+        tx = tx.rescope(tenant).await?;
+        audit::append(
+            &mut tx,
+            state.clock.as_ref(),
+            NewEvent::new(p.actor(), "auth.session.logged_out_all")
+                .target(Target::new("user", p.user_id))
+                .details(serde_json::json!({
+                    "sessions_revoked": n,
+                    "sessions_revoked_everywhere": total,
+                }))
+                .context(p.context.clone()),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    }
     tx.commit().await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().insert(header::SET_COOKIE, clear_cookie());

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use ipnet::IpNet;
 
 use crate::app::AppState;
+use crate::audit::sampler::{self, Sampled};
 use crate::audit::{Actor, NewEvent, Outcome, RequestContext};
 use crate::db::{DbError, TenantTx};
 use crate::http::ApiError;
@@ -95,10 +96,12 @@ pub async fn of(tx: &mut TenantTx) -> Result<Vec<IpNet>, DbError> {
         .unwrap_or_default())
 }
 
-/// The answer to a client outside the allowlist, after auditing it (at most
-/// one event per tenant and client per five minutes, so a blocked client
-/// cannot flood the tenant's log). A failure to audit is logged; the client
-/// is refused all the same. Call it holding no write transaction.
+/// The answer to a client outside the allowlist, after counting it: every
+/// refusal is in a `tenancy.ip.denied` event's `count`, at most one event per
+/// tenant and client (IPv6 per /64) per five minutes (`audit::sampler`), so
+/// a blocked client cannot flood the tenant's log. A failure to audit is
+/// logged; the client is refused all the same. Call it holding no write
+/// transaction.
 pub async fn refuse(
     state: &AppState,
     tenant: TenantId,
@@ -107,26 +110,15 @@ pub async fn refuse(
     pathway: Pathway,
     context: &RequestContext,
 ) -> ApiError {
-    let now = state.clock.now();
-    if state
-        .allowlist_denials
-        .check(&(tenant, client.limit_key()), now)
-        == crate::ratelimit::Decision::Allow
-    {
-        let event = NewEvent::new(actor, "tenancy.ip.denied")
+    let make = || Sampled {
+        tenant,
+        event: NewEvent::new(actor, "tenancy.ip.denied")
             .outcome(Outcome::Denied)
             .details(serde_json::json!({ "pathway": pathway.as_str() }))
-            .context(context.clone());
-        let written = async {
-            let mut tx = state.db.tenant_tx(tenant).await?;
-            crate::audit::append(&mut tx, state.clock.as_ref(), event).await?;
-            tx.commit().await?;
-            Ok::<(), crate::audit::AuditError>(())
-        };
-        if let Err(e) = written.await {
-            tracing::error!(error = %e, "tenancy.ip.denied could not be audited");
-        }
-    }
+            .context(context.clone()),
+    };
+    let key = (tenant, client.limit_key());
+    sampler::record(state, &state.refusals.allowlist, key, make).await;
     ApiError::new(StatusCode::FORBIDDEN, "tenancy.ip_not_allowed")
         .with_detail("this tenant cannot be reached from your address")
 }

@@ -33,6 +33,7 @@ mod records;
 mod records_at_rest;
 mod records_import;
 mod records_rules;
+mod refusals_counted;
 mod roles;
 mod rotation;
 mod session_cache;
