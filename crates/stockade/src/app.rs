@@ -86,6 +86,9 @@ pub struct Inner {
     pub api_keys: crate::apikeys::ApiKeyState,
     /// The sampled audit of refusals (`audit::sampler`).
     pub refusals: Refusals,
+    /// `X-Forwarded-For` from untrusted peers: warned about, shown in
+    /// `/readyz` (`http::proxy_watch`).
+    pub forwarded_watch: crate::http::proxy_watch::ForwardedWatch,
     keyring: RwLock<Arc<Keyring>>,
     /// Extra trust roots for audit webhook endpoints (`webhook_ca_file`).
     webhook_roots: Vec<reqwest::Certificate>,
@@ -137,6 +140,7 @@ impl AppState {
             login_limiter: RateLimiter::new(LOGIN_QUOTA),
             api_keys: crate::apikeys::ApiKeyState::new(generations),
             refusals: Refusals::default(),
+            forwarded_watch: crate::http::proxy_watch::ForwardedWatch::default(),
             keyring: RwLock::new(Arc::new(keyring)),
             config,
             db,
@@ -214,6 +218,10 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::http::refusals::audit_refusals,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::proxy_watch::watch_forwarded,
         ))
         .with_state(state);
     layers::apply(router, limits)

@@ -7,6 +7,7 @@ pub mod headers;
 pub mod json;
 pub mod layers;
 pub mod principal;
+pub mod proxy_watch;
 pub mod refusals;
 
 pub use error::{ApiError, Problem};

@@ -29,6 +29,7 @@ mod members;
 mod platform;
 mod postgres_pool;
 mod postgres_rls;
+mod proxy_misconfiguration;
 mod records;
 mod records_at_rest;
 mod records_import;
