@@ -69,20 +69,16 @@ fn event(
     if let (Some(d), Some(x)) = (details.as_object_mut(), extra.as_object()) {
         d.extend(x.clone());
     }
-    Sampled {
-        tenant: key.tenant,
-        event: NewEvent::new(
-            Actor::ApiKey {
-                id: key.id.to_string(),
-                creator: key.creator,
-            },
-            "api_keys.key.denied",
-        )
+    let actor = Actor::ApiKey {
+        id: key.id.to_string(),
+        creator: key.creator,
+    };
+    let event = NewEvent::new(actor, "api_keys.key.denied")
         .target(Target::new("api_key", key.id))
         .outcome(Outcome::Denied)
         .details(details)
-        .context(context),
-    }
+        .context(context);
+    Sampled::new(key.tenant, event)
 }
 
 #[cfg(test)]

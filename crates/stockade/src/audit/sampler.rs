@@ -35,11 +35,32 @@ pub const MAX_WINDOWS: usize = 100_000;
 /// How often the serving instance writes the refusals held in closed windows.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// An event to write, in a tenant's chain.
+/// An event to write, in a tenant's chain (and, when asked, the same event
+/// in the platform chain too, in the same transaction).
 #[derive(Debug, Clone)]
 pub struct Sampled {
     pub tenant: TenantId,
     pub event: NewEvent,
+    /// Also in the platform chain, with `tenant_id` added to its details.
+    pub platform_copy: bool,
+}
+
+impl Sampled {
+    /// `event` in `tenant`'s chain.
+    pub fn new(tenant: TenantId, event: NewEvent) -> Self {
+        Self {
+            tenant,
+            event,
+            platform_copy: false,
+        }
+    }
+
+    /// Written to the platform chain as well (for a refusal the platform's
+    /// operators must see beside the tenant: `audit_both`'s rule).
+    pub fn with_platform_copy(mut self) -> Self {
+        self.platform_copy = true;
+        self
+    }
 }
 
 /// The refusals one event stands for.
@@ -250,7 +271,8 @@ pub async fn flush<K: Eq + Hash + Clone>(state: &AppState, sampler: &Sampler<K>)
     n
 }
 
-/// Appends `sampled` with its tally in its details, in its own transaction.
+/// Appends `sampled` with its tally in its details, in its own transaction
+/// (with its platform copy, if any, in the same one).
 pub async fn write(state: &AppState, sampled: Sampled, tally: Tally) {
     let action = sampled.event.action.clone();
     let event = with_details(
@@ -263,8 +285,14 @@ pub async fn write(state: &AppState, sampled: Sampled, tally: Tally) {
         }),
     );
     let written = async {
+        let clock = state.clock.as_ref();
         let mut tx = state.db.tenant_tx(sampled.tenant).await?;
-        audit::append(&mut tx, state.clock.as_ref(), event).await?;
+        audit::append(&mut tx, clock, event.clone()).await?;
+        if sampled.platform_copy && sampled.tenant != TenantId::PLATFORM {
+            let copy = with_details(event, serde_json::json!({ "tenant_id": sampled.tenant }));
+            tx = tx.rescope(TenantId::PLATFORM).await?;
+            audit::append(&mut tx, clock, copy).await?;
+        }
         tx.commit().await?;
         Ok::<(), audit::AuditError>(())
     };
@@ -294,10 +322,10 @@ mod tests {
     }
 
     fn ev() -> Sampled {
-        Sampled {
-            tenant: TenantId::PLATFORM,
-            event: NewEvent::new(Actor::System, "x.access.denied"),
-        }
+        Sampled::new(
+            TenantId::PLATFORM,
+            NewEvent::new(Actor::System, "x.access.denied"),
+        )
     }
 
     #[test]

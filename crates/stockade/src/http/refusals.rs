@@ -107,13 +107,11 @@ pub async fn audit_refusals(
         if let (Some(p), Some(d)) = (&refusal.permission, details.as_object_mut()) {
             d.insert("permission".to_owned(), p.clone().into());
         }
-        Sampled {
-            tenant: seen.tenant,
-            event: NewEvent::new(seen.actor.clone(), &format!("{area}.access.denied"))
-                .outcome(Outcome::Denied)
-                .details(details)
-                .context(seen.context.clone()),
-        }
+        let event = NewEvent::new(seen.actor.clone(), &format!("{area}.access.denied"))
+            .outcome(Outcome::Denied)
+            .details(details)
+            .context(seen.context.clone());
+        Sampled::new(seen.tenant, event)
     };
     sampler::record(&state, &state.refusals.access, key, make).await;
     res

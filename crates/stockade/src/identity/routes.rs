@@ -92,15 +92,15 @@ pub(crate) async fn limit_ip(
     match state.login_limiter.check(&key, state.clock.now()) {
         Decision::Allow => Ok(()),
         Decision::Deny { retry_after_secs } => {
-            let make = || Sampled {
-                tenant: TenantId::PLATFORM,
-                event: NewEvent::new(Actor::System, "auth.ip.rate_limited")
+            let make = || {
+                let event = NewEvent::new(Actor::System, "auth.ip.rate_limited")
                     .outcome(Outcome::Denied)
                     .details(serde_json::json!({
                         "retry_after_secs": retry_after_secs,
                         "client": key.to_string(),
                     }))
-                    .context(context.clone()),
+                    .context(context.clone());
+                Sampled::new(TenantId::PLATFORM, event)
             };
             sampler::record(state, &state.refusals.rate_limited, key, make).await;
             Err(

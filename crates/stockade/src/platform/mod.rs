@@ -79,17 +79,15 @@ const MAX_PATH: usize = 200;
 async fn deny(state: &AppState, p: &Principal, reason: &'static str, path: &str) {
     let make = || {
         let path: String = path.chars().take(MAX_PATH).collect();
-        Sampled {
-            tenant: TenantId::PLATFORM,
-            event: NewEvent::new(p.actor(), "platform.access.denied")
-                .outcome(Outcome::Denied)
-                .details(serde_json::json!({
-                    "reason": reason,
-                    "path": path,
-                    "tenant_id": p.tenant_id,
-                }))
-                .context(p.context.clone()),
-        }
+        let event = NewEvent::new(p.actor(), "platform.access.denied")
+            .outcome(Outcome::Denied)
+            .details(serde_json::json!({
+                "reason": reason,
+                "path": path,
+                "tenant_id": p.tenant_id,
+            }))
+            .context(p.context.clone());
+        Sampled::new(TenantId::PLATFORM, event)
     };
     sampler::record(state, &state.refusals.platform, (p.user_id.0, reason), make).await;
 }

@@ -110,12 +110,12 @@ pub async fn refuse(
     pathway: Pathway,
     context: &RequestContext,
 ) -> ApiError {
-    let make = || Sampled {
-        tenant,
-        event: NewEvent::new(actor, "tenancy.ip.denied")
+    let make = || {
+        let event = NewEvent::new(actor, "tenancy.ip.denied")
             .outcome(Outcome::Denied)
             .details(serde_json::json!({ "pathway": pathway.as_str() }))
-            .context(context.clone()),
+            .context(context.clone());
+        Sampled::new(tenant, event)
     };
     let key = (tenant, client.limit_key());
     sampler::record(state, &state.refusals.allowlist, key, make).await;

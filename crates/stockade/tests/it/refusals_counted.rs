@@ -9,7 +9,8 @@
 use chrono::{DateTime, Duration, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use stockade::audit::StoredEvent;
+use stockade::audit::sampler::{self, Sampled, Sampler};
+use stockade::audit::{Actor, NewEvent, Outcome, StoredEvent};
 use stockade::clock::Clock;
 use stockade::ids::TenantId;
 
@@ -240,7 +241,47 @@ async fn logout_all_is_written_in_every_tenant_it_signed_out_of(backend: Backend
     }
 }
 
+/// A sampled refusal the platform's operators must see as well is written
+/// to the tenant's chain and to the platform chain, in one transaction, the
+/// flushed remainder included.
+async fn a_sampled_refusal_can_be_written_to_both_chains(backend: Backend) {
+    let Some(s) = server(backend, &[]).await else {
+        return;
+    };
+    signup(&s, "acme", "owner@acme.test").await;
+    let acme = tenant_id(&s, "acme").await;
+    let sampler: Sampler<u8> = Sampler::new(Duration::minutes(1));
+    let make = || {
+        let event = NewEvent::new(Actor::System, "tests.refusal.denied")
+            .outcome(Outcome::Denied)
+            .details(json!({ "operation": "example" }));
+        Sampled::new(acme, event).with_platform_copy()
+    };
+    for _ in 0..3 {
+        sampler::record(&s.state, &sampler, 1, make).await;
+    }
+    s.clock.advance(Duration::seconds(61));
+    assert_eq!(sampler::flush(&s.state, &sampler).await, 1);
+    for (chain, copy) in [(acme, false), (TenantId::PLATFORM, true)] {
+        let events = events_of(&s.db, chain, "tests.refusal.denied").await;
+        let counts: Vec<u64> = tallies(&events).iter().map(|t| t.0).collect();
+        assert_eq!(counts, [1, 2], "{chain}");
+        for e in &events {
+            let d = details_of(e);
+            assert_eq!(d["operation"], "example");
+            assert_eq!(d.get("tenant_id").is_some(), copy, "{d}");
+        }
+    }
+    assert!(
+        stockade::audit::verify_tenant(&s.db, TenantId::PLATFORM)
+            .await
+            .unwrap()
+            .ok
+    );
+}
+
 crate::both_servers!(
+    a_sampled_refusal_can_be_written_to_both_chains,
     a_flood_of_forbidden_calls_is_one_event_a_minute_with_its_count,
     a_cross_tenant_probe_is_recorded_in_the_probers_tenant_only,
     ip_rate_limited_refusals_are_all_counted_with_their_span,
