@@ -87,7 +87,7 @@ fn authenticate(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let (state, clock, token) = rt.block_on(fixture(dir.path()));
-    let ip: std::net::IpAddr = [127, 0, 0, 1].into();
+    let ip = stockade::http::client_ip::ClientAddr::of([127, 0, 0, 1].into());
     let ctx = RequestContext::default();
     let hmac = *rt.block_on(apikeys::hmac_key(&state)).expect("hmac key");
     let mut group = c.benchmark_group("api_key");

@@ -2,7 +2,6 @@
 //! whole router apart from `serve()`, so tests can run it on port 0.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::{Arc, RwLock};
@@ -10,12 +9,14 @@ use std::sync::{Arc, RwLock};
 use axum::Router;
 use tokio::net::TcpListener;
 
+use crate::audit::sampler::{self, Sampler};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::crypto::jwt::Keyring;
 use crate::crypto::keys::Keys;
 use crate::db::Db;
 use crate::http::ApiError;
+use crate::http::client_ip::LimitKey;
 use crate::http::layers::{self, Limits};
 use crate::identity::password::Hasher;
 use crate::ratelimit::{Quota, RateLimiter};
@@ -30,6 +31,39 @@ pub const LOGIN_QUOTA: Quota = Quota {
     burst: 10,
     period: chrono::Duration::minutes(15),
 };
+
+/// The samplers of refused attempts (see `audit::sampler`): each refusal is
+/// counted, at most one event per key and window is written at once, and the
+/// rest is written with its count when the window closes.
+pub struct Refusals {
+    /// `auth.ip.rate_limited` (platform chain): per client, one a minute.
+    pub rate_limited: Sampler<LimitKey>,
+    /// `tenancy.ip.denied`: per tenant and client, one per five minutes.
+    pub allowlist: Sampler<(crate::ids::TenantId, LimitKey)>,
+    /// `platform.access.denied` (platform chain): per user and reason, one a
+    /// minute.
+    pub platform: Sampler<(uuid::Uuid, &'static str)>,
+    /// `platform.impersonation.denied` (the tenant's chain and the
+    /// platform's): per impersonation session and operation, one a minute
+    /// (`platform::forbidden`).
+    pub impersonation: Sampler<(uuid::Uuid, &'static str)>,
+    /// `<area>.access.denied`: per tenant, principal, route and reason, one
+    /// a minute (`http::refusals`).
+    pub access: Sampler<crate::http::refusals::AccessKey>,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        let minute = chrono::Duration::minutes(1);
+        Self {
+            rate_limited: Sampler::new(minute),
+            allowlist: Sampler::new(chrono::Duration::minutes(5)),
+            platform: Sampler::new(minute),
+            impersonation: Sampler::new(minute),
+            access: Sampler::new(minute),
+        }
+    }
+}
 
 /// Everything a request may need, shared by all handlers.
 #[derive(Clone)]
@@ -49,16 +83,17 @@ pub struct Inner {
     pub session_cache: sessions::SessionCache,
     /// Refresh rotations, group-committed on SQLite.
     pub refresh_rotations: sessions::RotationBatcher,
-    /// Sign-in and other password-hashing endpoints, per client IP.
-    pub login_limiter: RateLimiter<IpAddr>,
-    /// One audit event per (tenant, address) refused by an IP allowlist per
-    /// five minutes, so a blocked client cannot flood the tenant's log.
-    pub allowlist_denials: RateLimiter<(crate::ids::TenantId, IpAddr)>,
+    /// Sign-in and other password-hashing endpoints, per client address
+    /// (IPv6 per /64; every unknown client under one key).
+    pub login_limiter: RateLimiter<LimitKey>,
     /// API keys: HMAC key (loaded once), the cached check (same modes as
     /// `session_cache`), rate limits, denial sampling.
     pub api_keys: crate::apikeys::ApiKeyState,
-    /// One `platform.access.denied` per user and reason per minute.
-    pub platform_denials: crate::apikeys::DenialAudit,
+    /// The sampled audit of refusals (`audit::sampler`).
+    pub refusals: Refusals,
+    /// `X-Forwarded-For` from untrusted peers: warned about, shown in
+    /// `/readyz` (`http::proxy_watch`).
+    pub forwarded_watch: crate::http::proxy_watch::ForwardedWatch,
     keyring: RwLock<Arc<Keyring>>,
     /// Extra trust roots for audit webhook endpoints (`webhook_ca_file`).
     webhook_roots: Vec<reqwest::Certificate>,
@@ -108,12 +143,9 @@ impl AppState {
                 session_policy,
             ),
             login_limiter: RateLimiter::new(LOGIN_QUOTA),
-            allowlist_denials: RateLimiter::new(Quota {
-                burst: 1,
-                period: chrono::Duration::minutes(5),
-            }),
             api_keys: crate::apikeys::ApiKeyState::new(generations),
-            platform_denials: crate::apikeys::DenialAudit::default(),
+            refusals: Refusals::default(),
+            forwarded_watch: crate::http::proxy_watch::ForwardedWatch::default(),
             keyring: RwLock::new(Arc::new(keyring)),
             config,
             db,
@@ -189,6 +221,14 @@ pub fn app(state: AppState) -> Router {
             state.config.body_limit,
         ))
         .merge(crate::records::import_routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::refusals::audit_refusals,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::proxy_watch::watch_forwarded,
+        ))
         .with_state(state);
     layers::apply(router, limits)
 }
@@ -202,8 +242,9 @@ pub const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(3
 /// Starts the background jobs of a serving instance: the keyring reload
 /// every [`KEYRING_RELOAD`], the audit retention purge every day (the
 /// first one at startup), the audit webhook delivery every
-/// [`crate::audit::webhook::INTERVAL`] and the expired-impersonation sweep
-/// every `platform::SWEEP_INTERVAL`.
+/// [`crate::audit::webhook::INTERVAL`], the expired-impersonation sweep
+/// every `platform::SWEEP_INTERVAL` and the refusal flush every
+/// [`sampler::FLUSH_EVERY`].
 pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
     let webhook_state = state.clone();
     let webhooks = tokio::spawn(async move {
@@ -244,6 +285,15 @@ pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
             }
         })
     });
+    let flush_state = state.clone();
+    let flush = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sampler::FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            flush_refusals(&flush_state).await;
+        }
+    });
     let state = state.clone();
     tokio::spawn(async move {
         // Aborting this task (shutdown) ends the other jobs too.
@@ -251,6 +301,7 @@ pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
         let _webhooks = AbortOnDrop(webhooks);
         let _sweep = AbortOnDrop(sweep);
         let _mail = mail.map(AbortOnDrop);
+        let _flush = AbortOnDrop(flush);
         let mut tick = tokio::time::interval(KEYRING_RELOAD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is immediate; keys were just loaded
@@ -318,6 +369,19 @@ pub async fn deliver_webhooks(state: &AppState) {
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "audit webhook delivery failed"),
     }
+}
+
+/// One run of the refusal flush: every sampler's closed windows that hold
+/// refusals are written with their counts (see `audit::sampler`). Returns
+/// the number of events written.
+pub async fn flush_refusals(state: &AppState) -> usize {
+    let r = &state.refusals;
+    sampler::flush(state, &r.rate_limited).await
+        + sampler::flush(state, &r.allowlist).await
+        + sampler::flush(state, &r.platform).await
+        + sampler::flush(state, &r.impersonation).await
+        + sampler::flush(state, &r.access).await
+        + sampler::flush(state, &state.api_keys.denials).await
 }
 
 /// One run of the expired-impersonation sweep (`platform::expiry`).

@@ -81,8 +81,11 @@ pub struct Config {
     /// How long a rotated refresh token may be presented again and get a
     /// sibling token instead of revoking the session (0 = strict).
     pub refresh_reuse_grace: Duration,
-    /// Peers whose `X-Forwarded-For` is believed.
+    /// Peers whose `X-Forwarded-For` is believed (canonical ranges).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Whether `STOCKADE_TRUSTED_PROXIES` was given, as CIDRs or as `none`
+    /// (no proxy): production needs it said.
+    pub trusted_proxies_set: bool,
     /// With `example.com`, a request to `acme.example.com` must carry a
     /// credential of tenant `acme`.
     pub tenant_domain: Option<String>,
@@ -271,6 +274,12 @@ impl Config {
             ));
         }
         problems.extend(self.database_tls_problems());
+        if !self.trusted_proxies_set {
+            problems.push(
+                "STOCKADE_TRUSTED_PROXIES is not set: production needs it said, as the CIDRs of the proxies in front of Stockade or `none` when clients connect directly (behind an unlisted proxy every client shares the proxy's address)"
+                    .to_owned(),
+            );
+        }
         if cfg!(feature = "bench") {
             problems.push(
                 "this binary was built with the `bench` feature (benchmark routes without authentication): never run it in production"
@@ -487,8 +496,17 @@ impl Raw {
                 .map(Duration::from_secs)
                 .ok_or_else(|| invalid("refresh_reuse_grace", s, "seconds from 0 to 30"))?,
         };
+        let trusted_proxies_set = self.get("trusted_proxies").is_some();
         let trusted_proxies = match self.get("trusted_proxies") {
             None => Vec::new(),
+            Some(s) if s.trim().eq_ignore_ascii_case("none") => Vec::new(),
+            Some(s) if s.trim().is_empty() => {
+                return Err(invalid(
+                    "trusted_proxies",
+                    s,
+                    "comma-separated CIDRs, or none",
+                ));
+            }
             Some(s) => s
                 .split(',')
                 .map(str::trim)
@@ -496,7 +514,10 @@ impl Raw {
                 .map(|p| {
                     p.parse::<ipnet::IpNet>()
                         .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| invalid("trusted_proxies", p, "comma-separated CIDRs"))
+                        .map(|n| crate::http::client_ip::canonical_net(n).trunc())
+                        .map_err(|_| {
+                            invalid("trusted_proxies", p, "comma-separated CIDRs, or none")
+                        })
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -575,6 +596,7 @@ impl Raw {
             log_json,
             refresh_reuse_grace,
             trusted_proxies,
+            trusted_proxies_set,
             tenant_domain,
             platform_owners,
             record_max_bytes,
@@ -707,11 +729,12 @@ mod tests {
         )
         .unwrap();
         let problems = cfg.production_problems();
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!(problems.len(), 5, "{problems:?}");
         assert!(problems[0].contains("http://"));
         assert!(problems[1].contains("STOCKADE_ALLOW_OPEN_SIGNUP"));
         assert!(problems[2].contains("master key"));
         assert!(problems[3].contains("shorter than 512 bits"));
+        assert!(problems[4].contains("STOCKADE_TRUSTED_PROXIES"));
         assert!(problems.iter().all(|p| !p.contains("short-secret")));
     }
 
@@ -726,10 +749,47 @@ mod tests {
                 ("STOCKADE_ALLOW_OPEN_SIGNUP", "true"),
                 ("STOCKADE_MASTER_KEY", "x"),
                 ("STOCKADE_SIGNING_KEY_FILE", "/k.pem"),
+                ("STOCKADE_TRUSTED_PROXIES", "none"),
             ]),
         )
         .unwrap();
         assert!(cfg.production_problems().is_empty());
+    }
+
+    #[test]
+    fn production_needs_trusted_proxies_said_and_none_means_no_proxy() {
+        let base = [
+            ("STOCKADE_PROFILE", "production"),
+            ("STOCKADE_PUBLIC_URL", "https://app.example.com"),
+            ("STOCKADE_MASTER_KEY", "x"),
+            ("STOCKADE_SIGNING_KEY_FILE", "/k.pem"),
+        ];
+        let unset = Config::load(None, &env(&base)).unwrap();
+        assert!(!unset.trusted_proxies_set);
+        let problems = unset.production_problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("STOCKADE_TRUSTED_PROXIES is not set"));
+        for value in ["none", " NONE ", "10.0.0.0/8"] {
+            let with = [base.as_slice(), &[("STOCKADE_TRUSTED_PROXIES", value)]].concat();
+            let cfg = Config::load(None, &env(&with)).unwrap();
+            assert!(cfg.trusted_proxies_set, "{value}");
+            assert!(cfg.production_problems().is_empty(), "{value}");
+            assert_eq!(
+                cfg.trusted_proxies.is_empty(),
+                value.trim().eq_ignore_ascii_case("none")
+            );
+        }
+        for bad in [" ", "none,10.0.0.0/8", "nobody"] {
+            let err = Config::load(None, &env(&[("STOCKADE_TRUSTED_PROXIES", bad)])).unwrap_err();
+            assert!(err.to_string().contains("or none"), "{bad}: {err}");
+        }
+        // Empty is unset, as for every setting.
+        let empty = [base.as_slice(), &[("STOCKADE_TRUSTED_PROXIES", "")]].concat();
+        let cfg = Config::load(None, &env(&empty)).unwrap();
+        assert!(!cfg.trusted_proxies_set && cfg.production_problems().len() == 1);
+        // Development does not insist.
+        let dev = Config::load(None, &env(&[])).unwrap();
+        assert!(!dev.trusted_proxies_set && dev.production_problems().len() > 1);
     }
 
     #[test]
@@ -790,6 +850,16 @@ mod tests {
         assert_eq!(cfg.refresh_reuse_grace, Duration::from_secs(30));
         assert_eq!(cfg.trusted_proxies.len(), 3);
         assert!(cfg.trusted_proxies[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
+        // A range written IPv4-mapped is kept as the IPv4 range.
+        let cfg = Config::load(
+            None,
+            &env(&[("STOCKADE_TRUSTED_PROXIES", "::ffff:10.0.0.0/104")]),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.trusted_proxies,
+            ["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]
+        );
     }
 
     #[test]

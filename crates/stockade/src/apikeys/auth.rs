@@ -21,7 +21,6 @@
 //! period without any write.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
@@ -36,6 +35,7 @@ use crate::app::AppState;
 use crate::audit::RequestContext;
 use crate::cache::{Generations, LivenessCache, MAX_ENTRIES};
 use crate::http::ApiError;
+use crate::http::client_ip::{ClientAddr, LimitKey};
 use crate::ids::{TenantId, UserId};
 use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::rbac::PermissionSet;
@@ -59,8 +59,9 @@ pub struct ApiKeyState {
     /// tenant, so a cache miss (or a refresh after `CROSS_PROCESS_TTL`)
     /// needs one transaction, in that tenant, instead of two.
     owners: Mutex<HashMap<String, TenantId>>,
-    /// Failed authentications per client IP (only failures are counted).
-    pub failures: RateLimiter<IpAddr>,
+    /// Failed authentications per client address (IPv6 per /64; only
+    /// failures are counted).
+    pub failures: RateLimiter<LimitKey>,
     /// Requests per key, at the tenant's `api_key_rate_per_minute`.
     pub per_key: RateLimiter<Uuid>,
     /// Last-use writes per key: at most one per [`TOUCH_EVERY`] in this
@@ -82,7 +83,7 @@ impl ApiKeyState {
                 burst: 1,
                 period: TOUCH_EVERY,
             }),
-            denials: denials::DenialAudit::default(),
+            denials: denials::denial_audit(),
         }
     }
 
@@ -220,10 +221,11 @@ fn invalid() -> ApiError {
 pub async fn authenticate(
     state: &AppState,
     token: &str,
-    ip: IpAddr,
+    ip: ClientAddr,
     context: &RequestContext,
 ) -> Result<Authenticated, ApiError> {
     let now = state.clock.now();
+    let ip = ip.limit_key();
     if let Some(secs) = state.api_keys.failures.peek(&ip, now) {
         return Err(
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "auth.rate_limited")
@@ -391,7 +393,7 @@ pub fn effective(scopes: &[String], creator: &PermissionSet) -> PermissionSet {
 /// `Retry-After`) and records the use (at most once a minute per key and
 /// process). The record is a bookkeeping write: it does not bump the
 /// liveness generation, so it empties no cache.
-pub async fn admit(state: &AppState, key: &Authenticated, ip: IpAddr) -> Result<(), ApiError> {
+pub async fn admit(state: &AppState, key: &Authenticated, ip: ClientAddr) -> Result<(), ApiError> {
     let now = state.clock.now();
     let quota = per_minute(key.rate_per_minute);
     if let Decision::Deny {

@@ -1,88 +1,27 @@
 //! Sampled audit of refused API-key requests: `api_keys.key.denied` at most
 //! once per key, reason and minute, so a misbehaving client cannot flood its
-//! tenant's log. Each event carries `suppressed`: how many refusals of the
-//! same key and reason were not logged since the previous event. The state
-//! is in memory (per instance); a restart starts every window afresh.
+//! tenant's log, and every refusal still counted: each event carries `count`
+//! (the refusals it stands for), `suppressed` (`count - 1`), `first_at` and
+//! `last_at`; refusals held when a window closes are written by the refusal
+//! flush (`audit::sampler`). The state is in memory (per instance).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
+use crate::audit::sampler::{self, Sampled, Sampler};
+use crate::audit::{Actor, NewEvent, Outcome, RequestContext, Target};
 use crate::ids::{TenantId, UserId};
 
 /// One event per key and reason per this long.
 pub const DENIAL_WINDOW: Duration = Duration::minutes(1);
 
-/// Windows kept at most; past it, closed windows are dropped.
-const PRUNE_AT: usize = 100_000;
+/// The sampler of `api_keys.key.denied`, per key and reason.
+pub type DenialAudit = Sampler<(Uuid, &'static str)>;
 
-struct Window {
-    until: DateTime<Utc>,
-    suppressed: u64,
-}
-
-#[derive(Default)]
-pub struct DenialAudit {
-    windows: Mutex<HashMap<(Uuid, &'static str), Window>>,
-    /// Events written in the background (refusals found in synchronous
-    /// permission checks), so tests and shutdown can wait for them.
-    pending: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-impl DenialAudit {
-    /// Counts one refusal; `Some(suppressed)` when an event is due now.
-    pub fn sample(&self, key: Uuid, reason: &'static str, now: DateTime<Utc>) -> Option<u64> {
-        let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= PRUNE_AT {
-            map.retain(|_, w| w.until > now);
-            if map.len() >= PRUNE_AT {
-                map.clear();
-            }
-        }
-        match map.get_mut(&(key, reason)) {
-            Some(w) if now < w.until => {
-                w.suppressed = w.suppressed.saturating_add(1);
-                None
-            }
-            Some(w) => {
-                let suppressed = w.suppressed;
-                *w = Window {
-                    until: now + DENIAL_WINDOW,
-                    suppressed: 0,
-                };
-                Some(suppressed)
-            }
-            None => {
-                map.insert(
-                    (key, reason),
-                    Window {
-                        until: now + DENIAL_WINDOW,
-                        suppressed: 0,
-                    },
-                );
-                Some(0)
-            }
-        }
-    }
-
-    fn keep(&self, handle: tokio::task::JoinHandle<()>) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.retain(|h| !h.is_finished());
-        pending.push(handle);
-    }
-
-    /// Waits until every background denial event is written.
-    pub async fn flush(&self) {
-        let handles: Vec<_> =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        for h in handles {
-            let _ = h.await;
-        }
-    }
+/// A sampler with [`DENIAL_WINDOW`].
+pub fn denial_audit() -> DenialAudit {
+    Sampler::new(DENIAL_WINDOW)
 }
 
 /// The key a denial is about.
@@ -102,17 +41,12 @@ pub(super) async fn record(
     extra: serde_json::Value,
     context: &RequestContext,
 ) {
-    let now = state.clock.now();
-    let Some(suppressed) = state.api_keys.denials.sample(key.id, reason, now) else {
-        return;
-    };
-    if let Err(e) = write(state, key, reason, suppressed, extra, context).await {
-        tracing::error!(error = %e, "api_keys.key.denied could not be audited");
-    }
+    let make = || event(key, reason, extra, context.clone());
+    sampler::record(state, &state.api_keys.denials, (key.id, reason), make).await;
 }
 
 /// Like [`record`], from synchronous code: the event is written in the
-/// background (see [`DenialAudit::flush`]).
+/// background (see [`Sampler::flush`]).
 pub fn record_later(
     state: &AppState,
     key: DeniedKey,
@@ -120,77 +54,73 @@ pub fn record_later(
     extra: serde_json::Value,
     context: RequestContext,
 ) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let now = state.clock.now();
-    let Some(suppressed) = state.api_keys.denials.sample(key.id, reason, now) else {
-        return;
-    };
-    let task_state = state.clone();
-    let handle = runtime.spawn(async move {
-        if let Err(e) = write(&task_state, &key, reason, suppressed, extra, &context).await {
-            tracing::error!(error = %e, "api_keys.key.denied could not be audited");
-        }
-    });
-    state.api_keys.denials.keep(handle);
+    let id = (key.id, reason);
+    let make = move || event(&key, reason, extra, context);
+    sampler::record_later(state, &state.api_keys.denials, id, make);
 }
 
-async fn write(
-    state: &AppState,
+fn event(
     key: &DeniedKey,
     reason: &'static str,
-    suppressed: u64,
     extra: serde_json::Value,
-    context: &RequestContext,
-) -> anyhow::Result<()> {
-    let mut details = serde_json::json!({
-        "reason": reason,
-        "prefix": key.prefix,
-        "suppressed": suppressed,
-    });
+    context: RequestContext,
+) -> Sampled {
+    let mut details = serde_json::json!({ "reason": reason, "prefix": key.prefix });
     if let (Some(d), Some(x)) = (details.as_object_mut(), extra.as_object()) {
         d.extend(x.clone());
     }
-    let mut tx = state.db.tenant_tx(key.tenant).await?;
-    audit::append(
-        &mut tx,
-        state.clock.as_ref(),
-        NewEvent::new(
-            Actor::ApiKey {
-                id: key.id.to_string(),
-                creator: key.creator,
-            },
-            "api_keys.key.denied",
-        )
+    let actor = Actor::ApiKey {
+        id: key.id.to_string(),
+        creator: key.creator,
+    };
+    let event = NewEvent::new(actor, "api_keys.key.denied")
         .target(Target::new("api_key", key.id))
         .outcome(Outcome::Denied)
         .details(details)
-        .context(context.clone()),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+        .context(context);
+    Sampled::new(key.tenant, event)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
 
     #[test]
     fn one_event_per_key_reason_and_minute_with_the_count() {
-        let d = DenialAudit::default();
+        let d = denial_audit();
         let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let (k1, k2) = (Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(d.sample(k1, "expired", t0), Some(0));
+        let key = |id| DeniedKey {
+            tenant: TenantId::PLATFORM,
+            id,
+            prefix: "stk_test_x".into(),
+            creator: UserId::new(),
+        };
+        let make = |id| {
+            let k = key(id);
+            move || {
+                event(
+                    &k,
+                    "expired",
+                    serde_json::json!({}),
+                    RequestContext::default(),
+                )
+            }
+        };
+        let count = |due: Option<(Sampled, sampler::Tally)>| due.map(|(_, t)| t.count);
+        assert_eq!(count(d.sample((k1, "expired"), t0, make(k1))), Some(1));
         for _ in 0..5 {
-            assert_eq!(d.sample(k1, "expired", t0 + Duration::seconds(10)), None);
+            let at = t0 + Duration::seconds(10);
+            assert_eq!(count(d.sample((k1, "expired"), at, make(k1))), None);
         }
         // Another reason or key has its own window.
-        assert_eq!(d.sample(k1, "out_of_scope", t0), Some(0));
-        assert_eq!(d.sample(k2, "expired", t0), Some(0));
-        // The next event carries the five it stands for.
-        assert_eq!(d.sample(k1, "expired", t0 + Duration::seconds(60)), Some(5));
-        assert_eq!(d.sample(k1, "expired", t0 + Duration::seconds(61)), None);
+        assert_eq!(count(d.sample((k1, "out_of_scope"), t0, make(k1))), Some(1));
+        assert_eq!(count(d.sample((k2, "expired"), t0, make(k2))), Some(1));
+        // The next event stands for itself and the five held.
+        let at = t0 + Duration::seconds(60);
+        assert_eq!(count(d.sample((k1, "expired"), at, make(k1))), Some(6));
+        let at = t0 + Duration::seconds(61);
+        assert_eq!(count(d.sample((k1, "expired"), at, make(k1))), None);
     }
 }

@@ -22,7 +22,7 @@ pub use auth::{
     ApiKeyState, Authenticated, FAILURE_QUOTA, HMAC_PURPOSE, TOUCH_EVERY, admit, authenticate,
     effective, hmac_key,
 };
-pub use denials::{DENIAL_WINDOW, DenialAudit, DeniedKey, record_later};
+pub use denials::{DENIAL_WINDOW, DenialAudit, DeniedKey, denial_audit, record_later};
 pub use model::{
     ApiKey, KEY_LEN, KeyEnv, PREFIX, ParseError, display_prefix, looks_like_key, parse,
 };

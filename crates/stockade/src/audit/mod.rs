@@ -12,6 +12,7 @@ pub mod pii;
 pub mod query;
 pub mod retention;
 pub mod retention_policy;
+pub mod sampler;
 mod store;
 pub mod webhook;
 pub mod webhook_api;

@@ -373,6 +373,7 @@ mod tests {
             &[
                 ("STOCKADE_PROFILE", "production".into()),
                 ("STOCKADE_PUBLIC_URL", "https://app.example.com".into()),
+                ("STOCKADE_TRUSTED_PROXIES", "none".into()),
                 (
                     "STOCKADE_MASTER_KEY_FILE",
                     keys.join("master.key").display().to_string(),
@@ -404,6 +405,7 @@ mod tests {
             &[
                 ("STOCKADE_PROFILE", "production".into()),
                 ("STOCKADE_PUBLIC_URL", "https://app.example.com".into()),
+                ("STOCKADE_TRUSTED_PROXIES", "none".into()),
                 ("STOCKADE_MASTER_KEY_FILE", master.display().to_string()),
                 ("STOCKADE_SIGNING_KEY_FILE", signing.display().to_string()),
             ],

@@ -112,6 +112,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut res = (self.status, body).into_response();
+        if matches!(self.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) {
+            // For the audit of refused authorization (`http::refusals`).
+            let permission = self
+                .errors
+                .as_ref()
+                .and_then(|e| e.get("permission"))
+                .and_then(|p| p.as_str())
+                .map(str::to_owned);
+            res.extensions_mut().insert(super::refusals::Refusal {
+                code: self.code,
+                permission,
+            });
+        }
         let headers = res.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if self.status == StatusCode::UNAUTHORIZED {

@@ -8,6 +8,8 @@ pub mod json;
 pub mod layers;
 pub mod origin;
 pub mod principal;
+pub mod proxy_watch;
+pub mod refusals;
 pub mod unread_body;
 
 pub use error::{ApiError, Problem};

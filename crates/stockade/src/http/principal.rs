@@ -13,12 +13,13 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 
-use super::client_ip::ClientIp;
+use super::client_ip::{ClientAddr, ClientIp};
 use super::error::ApiError;
 use super::layers::REQUEST_ID;
 use crate::app::AppState;
 use crate::audit::{Actor, RequestContext};
 use crate::ids::{SessionId, TenantId, UserId};
+use crate::tenancy::allowlist::{self, Pathway};
 
 /// An authenticated user acting in one tenant through one session.
 #[derive(Debug, Clone)]
@@ -180,7 +181,25 @@ impl FromRequestParts<AppState> for Principal {
             return Err(ApiError::unauthenticated());
         }
         check_subdomain(parts, state, &live.tenant_slug)?;
-        check_address(state, tenant_id, user_id, &live.ip_allowlist, ip, &context).await?;
+        let actor = Actor::User {
+            id: user_id,
+            impersonator: live.impersonator,
+        };
+        allowlist::check(
+            state,
+            tenant_id,
+            actor.clone(),
+            &live.ip_allowlist,
+            ip,
+            Pathway::Request,
+            &context,
+        )
+        .await?;
+        let actor = Actor::User {
+            id: user_id,
+            impersonator: live.impersonator,
+        };
+        super::refusals::Witness::saw(parts, tenant_id, &actor, &context);
         Ok(Self {
             user_id,
             tenant_id,
@@ -200,7 +219,7 @@ async fn api_key_principal(
     parts: &Parts,
     state: &AppState,
     token: &str,
-    ip: std::net::IpAddr,
+    ip: ClientAddr,
     context: RequestContext,
 ) -> Result<Principal, ApiError> {
     if refused_for_api_keys(parts.uri.path()) {
@@ -212,16 +231,22 @@ async fn api_key_principal(
     }
     let key = crate::apikeys::authenticate(state, token, ip, &context).await?;
     check_subdomain(parts, state, &key.tenant_slug)?;
-    check_address(
+    let actor = Actor::ApiKey {
+        id: key.key_id.to_string(),
+        creator: key.creator,
+    };
+    allowlist::check(
         state,
         key.tenant_id,
-        key.creator,
+        actor.clone(),
         &key.ip_allowlist,
         ip,
+        Pathway::Request,
         &context,
     )
     .await?;
     crate::apikeys::admit(state, &key, ip).await?;
+    super::refusals::Witness::saw(parts, key.tenant_id, &actor, &context);
     Ok(Principal {
         user_id: key.creator,
         tenant_id: key.tenant_id,
@@ -249,58 +274,6 @@ fn check_subdomain(parts: &Parts, state: &AppState, tenant_slug: &str) -> Result
         .with_detail("this credential belongs to another tenant than this address")),
         _ => Ok(()),
     }
-}
-
-/// 403 `tenancy.ip_not_allowed` (audited) outside the tenant's allowlist.
-async fn check_address(
-    state: &AppState,
-    tenant: TenantId,
-    user: UserId,
-    allowlist: &[ipnet::IpNet],
-    ip: std::net::IpAddr,
-    context: &RequestContext,
-) -> Result<(), ApiError> {
-    if crate::tenancy::settings::ip_allowed(allowlist, ip) {
-        return Ok(());
-    }
-    refuse_address(state, tenant, user, ip, context).await?;
-    Err(
-        ApiError::new(axum::http::StatusCode::FORBIDDEN, "tenancy.ip_not_allowed")
-            .with_detail("this tenant cannot be reached from your address"),
-    )
-}
-
-/// Audits a request refused by the tenant's IP allowlist (once per address
-/// per five minutes).
-async fn refuse_address(
-    state: &AppState,
-    tenant: TenantId,
-    user: UserId,
-    ip: std::net::IpAddr,
-    context: &RequestContext,
-) -> Result<(), ApiError> {
-    let now = state.clock.now();
-    if state.allowlist_denials.check(&(tenant, ip), now) != crate::ratelimit::Decision::Allow {
-        return Ok(());
-    }
-    let mut tx = state.db.tenant_tx(tenant).await?;
-    crate::audit::append(
-        &mut tx,
-        state.clock.as_ref(),
-        crate::audit::NewEvent::new(
-            Actor::User {
-                id: user,
-                impersonator: None,
-            },
-            "tenancy.ip.denied",
-        )
-        .outcome(crate::audit::Outcome::Denied)
-        .context(context.clone()),
-    )
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// The tenant slug named by the request's host under the tenant domain
@@ -343,7 +316,7 @@ impl FromRequestParts<AppState> for AuditContext {
 }
 
 /// The audit context of a request whose client address is known.
-fn request_context(parts: &Parts, ip: std::net::IpAddr) -> RequestContext {
+fn request_context(parts: &Parts, ip: ClientAddr) -> RequestContext {
     let text = |name: &str, max: usize| {
         parts
             .headers

@@ -13,14 +13,16 @@ use super::password::{self, PasswordPolicy, Verification};
 use super::store::{self as users, AuthUser, UserMembership};
 use super::throttle;
 use crate::app::AppState;
+use crate::audit::sampler::{self, Sampled};
 use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
-use crate::http::client_ip::ClientIp;
+use crate::http::client_ip::{ClientAddr, ClientIp};
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
 use crate::ids::{TenantId, UserId};
 use crate::platform::operation;
 use crate::ratelimit::Decision;
 use crate::sessions::{self, TokenResponse};
 use crate::tenancy;
+use crate::tenancy::allowlist::{self, Pathway};
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
@@ -83,34 +85,30 @@ pub(crate) fn invalid_credentials() -> ApiError {
         .with_detail("email or password is incorrect")
 }
 
-/// Refuses before any hashing when the client IP is over its quota. The
-/// first refusal of a blocked stretch is audited in the platform log (one
-/// event per stretch, so a flood cannot flood the log).
+/// Refuses before any hashing when the client is over its quota. Every
+/// refusal is counted in the platform log as `auth.ip.rate_limited`, sampled
+/// per client (at most one event a minute, each with the count and span of
+/// the refusals it stands for: `audit::sampler`).
 pub(crate) async fn limit_ip(
     state: &AppState,
     ip: ClientIp,
     context: &RequestContext,
 ) -> Result<(), ApiError> {
-    match state.login_limiter.check(&ip.0, state.clock.now()) {
+    let key = ip.0.limit_key();
+    match state.login_limiter.check(&key, state.clock.now()) {
         Decision::Allow => Ok(()),
-        Decision::Deny {
-            retry_after_secs,
-            first,
-        } => {
-            if first {
-                let mut tx = state.db.tenant_tx(TenantId::PLATFORM).await?;
-                audit::append(
-                    &mut tx,
-                    state.clock.as_ref(),
-                    NewEvent::new(Actor::System, "auth.ip.rate_limited")
-                        .outcome(Outcome::Denied)
-                        .details(serde_json::json!({ "retry_after_secs": retry_after_secs }))
-                        .context(context.clone()),
-                )
-                .await
-                .map_err(ApiError::internal)?;
-                tx.commit().await?;
-            }
+        Decision::Deny { retry_after_secs } => {
+            let make = || {
+                let event = NewEvent::new(Actor::System, "auth.ip.rate_limited")
+                    .outcome(Outcome::Denied)
+                    .details(serde_json::json!({
+                        "retry_after_secs": retry_after_secs,
+                        "client": key.to_string(),
+                    }))
+                    .context(context.clone());
+                Sampled::new(TenantId::PLATFORM, event)
+            };
+            sampler::record(state, &state.refusals.rate_limited, key, make).await;
             Err(
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "auth.rate_limited")
                     .with_detail("too many attempts from this address")
@@ -181,6 +179,8 @@ pub struct LoginRequest {
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`tenancy.ip_not_allowed` (the tenant's IP allowlist) or `tenancy.suspended`"),
         (status = 429, body = crate::http::Problem)))]
 async fn login(
     State(state): State<AppState>,
@@ -246,6 +246,7 @@ async fn login(
     if throttled.has_failures() {
         throttle::record_success(&state.db, &email_key).await?;
     }
+    let entry = (Pathway::Login, ip.0);
     start_session(
         &state,
         &user,
@@ -253,6 +254,7 @@ async fn login(
         "auth.login.succeeded",
         &context,
         true,
+        entry,
     )
     .await
 }
@@ -298,7 +300,9 @@ fn choose_tenant<'a>(
     Ok(chosen)
 }
 
-/// Creates a session in `tenant`, audits `action`, answers with tokens.
+/// Creates a session in `tenant`, audits `action`, answers with tokens;
+/// first the tenant's IP allowlist must admit the client coming in through
+/// `entry` (403 `tenancy.ip_not_allowed` otherwise, nothing issued).
 async fn start_session(
     state: &AppState,
     user: &AuthUser,
@@ -306,9 +310,15 @@ async fn start_session(
     action: &str,
     context: &RequestContext,
     proved_password: bool,
+    (pathway, client): (Pathway, ClientAddr),
 ) -> Result<Response, ApiError> {
     let clock = state.clock.as_ref();
-    let mut tx = state.db.tenant_tx(tenant).await?;
+    let actor = Actor::User {
+        id: user.id,
+        impersonator: None,
+    };
+    let tx = state.db.tenant_tx(tenant).await?;
+    let mut tx = allowlist::admit_in(state, tx, actor.clone(), client, pathway, context).await?;
     let policy = &state.session_policy;
     let created = if proved_password {
         sessions::create(&mut tx, clock, user.id, policy, context).await
@@ -319,15 +329,9 @@ async fn start_session(
     audit::append(
         &mut tx,
         clock,
-        NewEvent::new(
-            Actor::User {
-                id: user.id,
-                impersonator: None,
-            },
-            action,
-        )
-        .target(Target::new("session", session.id))
-        .context(context.clone()),
+        NewEvent::new(actor, action)
+            .target(Target::new("session", session.id))
+            .context(context.clone()),
     )
     .await
     .map_err(ApiError::internal)?;
@@ -443,10 +447,11 @@ pub struct SwitchTenantRequest {
     request_body = SwitchTenantRequest,
     responses((status = 200, body = TokenResponse),
         (status = 403, body = crate::http::Problem,
-            description = "`platform.impersonation_forbidden`"),
+            description = "`platform.impersonation_forbidden`, or `tenancy.ip_not_allowed`: the target tenant's IP allowlist refuses the client"),
         (status = 404, body = crate::http::Problem)))]
 async fn switch_tenant(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     p: Principal,
     ApiJson(req): ApiJson<SwitchTenantRequest>,
 ) -> Result<Response, ApiError> {
@@ -467,6 +472,7 @@ async fn switch_tenant(
         "auth.tenant.switched",
         &p.context,
         false,
+        (Pathway::SwitchTenant, client),
     )
     .await
 }

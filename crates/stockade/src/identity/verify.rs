@@ -264,6 +264,9 @@ pub struct VerifyEmailRequest {
             for a sign-up, `AcceptedAccount` for an invitation; refresh cookie set"),
         (status = 400, body = crate::http::Problem,
             description = "`identity.invalid_verification_token`, `auth.wrong_password`"),
+        (status = 403, body = crate::http::Problem,
+            description = "`tenancy.ip_not_allowed`: an invitation's tenant has an IP \
+                allowlist that refuses the client (nothing is created, the link stays usable)"),
         (status = 409, body = crate::http::Problem,
             description = "`identity.email_taken`, `tenancy.slug_taken`, \
                 `tenancy.tenant_inactive`"),
@@ -310,7 +313,8 @@ pub(crate) async fn confirm(
     match pending.purpose.as_str() {
         "signup" => super::signup::complete(&state, &pending, &context).await,
         "invitation" => {
-            crate::tenancy::invitation_accounts::complete(&state, &pending, &context).await
+            let signing_in = (&context, ip.0);
+            crate::tenancy::invitation_accounts::complete(&state, &pending, signing_in).await
         }
         _ => Err(invalid_token()),
     }

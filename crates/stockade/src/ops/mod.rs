@@ -26,7 +26,7 @@ pub fn routes() -> Router<AppState> {
         description = "The secure core of a multi-tenant B2B SaaS. Errors are application/problem+json (RFC 9457) with a stable `code`."
     ),
     paths(healthz, readyz, openapi_json),
-    components(schemas(Problem, Health, Ready)),
+    components(schemas(Problem, Health, Ready, ProxyReadiness, crate::http::proxy_watch::ForwardedReport)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -76,6 +76,38 @@ pub struct Ready {
     pub status: &'static str,
     pub backend: &'static str,
     pub migration: i64,
+    pub proxy: ProxyReadiness,
+}
+
+/// How the client address is found, and whether a proxy seems to be missed.
+/// No address is shown: this endpoint answers anyone.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProxyReadiness {
+    /// `STOCKADE_TRUSTED_PROXIES`: `unset`, `none` (no proxy) or
+    /// `configured` (the ranges are not shown).
+    pub trusted_proxies: &'static str,
+    /// Requests that carried `X-Forwarded-For` from a peer not in
+    /// `STOCKADE_TRUSTED_PROXIES` since start (each peer is also named in a
+    /// log warning, once an hour); absent when there were none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_for_from_untrusted_peers: Option<crate::http::proxy_watch::ForwardedReport>,
+}
+
+impl ProxyReadiness {
+    fn of(state: &AppState) -> Self {
+        let config = &state.config;
+        Self {
+            trusted_proxies: match (
+                config.trusted_proxies_set,
+                config.trusted_proxies.is_empty(),
+            ) {
+                (false, _) => "unset",
+                (true, true) => "none",
+                (true, false) => "configured",
+            },
+            forwarded_for_from_untrusted_peers: state.forwarded_watch.report(),
+        }
+    }
 }
 
 /// Liveness: the process is up and serving.
@@ -84,7 +116,10 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers and every migration is applied.
+/// Readiness: the database answers and every migration is applied. Also
+/// says how the client address is found (`proxy`), and counts requests whose
+/// `X-Forwarded-For` came from an untrusted peer (a proxy missing from
+/// `STOCKADE_TRUSTED_PROXIES`, or a forger).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -104,6 +139,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> 
             status: "ready",
             backend,
             migration: version,
+            proxy: ProxyReadiness::of(&state),
         })),
         MigrationStatus::Behind { applied, expected } => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -22,9 +22,9 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::audit::{self, NewEvent, Outcome, Target};
+use crate::audit::sampler::{self, Sampled};
+use crate::audit::{NewEvent, Outcome, Target};
 use crate::http::{ApiError, Principal};
-use crate::ids::TenantId;
 
 /// The stable code of the refusal.
 pub const IMPERSONATION_FORBIDDEN: &str = "platform.impersonation_forbidden";
@@ -56,18 +56,12 @@ impl Principal {
         state: &AppState,
         operation: &'static str,
     ) -> Result<(), ApiError> {
-        let Some(owner) = self.impersonator else {
+        if self.impersonator.is_none() {
             return Ok(());
-        };
-        let now = state.clock.now();
-        let due = state
-            .platform_denials
-            .sample(self.session_id.0, operation, now);
-        if let Some(suppressed) = due
-            && let Err(e) = record(state, self, operation, suppressed).await
-        {
-            tracing::error!(error = %e, %owner, "platform.impersonation.denied could not be audited");
         }
+        let make = || event(self, operation);
+        let key = (self.session_id.0, operation);
+        sampler::record(state, &state.refusals.impersonation, key, make).await;
         Err(
             ApiError::new(StatusCode::FORBIDDEN, IMPERSONATION_FORBIDDEN).with_detail(
                 "an impersonation session cannot do this: the user must do it themselves",
@@ -76,40 +70,14 @@ impl Principal {
     }
 }
 
-/// Writes `platform.impersonation.denied` in the session's tenant and in the
-/// platform chain, in one transaction.
-async fn record(
-    state: &AppState,
-    p: &Principal,
-    operation: &'static str,
-    suppressed: u64,
-) -> Result<(), audit::AuditError> {
-    let clock = state.clock.as_ref();
-    let event = |details: serde_json::Value| {
-        NewEvent::new(p.actor(), "platform.impersonation.denied")
-            .target(Target::new("session", p.session_id))
-            .outcome(Outcome::Denied)
-            .details(details)
-            .context(p.context.clone())
-    };
-    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
-    audit::append(
-        &mut tx,
-        clock,
-        event(json!({ "operation": operation, "suppressed": suppressed })),
-    )
-    .await?;
-    let mut tx = tx.rescope(TenantId::PLATFORM).await?;
-    audit::append(
-        &mut tx,
-        clock,
-        event(json!({
-            "operation": operation,
-            "suppressed": suppressed,
-            "tenant_id": p.tenant_id,
-        })),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+/// `platform.impersonation.denied` in the session's tenant and, in the same
+/// transaction, in the platform chain (with `tenant_id`); the sampler adds the
+/// count of refusals it stands for.
+fn event(p: &Principal, operation: &'static str) -> Sampled {
+    let event = NewEvent::new(p.actor(), "platform.impersonation.denied")
+        .target(Target::new("session", p.session_id))
+        .outcome(Outcome::Denied)
+        .details(json!({ "operation": operation }))
+        .context(p.context.clone());
+    Sampled::new(p.tenant_id, event).with_platform_copy()
 }

@@ -24,6 +24,7 @@ pub use forbidden::{IMPERSONATION_FORBIDDEN, operation};
 pub use routes::{PlatformApi, routes};
 
 use crate::app::AppState;
+use crate::audit::sampler::{self, Sampled};
 use crate::audit::{Actor, NewEvent, Outcome};
 use crate::http::{ApiError, Principal};
 use crate::ids::TenantId;
@@ -77,32 +78,23 @@ impl FromRequestParts<AppState> for PlatformOwner {
 const MAX_PATH: usize = 200;
 
 /// Records a refused platform call in the platform chain, sampled: at most
-/// one event per user and reason per minute, `suppressed` counting the
-/// refusals since the previous event, so a client cannot flood the log.
+/// one event per user and reason per minute, each with the count of the
+/// refusals it stands for (`audit::sampler`), so a client cannot flood the
+/// log.
 async fn deny(state: &AppState, p: &Principal, reason: &'static str, path: &str) {
-    let now = state.clock.now();
-    let Some(suppressed) = state.platform_denials.sample(p.user_id.0, reason, now) else {
-        return;
+    let make = || {
+        let path: String = path.chars().take(MAX_PATH).collect();
+        let event = NewEvent::new(p.actor(), "platform.access.denied")
+            .outcome(Outcome::Denied)
+            .details(serde_json::json!({
+                "reason": reason,
+                "path": path,
+                "tenant_id": p.tenant_id,
+            }))
+            .context(p.context.clone());
+        Sampled::new(TenantId::PLATFORM, event)
     };
-    let path: String = path.chars().take(MAX_PATH).collect();
-    let event = NewEvent::new(p.actor(), "platform.access.denied")
-        .outcome(Outcome::Denied)
-        .details(serde_json::json!({
-            "reason": reason,
-            "path": path,
-            "tenant_id": p.tenant_id,
-            "suppressed": suppressed,
-        }))
-        .context(p.context.clone());
-    let written = async {
-        let mut tx = state.db.tenant_tx(TenantId::PLATFORM).await?;
-        crate::audit::append(&mut tx, state.clock.as_ref(), event).await?;
-        tx.commit().await?;
-        Ok::<(), crate::audit::AuditError>(())
-    };
-    if let Err(e) = written.await {
-        tracing::error!(error = %e, "platform.access.denied could not be audited");
-    }
+    sampler::record(state, &state.refusals.platform, (p.user_id.0, reason), make).await;
 }
 
 fn forbidden() -> ApiError {

@@ -25,6 +25,7 @@ use crate::identity::{self, User, UserMembership};
 use crate::ids::{TenantId, UserId};
 use crate::sessions::{self, TokenResponse};
 use crate::tenancy::Tenant;
+use crate::tenancy::allowlist::{self, Pathway};
 
 /// One-time sign-in links are valid this long.
 pub const SIGN_IN_LINK_TTL: Duration = Duration::minutes(15);
@@ -421,7 +422,8 @@ pub struct RedeemSignInLink {
 
 /// Redeems a one-time sign-in link: a new session (access token and refresh
 /// cookie, like a login). Used, expired or unknown: 400
-/// `platform.link_invalid`.
+/// `platform.link_invalid`. From outside the tenant's IP allowlist: 403
+/// `tenancy.ip_not_allowed`, and the link is not used up.
 #[utoipa::path(post, path = "/v1/auth/sign-in-link", tag = "auth",
     request_body = RedeemSignInLink,
     responses((status = 200, body = TokenResponse), (status = 400, body = crate::http::Problem),
@@ -487,6 +489,12 @@ async fn redeem_sign_in_link(
         return Err(ApiError::new(StatusCode::FORBIDDEN, "tenancy.suspended")
             .with_detail("this tenant is suspended"));
     }
+    // Refused: the claim is undone, the link still works from an allowed address.
+    let user = Actor::User {
+        id: link.user_id,
+        impersonator: None,
+    };
+    let mut tx = allowlist::admit_in(&state, tx, user, ip.0, Pathway::SignInLink, &context).await?;
     let (session, refresh) = sessions::create_unproven(
         &mut tx,
         clock,

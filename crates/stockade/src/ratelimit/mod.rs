@@ -30,12 +30,10 @@ impl Quota {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    /// Refused; retry after this many whole seconds (at least 1). `first`
-    /// is true for the first refusal of a key in a blocked stretch, so a
-    /// caller can log one event per stretch instead of one per request.
+    /// Refused; retry after this many whole seconds (at least 1). Callers
+    /// count refusals with `audit::sampler`.
     Deny {
         retry_after_secs: u64,
-        first: bool,
     },
 }
 
@@ -43,14 +41,10 @@ pub enum Decision {
 /// keys cannot grow memory without bound.
 const PRUNE_AT: usize = 100_000;
 
-/// Per key: (theoretical arrival time, refusal announced until).
-type Slot = (DateTime<Utc>, DateTime<Utc>);
-
 pub struct RateLimiter<K> {
     quota: Quota,
-    /// Per key: theoretical arrival time, and until when its current
-    /// refusal has been announced.
-    tat: Mutex<HashMap<K, Slot>>,
+    /// Per key: the theoretical arrival time.
+    tat: Mutex<HashMap<K, DateTime<Utc>>>,
 }
 
 impl<K: Eq + Hash + Clone> RateLimiter<K> {
@@ -74,24 +68,20 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         let tolerance = quota.period - interval;
         let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= PRUNE_AT {
-            map.retain(|_, (tat, _)| *tat > now);
+            map.retain(|_, tat| *tat > now);
         }
-        let (tat, announced) = map.get(key).copied().unwrap_or((now, now));
-        let tat = tat.max(now);
+        let tat = map.get(key).copied().unwrap_or(now).max(now);
         let allow_at = tat - tolerance;
         if now < allow_at {
             let wait = allow_at - now;
             let secs = u64::try_from(wait.num_milliseconds().max(0))
                 .unwrap_or(0)
                 .div_ceil(1000);
-            let first = now >= announced;
-            map.insert(key.clone(), (tat, allow_at));
             return Decision::Deny {
                 retry_after_secs: secs.max(1),
-                first,
             };
         }
-        map.insert(key.clone(), (tat + interval, announced));
+        map.insert(key.clone(), tat + interval);
         Decision::Allow
     }
 
@@ -100,7 +90,7 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
     pub fn peek(&self, key: &K, now: DateTime<Utc>) -> Option<u64> {
         let tolerance = self.quota.period - self.quota.interval();
         let map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
-        let (tat, _) = map.get(key).copied()?;
+        let tat = map.get(key).copied()?;
         let allow_at = tat.max(now) - tolerance;
         (now < allow_at).then(|| {
             u64::try_from((allow_at - now).num_milliseconds().max(0))
@@ -136,20 +126,14 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(rl.check(&"ip", t0()), Decision::Allow);
         }
-        assert_eq!(
-            rl.check(&"ip", t0()),
-            Decision::Deny {
-                retry_after_secs: 90,
-                first: true
-            }
-        );
-        assert_eq!(
-            rl.check(&"ip", t0()),
-            Decision::Deny {
-                retry_after_secs: 90,
-                first: false
-            }
-        );
+        for _ in 0..2 {
+            assert_eq!(
+                rl.check(&"ip", t0()),
+                Decision::Deny {
+                    retry_after_secs: 90
+                }
+            );
+        }
         // Another key is independent.
         assert_eq!(rl.check(&"other", t0()), Decision::Allow);
         // One more slot after 90 s, not two.
@@ -198,8 +182,7 @@ mod tests {
         assert!(matches!(
             rl.check_quota(&2, tight, t0()),
             Decision::Deny {
-                retry_after_secs: 10,
-                ..
+                retry_after_secs: 10
             }
         ));
     }

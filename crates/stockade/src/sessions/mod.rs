@@ -7,6 +7,7 @@
 //! session (reuse detection), unless inside the optional grace window.
 
 pub mod cache;
+mod everywhere;
 mod model;
 mod rotation_batch;
 mod routes;

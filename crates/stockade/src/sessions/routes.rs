@@ -15,8 +15,10 @@ use super::store::{self, RefreshError};
 use crate::app::{AUDIENCE, AppState};
 use crate::audit::{self, NewEvent, Target};
 use crate::crypto::jwt::{ActClaim, Claims};
+use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, AuditContext, Principal, SameOrigin};
 use crate::ids::{SessionId, TenantId, UserId};
+use crate::tenancy::allowlist::{self, Pathway};
 
 /// Access tokens live 15 minutes (SPEC §2.2).
 pub const ACCESS_TOKEN_SECONDS: i64 = 900;
@@ -123,20 +125,26 @@ pub(crate) fn with_cookie(
 /// (`Sec-Fetch-Site: cross-site`, or an `Origin` that is not the
 /// deployment's own) is refused with 403 `auth.cross_site_refused` and
 /// changes nothing; a client that sends neither header is not a browser and
-/// is served.
+/// is served. A client the tenant's IP allowlist refuses gets 403
+/// `tenancy.ip_not_allowed` and keeps its (unrotated) cookie.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth",
     responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem, description = "`auth.cross_site_refused`")))]
+        (status = 403, body = crate::http::Problem,
+            description = "`auth.cross_site_refused` or `tenancy.ip_not_allowed`")))]
 async fn refresh(
     _same_origin: SameOrigin,
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     AuditContext(context): AuditContext,
     headers: HeaderMap,
 ) -> Response {
     let Some(presented) = refresh_from_cookies(&headers) else {
         return unauthenticated_clearing_cookie();
     };
-    let rotated = state.refresh_rotations.rotate(presented, context).await;
+    let rotated = state
+        .refresh_rotations
+        .rotate(presented, context.clone())
+        .await;
     match rotated {
         // `rotate` refuses impersonation sessions; the mark is carried
         // anyway, so no path can drop it.
@@ -155,6 +163,19 @@ async fn refresh(
             Err(e) => e.into_response(),
         },
         Err(RefreshError::Invalid | RefreshError::Reused) => unauthenticated_clearing_cookie(),
+        Err(RefreshError::AddressRefused {
+            tenant,
+            user,
+            impersonator,
+        }) => {
+            let actor = crate::audit::Actor::User {
+                id: user,
+                impersonator,
+            };
+            allowlist::refuse(&state, tenant, actor, client, Pathway::Refresh, &context)
+                .await
+                .into_response()
+        }
         Err(e) => ApiError::internal(e).into_response(),
     }
 }
@@ -218,10 +239,11 @@ async fn logout(State(state): State<AppState>, p: Principal) -> Result<Response,
     Ok(res)
 }
 
-/// Signs the user out of every session, in every tenant, this one included.
-/// Refused to an impersonation session (403
-/// `platform.impersonation_forbidden`): it reaches tenants the impersonation
-/// was never granted.
+/// Signs the user out of every session, in every tenant, this one included;
+/// `auth.session.logged_out_all` is written in every tenant where sessions
+/// ended (in the same transaction), with that tenant's count. Refused to an
+/// impersonation session (403 `platform.impersonation_forbidden`): it
+/// reaches tenants the impersonation was never granted.
 #[utoipa::path(post, path = "/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
@@ -231,18 +253,30 @@ async fn logout_all(State(state): State<AppState>, p: Principal) -> Result<Respo
         .await?;
     let now = state.clock.now();
     let mut tx = state.db.user_tx(p.user_id).await?;
-    let n = store::revoke_all_for_user(&mut tx, None, "logout_all", now).await?;
+    let mut ended = super::everywhere::revoke_all_by_tenant(&mut tx, "logout_all", now).await?;
+    if !ended.iter().any(|(t, _)| *t == p.tenant_id) {
+        // The caller's tenant always has the event (its session may have
+        // ended concurrently).
+        ended.insert(0, (p.tenant_id, 0));
+    }
+    let total: u64 = ended.iter().map(|(_, n)| n).sum();
     let mut tx = tx.scoped(p.tenant_id).await?;
-    audit::append(
-        &mut tx,
-        state.clock.as_ref(),
-        NewEvent::new(p.actor(), "auth.session.logged_out_all")
-            .target(Target::new("user", p.user_id))
-            .details(serde_json::json!({ "sessions_revoked": n }))
-            .context(p.context.clone()),
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    for (tenant, n) in ended {
+        tx = tx.rescope(tenant).await?;
+        audit::append(
+            &mut tx,
+            state.clock.as_ref(),
+            NewEvent::new(p.actor(), "auth.session.logged_out_all")
+                .target(Target::new("user", p.user_id))
+                .details(serde_json::json!({
+                    "sessions_revoked": n,
+                    "sessions_revoked_everywhere": total,
+                }))
+                .context(p.context.clone()),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    }
     tx.commit().await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     res.headers_mut().insert(header::SET_COOKIE, clear_cookie());

@@ -6,6 +6,7 @@ use super::model::{RefreshToken, Session, SessionPolicy, SessionStatus, session_
 use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
 use crate::clock::Clock;
 use crate::db::{Db, DbError, TenantTx, UserTx};
+use crate::http::client_ip::ClientAddr;
 use crate::ids::{SessionId, TenantId, UserId};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,14 @@ pub enum RefreshError {
     /// A rotated token was presented again: the session is now revoked.
     #[error("refresh token reused")]
     Reused,
+    /// The tenant's IP allowlist refuses the client (its recorded address,
+    /// `RequestContext::ip`): nothing was rotated or issued.
+    #[error("the tenant's IP allowlist refuses this client")]
+    AddressRefused {
+        tenant: TenantId,
+        user: UserId,
+        impersonator: Option<UserId>,
+    },
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
@@ -157,6 +166,34 @@ pub struct Sighting {
     used_at: Option<DateTime<Utc>>,
     /// The moment the rotation is judged at, by the read and the writes.
     now: DateTime<Utc>,
+    /// The tenant's IP allowlist, read with the token.
+    ip_allowlist: Vec<ipnet::IpNet>,
+}
+
+/// Whether the tenant's `allowlist` admits the client of `context` to
+/// `session`; a context with no (readable) address is an unknown client.
+fn admits(
+    allowlist: &[ipnet::IpNet],
+    session: &Session,
+    context: &RequestContext,
+) -> Result<(), RefreshError> {
+    let client = ClientAddr::from_recorded(context.ip.as_deref());
+    if crate::tenancy::settings::ip_allowed(allowlist, client) {
+        return Ok(());
+    }
+    Err(RefreshError::AddressRefused {
+        tenant: session.tenant_id,
+        user: session.user_id,
+        impersonator: session.impersonator_id,
+    })
+}
+
+/// What a presentation of an already rotated token is judged on.
+struct Reuse<'a> {
+    hash: [u8; 32],
+    session: SessionId,
+    now: DateTime<Utc>,
+    ip_allowlist: &'a [ipnet::IpNet],
 }
 
 #[derive(sqlx::FromRow)]
@@ -165,6 +202,7 @@ struct SightingRow {
     session: Session,
     token_expires_at: DateTime<Utc>,
     token_used_at: Option<DateTime<Utc>>,
+    ip_allowlist: Option<String>,
 }
 
 /// Rotates a refresh token: the presented one dies, a new one is issued.
@@ -235,9 +273,11 @@ pub async fn look_up(
 ) -> Result<Sighting, RefreshError> {
     let row: Option<SightingRow> = tx
         .fetch_optional(
-            "SELECT s.*, t.expires_at AS token_expires_at, t.used_at AS token_used_at \
+            "SELECT s.*, t.expires_at AS token_expires_at, t.used_at AS token_used_at, \
+             ts.ip_allowlist \
              FROM refresh_tokens t JOIN sessions s \
              ON s.tenant_id = t.tenant_id AND s.id = t.session_id \
+             LEFT JOIN tenant_settings ts ON ts.tenant_id = t.tenant_id \
              WHERE t.tenant_id = $1 AND t.token_hash = $2",
             vec![presented.hash().into()],
         )
@@ -258,6 +298,11 @@ pub async fn look_up(
         session: row.session,
         used_at: row.token_used_at,
         now,
+        ip_allowlist: row
+            .ip_allowlist
+            .as_deref()
+            .map(crate::tenancy::settings::parse_allowlist)
+            .unwrap_or_default(),
     })
 }
 
@@ -290,6 +335,9 @@ async fn rotate_seen_in(
     let hash = presented.hash();
     let session_id = seen.session.id;
     if seen.used_at.is_none() {
+        // Nothing is rotated for a client the tenant's allowlist refuses
+        // (a rotated token presented again is still a reuse, below).
+        admits(&seen.ip_allowlist, &seen.session, context)?;
         // The session first, then the token: the order of `revoke` (sessions,
         // then refresh_tokens), so a concurrent sign-out on PostgreSQL waits
         // for us or we for it, and neither deadlocks.
@@ -311,7 +359,13 @@ async fn rotate_seen_in(
             return Ok(Rotated { session, token });
         }
     }
-    reused(tx, clock, hash, session_id, now, policy, context).await
+    let reuse = Reuse {
+        hash,
+        session: session_id,
+        now,
+        ip_allowlist: &seen.ip_allowlist,
+    };
+    reused(tx, clock, reuse, policy, context).await
 }
 
 /// Records that the session was seen now, from where, if it is still
@@ -369,12 +423,16 @@ async fn touch(
 async fn reused(
     tx: &mut TenantTx,
     clock: &dyn Clock,
-    hash: [u8; 32],
-    session: SessionId,
-    now: DateTime<Utc>,
+    reuse: Reuse<'_>,
     policy: &SessionPolicy,
     context: &RequestContext,
 ) -> Result<Rotated, RefreshError> {
+    let Reuse {
+        hash,
+        session,
+        now,
+        ip_allowlist,
+    } = reuse;
     // Read again: the sighting may predate a concurrent winner (or a
     // revocation that deleted the token).
     let used_at: Option<(Option<DateTime<Utc>>,)> = tx
@@ -391,7 +449,9 @@ async fn reused(
         return Err(RefreshError::Invalid);
     }
     if policy.reuse_grace > Duration::zero() && now - used_at <= policy.reuse_grace {
-        // A second tab inside the grace window: a sibling token.
+        // A second tab inside the grace window: a sibling token, if the
+        // tenant's allowlist admits it.
+        admits(ip_allowlist, &session, context)?;
         let token = issue_refresh(tx, session.id, now, policy).await?;
         return Ok(Rotated { session, token });
     }

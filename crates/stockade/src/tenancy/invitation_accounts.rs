@@ -9,6 +9,11 @@
 //! account, an email to its owner; the answer (202) is the same. The link
 //! (`POST /v1/auth/verify-email`) creates the account with its address
 //! verified, claims the invitation and signs in ([`complete`]).
+//!
+//! Both steps are pathways into the tenant for its IP allowlist
+//! (`tenancy::allowlist`, pathway `invitation`): from outside the list the
+//! acceptance is refused before any hashing (nothing stored or sent), and
+//! the link is refused before anything is created (nor is it used up).
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -24,6 +29,7 @@ use super::invitations::{
 use crate::app::AppState;
 use crate::audit::{self, Actor, RequestContext};
 use crate::http::ApiError;
+use crate::http::client_ip::ClientAddr;
 use crate::identity::routes::check_policy;
 use crate::identity::signup::PendingUser;
 use crate::identity::verify::{self, NewPending, Pending, Purpose};
@@ -31,6 +37,7 @@ use crate::identity::{self, Email, IdentityError, User, validate_name};
 use crate::ids::UserId;
 use crate::sessions::{self, TokenResponse};
 use crate::tenancy;
+use crate::tenancy::allowlist::{self, Pathway};
 
 /// An invitation accepted by a new account, waiting for its verification
 /// link. The same shape whether or not the address has an account (the
@@ -58,24 +65,39 @@ pub struct AcceptedAccount {
     pub tokens: TokenResponse,
 }
 
-/// Queues the verification link (or the existing owner's email); 202.
+/// Queues the verification link (or the existing owner's email); 202. A
+/// client outside the inviting tenant's IP allowlist: 403
+/// `tenancy.ip_not_allowed`, before any hashing, nothing stored or sent.
 pub(super) async fn accept_as_new_user(
     state: &AppState,
+    (context, client): (&RequestContext, ClientAddr),
     token: &InvitationToken,
     name: &str,
     password: SecretString,
 ) -> Result<Response, ApiError> {
     let clock = state.clock.as_ref();
     // Cheap refusals first, before any password hashing.
-    let (inv, policy) = {
+    let (inv, settings) = {
         let mut read = state.db.tenant_read(token.tenant()).await?;
         let inv = load_pending(&mut read, token, clock.now()).await?;
         if !inviter_may_still_grant(&mut read, &inv).await? {
             return Err(revoked());
         }
-        let policy = tenancy::settings::load(&mut read).await?.password_policy;
-        (inv, policy)
+        (inv, tenancy::settings::load(&mut read).await?)
     };
+    let (policy, list) = (settings.password_policy, settings.ip_allowlist);
+    let pathway = Pathway::Invitation;
+    let tenant_id = token.tenant();
+    allowlist::check(
+        state,
+        tenant_id,
+        Actor::System,
+        &list,
+        client,
+        pathway,
+        context,
+    )
+    .await?;
     let tenant = active_tenant(state, token.tenant()).await?;
     let email = Email::parse(&inv.email).map_err(|e| {
         ApiError::bad_request(
@@ -138,11 +160,13 @@ pub(super) async fn accept_as_new_user(
 
 /// The verification link of an invited new account was used: creates the
 /// account (address verified), claims the invitation, joins the tenant,
-/// audits and signs in there (201).
+/// audits and signs in there (201). From a `client` outside the tenant's IP
+/// allowlist: 403 `tenancy.ip_not_allowed`, everything rolled back (no
+/// account, the link and the invitation still unused).
 pub(crate) async fn complete(
     state: &AppState,
     pending: &Pending,
-    context: &RequestContext,
+    (context, client): (&RequestContext, ClientAddr),
 ) -> Result<Response, ApiError> {
     let email = Email::parse(&pending.email)
         .map_err(|_| ApiError::internal("pending invitation: bad email"))?;
@@ -168,7 +192,16 @@ pub(crate) async fn complete(
         IdentityError::EmailTaken => verify::email_taken(),
         other => ApiError::internal(other),
     })?;
-    let mut tx = tx.scoped(tenant.id).await?;
+    let tx = tx.scoped(tenant.id).await?;
+    let mut tx = allowlist::admit_in(
+        state,
+        tx,
+        Actor::System,
+        client,
+        Pathway::Invitation,
+        context,
+    )
+    .await?;
     let inv = load_pending_by_id(&mut tx, invitation, now).await?;
     claim(&mut tx, &inv, user.id, now).await?;
     let membership = tenancy::add_member(&mut tx, clock, user.id, &inv.role)

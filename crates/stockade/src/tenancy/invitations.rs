@@ -447,7 +447,9 @@ pub struct AcceptedMembership {
 /// address creates the account: `POST /v1/auth/verify-email`), or as the signed-in
 /// user the invitation was sent to (`Authorization: Bearer`, token only;
 /// 200 with the new membership; never through an impersonation session:
-/// 403 `platform.impersonation_forbidden`).
+/// 403 `platform.impersonation_forbidden`). A new account from outside the
+/// inviting tenant's IP allowlist: 403 `tenancy.ip_not_allowed`, nothing
+/// sent or created (and its verification link is refused from outside too).
 #[utoipa::path(post, path = "/v1/invitations/accept", tag = "tenancy",
     security((), ("bearer" = [])), request_body = AcceptInvitation,
     responses((status = 200, body = AcceptedMembership), (status = 202, body = super::invitation_accounts::InvitationAccepted),
@@ -479,7 +481,11 @@ pub(crate) async fn accept(
         (None, Some(name), Some(password)) => {
             limit_ip(&state, ip, &context).await?;
             let token = parse_token(&token)?;
-            super::invitation_accounts::accept_as_new_user(&state, &token, &name, password).await
+            let signing_in = (&context, ip.0);
+            super::invitation_accounts::accept_as_new_user(
+                &state, signing_in, &token, &name, password,
+            )
+            .await
         }
         (None, _, _) => Err(invalid(
             "send `name` and `password` to create an account, or sign in and send the token \

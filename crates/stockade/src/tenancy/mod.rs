@@ -1,5 +1,6 @@
 //! Tenants and memberships.
 
+pub mod allowlist;
 pub mod invitation_accounts;
 pub mod invitations;
 pub mod members;

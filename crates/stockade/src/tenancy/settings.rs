@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::db::{DbError, TenantTx};
+use crate::http::client_ip::ClientAddr;
 use crate::identity::password::PasswordPolicy;
 
 /// Who must use multi-factor authentication. Only `off` is accepted until
@@ -124,22 +125,38 @@ impl TenantSettings {
         Duration::seconds(self.session_absolute_secs)
     }
 
-    /// Whether `ip` may reach the tenant.
-    pub fn ip_allowed(&self, ip: std::net::IpAddr) -> bool {
-        ip_allowed(&self.ip_allowlist, ip)
+    /// Whether `client` may reach the tenant.
+    pub fn ip_allowed(&self, client: ClientAddr) -> bool {
+        ip_allowed(&self.ip_allowlist, client)
     }
 }
 
-/// Empty list: every address; otherwise `ip` must be in one of the CIDRs.
-pub fn ip_allowed(allowlist: &[IpNet], ip: std::net::IpAddr) -> bool {
-    allowlist.is_empty() || allowlist.iter().any(|net| net.contains(&ip))
+/// Empty list: every client, an unknown one included; otherwise the client
+/// must be known and in one of the CIDRs (canonical: see
+/// [`canonical_allowlist`]).
+pub fn ip_allowed(allowlist: &[IpNet], client: ClientAddr) -> bool {
+    if allowlist.is_empty() {
+        return true;
+    }
+    client
+        .ip()
+        .is_some_and(|ip| crate::http::client_ip::in_any(allowlist, ip))
+}
+
+/// The allowlist as stored and compared: each CIDR truncated to its network,
+/// IPv4-mapped IPv6 ranges as the IPv4 ranges they stand for (a client is
+/// always compared by its canonical address).
+pub fn canonical_allowlist(list: Vec<IpNet>) -> Vec<IpNet> {
+    list.into_iter()
+        .map(|n| crate::http::client_ip::canonical_net(n).trunc())
+        .collect()
 }
 
 /// Parses the stored allowlist. Unreadable → a list that admits nobody
 /// (fail closed), logged.
 pub fn parse_allowlist(stored: &str) -> Vec<IpNet> {
     match serde_json::from_str::<Vec<IpNet>>(stored) {
-        Ok(list) => list,
+        Ok(list) => canonical_allowlist(list),
         Err(e) => {
             tracing::error!(error = %e, "stored IP allowlist unreadable: denying all addresses");
             // 0.0.0.0/32 and ::/128 match no real client.
@@ -285,17 +302,25 @@ mod tests {
 
     #[test]
     fn allowlist() {
-        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let ip = |s: &str| ClientAddr::of(s.parse::<std::net::IpAddr>().unwrap());
         assert!(ip_allowed(&[], ip("203.0.113.9")));
+        assert!(ip_allowed(&[], ClientAddr::Unknown));
         let list: Vec<IpNet> = vec![
             "10.0.0.0/8".parse().unwrap(),
             "2001:db8::/32".parse().unwrap(),
         ];
         assert!(ip_allowed(&list, ip("10.1.2.3")));
+        assert!(ip_allowed(&list, ip("::ffff:10.1.2.3")));
         assert!(ip_allowed(&list, ip("2001:db8::1")));
         assert!(!ip_allowed(&list, ip("203.0.113.9")));
+        assert!(!ip_allowed(&list, ClientAddr::Unknown));
         let broken = parse_allowlist("not json");
         assert!(!ip_allowed(&broken, ip("10.1.2.3")));
         assert!(!ip_allowed(&broken, ip("::1")));
+        // A mapped range admits the IPv4 clients it stands for.
+        let mapped = parse_allowlist(r#"["::ffff:198.51.100.0/120"]"#);
+        assert!(ip_allowed(&mapped, ip("198.51.100.7")));
+        assert!(ip_allowed(&mapped, ip("::ffff:198.51.100.7")));
+        assert!(!ip_allowed(&mapped, ip("198.51.101.7")));
     }
 }

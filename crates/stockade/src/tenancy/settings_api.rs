@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::settings::{self, MfaRequired, TenantSettings};
 use crate::app::AppState;
 use crate::audit::{self, NewEvent, Target};
-use crate::http::client_ip::ClientIp;
+use crate::http::client_ip::{ClientAddr, ClientIp};
 use crate::http::{ApiError, ApiJson, Principal};
 use crate::identity::password::PasswordPolicy;
 
@@ -114,7 +114,7 @@ async fn patch_settings(
         new.mfa_required = v;
     }
     if let Some(v) = patch.ip_allowlist {
-        new.ip_allowlist = v.into_iter().map(|n| n.trunc()).collect();
+        new.ip_allowlist = settings::canonical_allowlist(v);
     }
     if let Some(v) = patch.audit_retention_days {
         let floor = state.config.audit_retention_min_days;
@@ -141,10 +141,18 @@ async fn patch_settings(
     new.validate()
         .map_err(|e| ApiError::bad_request("tenancy.invalid_settings", e))?;
     if !new.ip_allowed(ip) {
-        return Err(ApiError::new(StatusCode::CONFLICT, "tenancy.allowlist_lockout")
-            .with_detail(format!(
-                "the allowlist does not include your current address {ip}: you would lock yourself out"
-            )));
+        let yours = match ip {
+            ClientAddr::Known(ip) => format!("your current address {ip}"),
+            ClientAddr::Unknown => {
+                "your address, which is unknown (a proxy forwarded an unreadable X-Forwarded-For)"
+                    .to_owned()
+            }
+        };
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "tenancy.allowlist_lockout").with_detail(format!(
+                "the allowlist does not include {yours}: you would lock yourself out"
+            )),
+        );
     }
     let changes = diff(&old, &new);
     if changes.as_object().is_some_and(|m| m.is_empty()) {

@@ -180,7 +180,7 @@ impl std::io::Write for ThreadSink {
 /// event at every level, but only on a thread that captures (a scoped
 /// subscriber per test would race with tracing's callsite cache). The
 /// test's runtime is single-threaded, so the server's tasks log on it.
-fn capture_logs() {
+pub(crate) fn capture_logs() {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -199,7 +199,7 @@ fn capture_logs() {
     CAPTURE.with(|c| *c.borrow_mut() = Some(Vec::new()));
 }
 
-fn captured() -> String {
+pub(crate) fn captured() -> String {
     CAPTURE.with(|c| String::from_utf8(c.borrow_mut().take().unwrap_or_default()).unwrap())
 }
 

@@ -24,7 +24,7 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
 }
 
-fn stderr_lines(out: &Output) -> Vec<String> {
+pub(crate) fn stderr_lines(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter(|l| !l.starts_with('{')) // JSON log lines
@@ -143,7 +143,7 @@ fn production_refuses_each_problem_with_exit_code_2() {
             .env("STOCKADE_SIGNUP", "open"));
         assert_eq!(out.status.code(), Some(2), "{cmd}");
         let lines = stderr_lines(&out);
-        assert_eq!(lines.len(), 4, "{cmd}: {lines:?}");
+        assert_eq!(lines.len(), 5, "{cmd}: {lines:?}");
         assert!(lines.iter().all(|l| l.starts_with("error: ")));
         let all = lines.join("\n");
         for needle in [
@@ -151,6 +151,7 @@ fn production_refuses_each_problem_with_exit_code_2() {
             "STOCKADE_ALLOW_OPEN_SIGNUP",
             "master key",
             "STOCKADE_SIGNING_KEY_FILE",
+            "STOCKADE_TRUSTED_PROXIES",
         ] {
             assert!(all.contains(needle), "{cmd}: {needle} not in {all}");
         }
@@ -172,6 +173,7 @@ fn production_refuses_each_problem_with_exit_code_2() {
         .args(["config", "check"])
         .env("STOCKADE_PROFILE", "production")
         .env("STOCKADE_PUBLIC_URL", "https://app.example.com")
+        .env("STOCKADE_TRUSTED_PROXIES", "none")
         .env("STOCKADE_MASTER_KEY_FILE", keys.join("master.key"))
         .env(
             "STOCKADE_SIGNING_KEY_FILE",
@@ -197,6 +199,7 @@ fn production_refuses_each_problem_with_exit_code_2() {
         .args(["serve"])
         .env("STOCKADE_PROFILE", "production")
         .env("STOCKADE_PUBLIC_URL", "https://app.example.com")
+        .env("STOCKADE_TRUSTED_PROXIES", "none")
         .env("STOCKADE_MASTER_KEY_FILE", &master)
         .env("STOCKADE_JWT_ALG", "HS256")
         .env("STOCKADE_JWT_SECRET_FILE", &secret));
@@ -219,6 +222,7 @@ fn production_refuses_each_problem_with_exit_code_2() {
         .args(["config", "check"])
         .env("STOCKADE_PROFILE", "production")
         .env("STOCKADE_PUBLIC_URL", "https://app.example.com")
+        .env("STOCKADE_TRUSTED_PROXIES", "none")
         .env("STOCKADE_MASTER_KEY_FILE", &master)
         .env("STOCKADE_JWT_ALG", "HS256")
         .env("STOCKADE_JWT_SECRET_FILE", &secret));
@@ -955,6 +959,7 @@ pub fn production_env(dir: &Path) -> Vec<(String, String)> {
         ("STOCKADE_SIGNING_KEY_FILE", signing.display().to_string()),
         ("STOCKADE_SIGNUP", "open".to_owned()),
         ("STOCKADE_ALLOW_OPEN_SIGNUP", "true".to_owned()),
+        ("STOCKADE_TRUSTED_PROXIES", "none".to_owned()),
         ("RUST_LOG", "debug".to_owned()),
     ]
     .into_iter()

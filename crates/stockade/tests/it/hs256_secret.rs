@@ -36,6 +36,7 @@ fn production_with_secret(dir: &Path, args: &[&str], secret_text: &str) -> Outpu
         .args(args)
         .env("STOCKADE_PROFILE", "production")
         .env("STOCKADE_PUBLIC_URL", "https://app.example.com")
+        .env("STOCKADE_TRUSTED_PROXIES", "none")
         .env("STOCKADE_MASTER_KEY_FILE", &master)
         .env("STOCKADE_JWT_ALG", "HS256")
         .env("STOCKADE_JWT_SECRET_FILE", &secret))

@@ -9,6 +9,7 @@
 //! One integration-test binary (link time on 2 cores): a real server on
 //! 127.0.0.1:0, real SQLite files, real PostgreSQL databases.
 
+mod allowlist_pathways;
 mod apikeys;
 mod audit;
 mod audit_details;
@@ -25,6 +26,7 @@ mod database_urls;
 mod dev_outbox;
 mod envelope;
 mod erasure;
+mod forwarded_for;
 mod hs256_secret;
 mod http;
 mod http_early_rejections;
@@ -41,11 +43,13 @@ mod postgres_pool;
 mod postgres_rls;
 mod postgres_roles;
 mod postgres_tls;
+mod proxy_misconfiguration;
 mod records;
 mod records_at_rest;
 mod records_import;
 mod records_import_hostile;
 mod records_rules;
+mod refusals_counted;
 mod reset_links;
 mod roles;
 mod rotation;

@@ -271,6 +271,7 @@ fn production_refuses_email_platform_owners_while_verification_cannot_be_deliver
         ("STOCKADE_PUBLIC_URL", "https://app.example.test"),
         ("STOCKADE_MASTER_KEY", "x"),
         ("STOCKADE_SIGNING_KEY_FILE", "/k.pem"),
+        ("STOCKADE_TRUSTED_PROXIES", "none"),
     ];
     let with = |owners: &str| {
         let mut env = base.to_vec();
