@@ -423,6 +423,34 @@ async fn step_up_deletion_and_invitations_are_refused_while_impersonating(backen
     assert_eq!(members.len(), 1, "pat did not join root-ops");
 }
 
+/// Refusals held in a sampling window are not lost when the impersonator
+/// stops: the refusal flush writes them, with their count, to the tenant's
+/// chain and the platform's alike.
+async fn held_refusals_are_flushed_to_both_chains(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
+    let s = &w.s;
+    let token = impersonate(&w).await;
+    for _ in 0..4 {
+        let reauth = Some(json!({ "password": PASSWORD }));
+        refused(send(s, Method::POST, "/v1/auth/reauth", &token, reauth).await).await;
+    }
+    assert_eq!(denial_audited(&w, "step_up").await, vec![0]);
+    s.clock.advance(Duration::seconds(61));
+    assert_eq!(stockade::app::flush_refusals(&s.state).await, 1);
+    for chain in [w.acme, TenantId::PLATFORM] {
+        let counts: Vec<u64> = events(s, chain, "platform.impersonation.denied")
+            .await
+            .iter()
+            .map(|e| e.2["count"].as_u64().unwrap())
+            .collect();
+        assert_eq!(counts, vec![1, 3], "{chain}");
+    }
+    assert_eq!(denial_audited(&w, "step_up").await, vec![0, 2]);
+    verify_all_chains(s).await;
+}
+
 /// The chain of the issue: switch → cookie → refresh → API key. Whatever a
 /// step yields is used by the next; after the impersonation's 15 minutes
 /// nothing obtained in it may work, and nothing in acme's log may be pat's
@@ -518,5 +546,6 @@ crate::both_servers!(
     api_keys_cannot_be_made_rotated_or_revoked_while_impersonating,
     password_change_and_logout_all_are_refused_while_impersonating,
     step_up_deletion_and_invitations_are_refused_while_impersonating,
+    held_refusals_are_flushed_to_both_chains,
     the_laundering_chain_fails_and_nothing_outlives_the_impersonation,
 );
