@@ -2,6 +2,23 @@
 //! (`POST /v1/platform/sign-in-links`), the user redeems it
 //! (`POST /v1/auth/sign-in-link`) and gets a normal session of their own,
 //! without a password proof.
+//!
+//! The link goes **only to the user**, by email, through the outbox (sealed
+//! under the master key like every message; in development the sink writes
+//! it to `<data_dir>/outbox/`; production has no sender yet, issue #21). The
+//! owner's answer names the link (`link_id`, a prefix of the token's hash)
+//! and the masked address it was queued to, never the token: an owner who
+//! held the link could redeem it themselves and get a refreshable session
+//! as the user with no `act` claim, every later action audited as the user
+//! alone — impersonation laundered into a normal session (issue #17 item 1).
+//!
+//! Decided here: a link is sent only to an address the user proved (a
+//! verification link; imported and older accounts never did) — otherwise
+//! it could hand the account, without its password, to whoever holds a
+//! mistyped or reassigned mailbox; such a user is answered 409
+//! `platform.email_unverified` and can reset their password themselves.
+//! A new link voids every unused older link of the user (in any tenant), so
+//! at most one is alive.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,6 +30,7 @@ use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use super::PlatformOwner;
 use super::routes::{audit_both, resolve_target, sensitive};
@@ -20,6 +38,7 @@ use super::store::{self, NewLink};
 use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Outcome, Target};
 use crate::crypto::random;
+use crate::email::{self, Message};
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext};
 use crate::ids::UserId;
@@ -48,21 +67,33 @@ pub struct SignInLinkRequest {
     pub confirm: bool,
 }
 
+/// What the platform owner learns of a link: never the link itself.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SignInLinkResponse {
-    /// `<public URL>/sign-in#link=<token>`: shown once, single use.
-    pub url: String,
+    /// The link's public handle, as the audit events name it (16 hex
+    /// characters of the token's SHA-256; it cannot be redeemed).
+    pub link_id: String,
     pub expires_at: DateTime<Utc>,
+    /// The masked address the link was emailed to (`p***@acme.test`).
+    pub sent_to: String,
 }
 
-/// Issues a one-time sign-in link for a user (15 minutes, single use). The
-/// session it opens is a normal one of that user, without a password
-/// proof: sensitive actions in it still need re-authentication.
+/// Emails a user a one-time sign-in link (15 minutes, single use). The
+/// link goes to the user's verified address only, through the email
+/// outbox, and is never shown to the caller. A new link voids the user's
+/// older unused ones. The session it opens is a normal one of that user,
+/// without a password proof: sensitive actions in it still need
+/// re-authentication. Outside production the development sender writes the
+/// message to `<data_dir>/outbox/`; production has no email sender yet
+/// (issue #21), so the message waits, sealed, in the outbox.
 #[utoipa::path(post, path = "/v1/platform/sign-in-links", tag = "platform",
     security(("bearer" = [])), request_body = SignInLinkRequest,
     responses((status = 201, body = SignInLinkResponse),
         (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem),
-        (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+        (status = 404, body = crate::http::Problem),
+        (status = 409, body = crate::http::Problem,
+            description = "`platform.email_unverified` (the user never proved their \
+                address), `platform.user_inactive`, `platform.tenant_state`")))]
 pub(super) async fn create_sign_in_link(
     State(state): State<AppState>,
     owner: PlatformOwner,
@@ -71,11 +102,20 @@ pub(super) async fn create_sign_in_link(
     let now = state.clock.now();
     let reason = sensitive(&owner, now, req.confirm, &req.reason)?;
     let (user, membership) = resolve_target(&state, req.user_id, req.tenant.as_deref()).await?;
+    if user.email_verified_at.is_none() {
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "platform.email_unverified").with_detail(
+                "this user never verified their email address: no sign-in link can be sent \
+                 to it (they can reset their password themselves)",
+            ),
+        );
+    }
     let secret = random::secret_bytes::<32>().map_err(ApiError::internal)?;
-    let token = zeroize::Zeroizing::new(B64URL.encode(secret.as_slice()));
+    let token = Zeroizing::new(B64URL.encode(secret.as_slice()));
     let hash = token_hash(&token);
     let expires_at = now + SIGN_IN_LINK_TTL;
     let mut tx = state.db.global_tx().await?;
+    let voided = store::void_sign_in_links_of(&mut tx, user.id, now).await?;
     store::insert_sign_in_link(
         &mut tx,
         &NewLink {
@@ -88,6 +128,31 @@ pub(super) async fn create_sign_in_link(
         },
     )
     .await?;
+    let body = Zeroizing::new(format!(
+        "Our support team created a one-time sign-in link for your account in {}.\n\n\
+         Open it within 15 minutes; it works once and signs you in without your password \
+         (changing your password or other sensitive settings will still ask for it):\n\
+         {}/sign-in#link={}\n\n\
+         If you did not ask support for help, do not open it: it expires by itself. \
+         Tell your administrator.",
+        membership.slug,
+        state.issuer,
+        token.as_str()
+    ));
+    email::enqueue(
+        &mut tx,
+        state.clock.as_ref(),
+        &state.master(),
+        &Message {
+            to: &user.email,
+            kind: "sign_in_link",
+            subject: "Your one-time sign-in link",
+            body: &body,
+        },
+        state.config.is_production(),
+    )
+    .await
+    .map_err(ApiError::internal)?;
     let tx = tx.scoped(membership.tenant_id).await?;
     let event = NewEvent::new(owner.actor(), "platform.sign_in_link.created")
         .target(Target::new("user", user.id))
@@ -97,14 +162,16 @@ pub(super) async fn create_sign_in_link(
             "reason": reason,
             "link_id": link_id(&hash),
             "expires_at": expires_at,
+            "links_voided": voided,
         }))
         .context(owner.context.clone());
     audit_both(&state, tx, event).await?;
     Ok((
         StatusCode::CREATED,
         Json(SignInLinkResponse {
-            url: format!("{}/sign-in#link={}", state.issuer, token.as_str()),
+            link_id: link_id(&hash),
             expires_at,
+            sent_to: email::mask_address(&user.email),
         }),
     ))
 }
@@ -112,14 +179,14 @@ pub(super) async fn create_sign_in_link(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemSignInLink {
-    /// The `link` value of the sign-in link's fragment.
+    /// The `link` value of the emailed sign-in link's fragment.
     #[schema(value_type = String, format = Password)]
     pub token: SecretString,
 }
 
 /// Redeems a one-time sign-in link: a new session (access token and refresh
-/// cookie, like a login). Used, expired or unknown: 400
-/// `platform.link_invalid`. From outside the tenant's IP allowlist: 403
+/// cookie, like a login). Used, expired, voided by a newer link or unknown:
+/// 400 `platform.link_invalid`. From outside the tenant's IP allowlist: 403
 /// `tenancy.ip_not_allowed`, and the link is not used up.
 #[utoipa::path(post, path = "/v1/auth/sign-in-link", tag = "auth",
     request_body = RedeemSignInLink,
@@ -233,8 +300,8 @@ fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// A public handle of a link for the audit logs (a prefix of its hash; it
-/// reveals nothing of the token).
+/// A public handle of a link for the audit logs and the owner's answer (a
+/// prefix of its hash; it reveals nothing of the token).
 fn link_id(hash: &[u8; 32]) -> String {
     hex::encode(hash.iter().take(8).copied().collect::<Vec<u8>>())
 }
