@@ -25,8 +25,8 @@ pub enum EmailError {
 /// One message to send.
 pub struct Message<'a> {
     pub to: &'a str,
-    /// `password_reset`, `password_reset_notice`, `verification`, `invitation`,
-    /// `lockout_notice`.
+    /// `password_reset`, `password_reset_notice`, `verification`,
+    /// `account_exists`, `invitation`, `lockout_notice`, `sign_in_link`.
     pub kind: &'a str,
     pub subject: &'a str,
     /// Plain text; may contain secrets (links), so it is sealed.

@@ -13,6 +13,7 @@ mod expiry;
 mod forbidden;
 pub mod owners;
 pub mod routes;
+pub mod sign_in_links;
 mod store;
 
 use axum::extract::FromRequestParts;

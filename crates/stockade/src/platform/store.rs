@@ -90,6 +90,21 @@ pub(super) async fn expire_sign_in_links(
     .await
 }
 
+/// Ends every unused sign-in link of `user`, into any tenant, now (a new
+/// link replaces them); how many were still alive.
+pub(super) async fn void_sign_in_links_of(
+    tx: &mut GlobalTx,
+    user: UserId,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    tx.execute(
+        "UPDATE sign_in_links SET expires_at = $2 \
+         WHERE user_id = $1 AND used_at IS NULL AND expires_at > $2",
+        vec![user.into(), now.into()],
+    )
+    .await
+}
+
 pub(super) struct NewLink {
     pub hash: [u8; 32],
     pub user: UserId,
@@ -138,7 +153,9 @@ pub(super) async fn find_sign_in_link(
     .await
 }
 
-/// Claims a link: true for exactly one of several concurrent redemptions.
+/// Claims a link: true for exactly one of several concurrent redemptions,
+/// and never for a link expired (or voided, or killed by a suspension)
+/// since it was read.
 pub(super) async fn claim_sign_in_link(
     tx: &mut GlobalTx,
     hash: [u8; 32],
@@ -146,7 +163,8 @@ pub(super) async fn claim_sign_in_link(
 ) -> Result<bool, DbError> {
     let n = tx
         .execute(
-            "UPDATE sign_in_links SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL",
+            "UPDATE sign_in_links SET used_at = $2 \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
             vec![hash.into(), now.into()],
         )
         .await?;

@@ -58,6 +58,31 @@ pub fn link_token(body: &str, path: &str) -> Option<String> {
     rest.split_whitespace().next().map(str::to_owned)
 }
 
+/// The token of the `/sign-in#link=` link in `body` (a platform owner's
+/// one-time sign-in link).
+pub fn sign_in_link_token(body: &str) -> Option<String> {
+    let (_, rest) = body.split_once("/sign-in#link=")?;
+    rest.split_whitespace().next().map(str::to_owned)
+}
+
+/// The tokens of every one-time sign-in link emailed to `to`, oldest first.
+pub async fn sign_in_links(s: &TestServer, to: &str) -> Vec<String> {
+    outbox(s)
+        .await
+        .into_iter()
+        .filter(|m| m.kind == "sign_in_link" && m.to == to)
+        .map(|m| sign_in_link_token(&m.body).unwrap())
+        .collect()
+}
+
+/// The token of the newest sign-in link emailed to `to`.
+pub async fn sign_in_link(s: &TestServer, to: &str) -> String {
+    sign_in_links(s, to)
+        .await
+        .pop()
+        .unwrap_or_else(|| panic!("no sign-in link emailed to {to}"))
+}
+
 /// The token of the newest verification link sent to `to`.
 pub async fn verification_token(s: &TestServer, to: &str) -> String {
     let mail = outbox(s)

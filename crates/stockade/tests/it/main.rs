@@ -56,6 +56,7 @@ mod rotation;
 mod session_cache;
 mod settings;
 mod settings_unavailable;
+mod sign_in_link_laundering;
 mod signup_enumeration;
 mod storage;
 mod testkit;

@@ -727,16 +727,29 @@ async fn sign_in_links_are_single_use_and_expire(backend: Backend) {
         .await;
         assert_eq!(res.status(), StatusCode::CREATED);
         let body: Value = res.json().await.unwrap();
-        let url = body["url"].as_str().unwrap().to_owned();
-        assert!(
-            url.starts_with(&format!("{}/sign-in#link=", s.state.issuer)),
-            "{url}"
-        );
         assert_eq!(
             time(&body["expires_at"]),
             s.clock.now() + Duration::minutes(15)
         );
-        url.rsplit_once("#link=").unwrap().1.to_owned()
+        assert_eq!(body["sent_to"], "p***@acme.test");
+        // The link goes to pat's mailbox, never to the caller.
+        assert!(body.get("url").is_none(), "{body}");
+        let mail = crate::mailbox::outbox(s)
+            .await
+            .into_iter()
+            .rev()
+            .find(|m| m.kind == "sign_in_link")
+            .expect("a sign-in link email");
+        assert_eq!(mail.to, "pat@acme.test");
+        assert!(
+            mail.body
+                .contains(&format!("{}/sign-in#link=", s.state.issuer)),
+            "{}",
+            mail.body
+        );
+        let token = crate::mailbox::sign_in_link_token(&mail.body).unwrap();
+        assert!(!body.to_string().contains(&token));
+        token
     };
     let redeem = |token: String| async move {
         s.client
