@@ -174,9 +174,11 @@ pub(crate) async fn confirm(
     }
     // Every other link of the user dies with this one.
     super::reset_effects::invalidate_reset_links(&mut tx, user_id, now).await?;
+    // The link was only ever emailed to the address: using it proves it.
+    let verified = users::mark_email_verified(&mut tx, user_id, now).await?;
     let mut tx = tx.for_user(user_id).await?;
     sessions::revoke_all_for_user(&mut tx, None, "password_reset", now).await?;
-    super::reset_effects::complete_reset(tx, &state, &user.email, &context).await?;
+    super::reset_effects::complete_reset(tx, &state, &user.email, verified, &context).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

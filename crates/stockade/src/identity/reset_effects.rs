@@ -54,6 +54,7 @@ pub(crate) async fn complete_reset(
     tx: UserTx,
     state: &AppState,
     email_to: &str,
+    email_verified: bool,
     context: &RequestContext,
 ) -> Result<(), ApiError> {
     let user = tx.user();
@@ -90,6 +91,7 @@ pub(crate) async fn complete_reset(
                 "api_keys_revoked": revoked.len(),
                 "revoked_api_keys": revoked,
                 "api_keys_kept": kept.len(),
+                "email_verified": email_verified,
             }))
             .context(context.clone());
         audit::append(&mut ttx, state.clock.as_ref(), event)

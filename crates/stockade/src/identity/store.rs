@@ -148,6 +148,23 @@ pub async fn set_password_hash(
     Ok(())
 }
 
+/// Marks the user's address verified, if it was not: a completed password
+/// reset proves the mailbox, since its link was only ever emailed there.
+/// Returns whether this call verified it.
+pub async fn mark_email_verified(
+    tx: &mut GlobalTx,
+    user: UserId,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, DbError> {
+    let changed = tx
+        .execute(
+            "UPDATE users SET email_verified_at = $2 WHERE id = $1 AND email_verified_at IS NULL",
+            vec![user.into(), now.into()],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
 /// One of a user's memberships, with its tenant.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserMembership {

@@ -16,7 +16,9 @@ use stockade::ids::TenantId;
 
 use crate::audit_webhook_more::{capture_logs, captured};
 use crate::auth::{Login, me, server, signup};
-use crate::mailbox::{outbox, sign_in_link, sign_in_link_token, sign_in_links};
+use crate::mailbox::{
+    link_token, outbox, post_fresh, sign_in_link, sign_in_link_token, sign_in_links,
+};
 use crate::testkit::{Backend, TestServer};
 
 const ROOT: &str = "root@platform.test";
@@ -352,6 +354,82 @@ async fn an_unverified_address_is_sent_nothing(backend: Backend) {
     }
 }
 
+/// A completed password reset proves the address (its link was only ever
+/// emailed there): the unverified user above becomes verified by it, and
+/// only by it — a reset merely requested proves nothing.
+async fn a_completed_reset_proves_the_address(backend: Backend) {
+    let Some(w) = world(backend).await else {
+        return;
+    };
+    let s = &w.s;
+    let mut tx = s.db.global_tx().await.unwrap();
+    let sam = stockade::identity::create_user_with_password(
+        &mut tx,
+        s.clock.as_ref(),
+        &stockade::identity::Email::parse("sam@acme.test").unwrap(),
+        "Sam Imported",
+        None,
+    )
+    .await
+    .unwrap();
+    let mut tx = tx.scoped(w.acme).await.unwrap();
+    stockade::tenancy::add_member(&mut tx, s.clock.as_ref(), sam.id, "viewer")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Requested, not completed: still unverified, still refused.
+    let res = post_fresh(
+        s,
+        "/v1/auth/password-reset/request",
+        &json!({"email": "sam@acme.test"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        ask(&w, &sam.id.to_string()).await.status(),
+        StatusCode::CONFLICT
+    );
+    let mail = outbox(s)
+        .await
+        .into_iter()
+        .rev()
+        .find(|m| m.kind == "password_reset")
+        .unwrap();
+    let token = link_token(&mail.body, "/reset-password").unwrap();
+    // A wrong token proves nothing either.
+    let res = post_fresh(
+        s,
+        "/v1/auth/password-reset/confirm",
+        &json!({"token": "x".repeat(43), "new_password": "Reset-Strong-Passw0rd-19"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        ask(&w, &sam.id.to_string()).await.status(),
+        StatusCode::CONFLICT
+    );
+
+    let res = post_fresh(
+        s,
+        "/v1/auth/password-reset/confirm",
+        &json!({"token": token, "new_password": "Reset-Strong-Passw0rd-19"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let user = stockade::identity::find_user(&s.db, sam.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(user.email_verified_at.is_some());
+    let completed = details_of(s, w.acme, "auth.password.reset_completed").await;
+    assert_eq!(completed.last().unwrap()["email_verified"], true);
+    assert_eq!(
+        ask(&w, &sam.id.to_string()).await.status(),
+        StatusCode::CREATED
+    );
+}
+
 /// Everything the server logs, at every level, from the request to the
 /// development sender's delivery and the redemption, holds neither the
 /// token nor the link; the message is in a private file of the sink.
@@ -398,5 +476,6 @@ crate::both_servers!(
     only_the_user_redeems_the_emailed_link_once,
     a_new_link_voids_the_older_unused_ones,
     an_unverified_address_is_sent_nothing,
+    a_completed_reset_proves_the_address,
     the_emailed_link_is_in_no_log,
 );
