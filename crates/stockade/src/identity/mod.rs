@@ -7,6 +7,7 @@ pub mod erase;
 mod hash_pool;
 pub mod import;
 pub mod import_store;
+mod lockout;
 mod model;
 pub mod password;
 pub mod rekey;

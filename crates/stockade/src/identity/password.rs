@@ -436,9 +436,10 @@ impl Hasher {
             .await
     }
 
-    /// Runs `f` on the blocking pool while holding a permit. The permit moves
-    /// into the task, so a caller that gives up (e.g. a dropped request) does
-    /// not free the slot before the computation has really finished.
+    /// Runs `f` on the hasher's own threads (`hash_pool::HashPool`, not
+    /// tokio's blocking pool) while holding a permit. The permit moves into
+    /// the job, so a caller that gives up (e.g. a dropped request) does not
+    /// free the slot before the computation has really finished.
     async fn run<T, F>(&self, f: F) -> Result<T, HashError>
     where
         T: Send + 'static,

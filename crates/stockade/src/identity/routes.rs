@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::User;
+use super::lockout::{self, audit_failed_login, failed_login};
 use super::password::{self, PasswordPolicy, Verification};
 use super::store::{self as users, AuthUser, UserMembership};
 use super::throttle;
@@ -206,14 +207,7 @@ async fn login(
         // Audited like any attempt (SPEC §2.3), without hashing and without
         // counting as a failure: the lockout does not extend itself.
         audit_failed_login(&state, &email_key, user.as_ref(), None, &context).await?;
-        let secs = u64::try_from((until - now).num_seconds())
-            .unwrap_or(1)
-            .max(1);
-        return Err(
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "auth.account_locked")
-                .with_detail("too many failed sign-ins: try again later")
-                .retry_after(secs),
-        );
+        return Err(lockout::account_locked(until, now));
     }
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let verdict = state
@@ -344,80 +338,6 @@ async fn start_session(
     ))
 }
 
-/// Counts the failure and audits it: in each tenant of a known user, in the
-/// platform log for an unknown address. The reason stays in the log.
-async fn failed_login(
-    state: &AppState,
-    email_key: &str,
-    user: Option<&AuthUser>,
-    reason: &str,
-    context: &RequestContext,
-) -> Result<(), ApiError> {
-    let now = state.clock.now();
-    let locked = throttle::record_failure(&state.db, email_key, now).await?;
-    audit_failed_login(state, email_key, user, Some((reason, locked)), context).await
-}
-
-/// Writes `auth.login.failed` in every tenant of `user` (the platform's
-/// chain for an unknown address), followed by `auth.account.locked` when this
-/// failure locked the account. `failure` is `(reason, locked_until)` for a
-/// counted failure (outcome `failure`); `None` for an attempt refused because
-/// the account is locked (reason `account_locked`, outcome `denied`).
-async fn audit_failed_login(
-    state: &AppState,
-    email_key: &str,
-    user: Option<&AuthUser>,
-    failure: Option<(&str, Option<chrono::DateTime<chrono::Utc>>)>,
-    context: &RequestContext,
-) -> Result<(), ApiError> {
-    let (reason, outcome, locked) = match failure {
-        Some((reason, locked)) => (reason, Outcome::Failure, locked),
-        None => ("account_locked", Outcome::Denied, None),
-    };
-    let (tenants, actor) = match user {
-        Some(u) => (
-            users::memberships_of(&state.db, u.id)
-                .await?
-                .into_iter()
-                .map(|m| m.tenant_id)
-                .collect::<Vec<_>>(),
-            Actor::User {
-                id: u.id,
-                impersonator: None,
-            },
-        ),
-        None => (vec![TenantId::PLATFORM], Actor::System),
-    };
-    for tenant in tenants {
-        let mut tx = state.db.tenant_tx(tenant).await?;
-        let mut events = vec![
-            NewEvent::new(actor.clone(), "auth.login.failed")
-                .outcome(outcome)
-                .details(serde_json::json!({ "reason": reason, "email": email_key })),
-        ];
-        if let Some(until) = locked {
-            let mut event = NewEvent::new(Actor::System, "auth.account.locked")
-                .outcome(Outcome::Denied)
-                .details(serde_json::json!({ "email": email_key, "locked_until": until }));
-            // The locked account is the event's subject (its personal data
-            // is sealed under that user's key: `audit::pii`).
-            if let Some(u) = user {
-                event = event.target(Target::new("user", u.id));
-            }
-            events.push(event);
-        }
-        let events = events
-            .into_iter()
-            .map(|e| e.context(context.clone()))
-            .collect();
-        audit::append_many(&mut tx, state.clock.as_ref(), events)
-            .await
-            .map_err(ApiError::internal)?;
-        tx.commit().await?;
-    }
-    Ok(())
-}
-
 /// Upgrades an imported bcrypt (or outdated argon2) hash to the current one.
 async fn rehash(state: &AppState, user: &AuthUser, password: SecretString) -> Result<(), ApiError> {
     let hash = state
@@ -487,13 +407,18 @@ pub struct ReauthRequest {
 /// Re-confirms the password (step-up): sensitive actions accept the session
 /// for the next 5 minutes. Refused to an impersonation session (403
 /// `platform.impersonation_forbidden`): an impersonator never holds the
-/// user's password.
+/// user's password. A wrong password counts toward the account's lockout
+/// as a failed sign-in does, and a locked account is refused (429
+/// `auth.account_locked`) even with the right password (`lockout`).
 #[utoipa::path(post, path = "/v1/auth/reauth", tag = "auth", security(("bearer" = [])),
     request_body = ReauthRequest,
-    responses((status = 204), (status = 400, body = crate::http::Problem),
+    responses((status = 204), (status = 400, body = crate::http::Problem,
+            description = "`auth.wrong_password` (counted toward the account lockout)"),
         (status = 403, body = crate::http::Problem,
             description = "`platform.impersonation_forbidden`"),
-        (status = 429, body = crate::http::Problem)))]
+        (status = 429, body = crate::http::Problem,
+            description = "`auth.rate_limited` (the client address) or `auth.account_locked` \
+                (the account, whichever route counted its failures); with `Retry-After`")))]
 async fn reauth(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -505,39 +430,25 @@ async fn reauth(
     let user = users::find_auth_user_by_id(&state.db, p.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
-    let verdict = state
-        .hasher
-        .verify(req.password, user.password_hash.clone())
-        .await
-        .map_err(ApiError::internal)?;
-    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
-    let ok = verdict != Verification::Mismatch;
-    if ok {
-        sessions::mark_authenticated(&mut tx, p.session_id, state.clock.now()).await?;
+    let event = NewEvent::new(p.actor(), "auth.session.reauthenticated")
+        .target(Target::new("session", p.session_id));
+    if !lockout::prove_password(&state, &p, &user, req.password, event.clone()).await? {
+        return Err(ApiError::bad_request(
+            "auth.wrong_password",
+            "the password is incorrect",
+        ));
     }
+    let mut tx = state.db.tenant_tx(p.tenant_id).await?;
+    sessions::mark_authenticated(&mut tx, p.session_id, state.clock.now()).await?;
     audit::append(
         &mut tx,
         state.clock.as_ref(),
-        NewEvent::new(p.actor(), "auth.session.reauthenticated")
-            .target(Target::new("session", p.session_id))
-            .outcome(if ok {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            })
-            .context(p.context.clone()),
+        event.outcome(Outcome::Success).context(p.context.clone()),
     )
     .await
     .map_err(ApiError::internal)?;
     tx.commit().await?;
-    if ok {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::bad_request(
-            "auth.wrong_password",
-            "the password is incorrect",
-        ))
-    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -640,13 +551,21 @@ pub struct ChangePasswordRequest {
 
 /// Changes the caller's password; every other session is signed out and
 /// every outstanding reset link dies. Refused to an impersonation session
-/// (403 `platform.impersonation_forbidden`).
+/// (403 `platform.impersonation_forbidden`). A wrong current password counts
+/// toward the account's lockout as a failed sign-in does, and a locked
+/// account is refused (429 `auth.account_locked`) before any hashing
+/// (`lockout`).
 #[utoipa::path(post, path = "/v1/auth/password", tag = "auth", security(("bearer" = [])),
     request_body = ChangePasswordRequest,
-    responses((status = 204), (status = 400, body = crate::http::Problem),
+    responses((status = 204), (status = 400, body = crate::http::Problem,
+            description = "`auth.wrong_password` (counted toward the account lockout) or \
+                `auth.weak_password`"),
         (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`platform.impersonation_forbidden`")))]
+            description = "`platform.impersonation_forbidden`"),
+        (status = 429, body = crate::http::Problem,
+            description = "`auth.rate_limited` (the client address) or `auth.account_locked` \
+                (the account, whichever route counted its failures); with `Retry-After`")))]
 async fn change_password(
     State(state): State<AppState>,
     ip: ClientIp,
@@ -659,12 +578,9 @@ async fn change_password(
     let user = users::find_auth_user_by_id(&state.db, p.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
-    let verdict = state
-        .hasher
-        .verify(req.current_password, user.password_hash.clone())
-        .await
-        .map_err(ApiError::internal)?;
-    if verdict == Verification::Mismatch {
+    let refused = NewEvent::new(p.actor(), "auth.password.change_failed")
+        .target(Target::new("user", p.user_id));
+    if !lockout::prove_password(&state, &p, &user, req.current_password, refused).await? {
         return Err(ApiError::bad_request(
             "auth.wrong_password",
             "the current password is incorrect",

@@ -91,6 +91,9 @@ pub async fn find_user_by_key(db: &Db, key: &str) -> Result<Option<User>, DbErro
 pub struct AuthUser {
     pub id: UserId,
     pub email: String,
+    /// The canonical key of the address: the account's lockout is counted
+    /// under it (`throttle`), whichever route proves the password.
+    pub email_key: String,
     pub name: String,
     pub status: String,
     pub password_hash: Option<String>,
@@ -106,7 +109,7 @@ pub(super) async fn find_auth_user_in(
     email_key: &str,
 ) -> Result<Option<AuthUser>, DbError> {
     tx.fetch_optional(
-        "SELECT id, email, name, status, password_hash FROM users WHERE email_key = $1",
+        "SELECT id, email, email_key, name, status, password_hash FROM users WHERE email_key = $1",
         vec![email_key.into()],
     )
     .await
@@ -116,7 +119,7 @@ pub async fn find_auth_user_by_id(db: &Db, id: UserId) -> Result<Option<AuthUser
     db.global_read()
         .await?
         .fetch_optional(
-            "SELECT id, email, name, status, password_hash FROM users WHERE id = $1",
+            "SELECT id, email, email_key, name, status, password_hash FROM users WHERE id = $1",
             vec![id.into()],
         )
         .await

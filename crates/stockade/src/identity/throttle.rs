@@ -1,7 +1,8 @@
 //! Per-account sign-in throttling: 10 consecutive failures lock the address
 //! for 15 minutes, doubling on each repeat lockout (capped at 2^10 × 15 min).
 //! Keyed by the normalised email, so unknown addresses are counted and locked
-//! exactly like known ones.
+//! exactly like known ones. Every proof of a password counts here, not only
+//! sign-in: step-up and password change go through `lockout::prove_password`.
 
 use chrono::{DateTime, Duration, Utc};
 

@@ -90,16 +90,43 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    // A settings change needs a recent password (step-up).
+    // A settings change needs a recent password (step-up). While the
+    // account is locked, step-up and password change are refused too, even
+    // with the right password.
     s.clock.advance(chrono::Duration::minutes(6));
+    let reauth = Some(json!({"password": PASSWORD}));
+    let (st, body) = call(&s, Method::POST, "/v1/auth/reauth", &owner.access, reauth).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["code"], "auth.account_locked");
+    let change = |current: &str| {
+        Some(json!({"current_password": current, "new_password": "Scenario-New-Passw0rd-3"}))
+    };
     let (st, body) = call(
         &s,
         Method::POST,
-        "/v1/auth/reauth",
+        "/v1/auth/password",
         &owner.access,
-        Some(json!({"password": PASSWORD})),
+        change(PASSWORD),
     )
     .await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // The lock ends (and the access token with it: the session refreshes);
+    // a wrong current password is refused, the right one proves step-up.
+    s.clock.advance(chrono::Duration::minutes(9));
+    let res = crate::auth::refresh(&s, &owner.refresh).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let owner = crate::auth::login_from(res).await;
+    let (st, body) = call(
+        &s,
+        Method::POST,
+        "/v1/auth/password",
+        &owner.access,
+        change("Wrong-Password-1"),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    let reauth = Some(json!({"password": PASSWORD}));
+    let (st, body) = call(&s, Method::POST, "/v1/auth/reauth", &owner.access, reauth).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
     let (st, body) = call(
         &s,
@@ -122,7 +149,7 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
     assert_eq!(st, StatusCode::CREATED, "{body}");
     let (st, body) = call(&s, Method::DELETE, "/v1/audit/webhook", &owner.access, None).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
-    // Sign out; once the lockout is over, sign in again to read the log.
+    // Sign out; later, sign in again to read the log.
     let (st, body) = call(&s, Method::POST, "/v1/auth/logout", &owner.access, None).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
     s.clock.advance(chrono::Duration::minutes(15));
@@ -172,6 +199,9 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
         user("records.import.completed", &owner_id),
         user("records.import.failed", &owner_id),
         user("auth.session.reauthenticated", &owner_id),
+        user("auth.password.change_failed", &owner_id),
+        user("auth.password.change_failed", &owner_id),
+        user("auth.session.reauthenticated", &owner_id),
         user("tenancy.settings.updated", &owner_id),
         user("audit.webhook.configured", &owner_id),
         user("audit.webhook.removed", &owner_id),
@@ -190,6 +220,29 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
     assert_eq!(last["outcome"], "denied");
     assert_eq!(last["ip"], "198.51.100.99");
     assert_eq!(failed[0]["ip"], "198.51.100.1");
+    // Step-up and password change while locked: denied, not counted.
+    let outcomes = |action: &str| -> Vec<(String, String)> {
+        events
+            .iter()
+            .filter(|e| e["action"] == action)
+            .map(|e| {
+                let reason = e["details"]["reason"].as_str().unwrap_or("");
+                (e["outcome"].as_str().unwrap().to_owned(), reason.to_owned())
+            })
+            .collect()
+    };
+    let pair = |o: &str, r: &str| (o.to_owned(), r.to_owned());
+    assert_eq!(
+        outcomes("auth.session.reauthenticated"),
+        [pair("denied", "account_locked"), pair("success", "")]
+    );
+    assert_eq!(
+        outcomes("auth.password.change_failed"),
+        [
+            pair("denied", "account_locked"),
+            pair("failure", "wrong_password")
+        ]
+    );
     s.stop().await;
 }
 

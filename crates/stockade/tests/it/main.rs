@@ -33,6 +33,7 @@ mod http_early_rejections;
 mod impersonation_laundering;
 mod isolation;
 mod keyring;
+mod lockout_everywhere;
 mod lookalike_addresses;
 mod mailbox;
 mod members;
