@@ -154,7 +154,7 @@ pub async fn set_password_hash(
 /// Marks the user's address verified, if it was not: a completed password
 /// reset proves the mailbox, since its link was only ever emailed there.
 /// Returns whether this call verified it.
-pub async fn mark_email_verified(
+pub(crate) async fn mark_email_verified(
     tx: &mut GlobalTx,
     user: UserId,
     now: chrono::DateTime<chrono::Utc>,
