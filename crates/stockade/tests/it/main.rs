@@ -11,6 +11,9 @@
 
 mod allowlist_pathways;
 mod apikeys;
+mod apikeys_cache;
+mod apikeys_properties;
+mod apikeys_refusals;
 mod audit;
 mod audit_details;
 mod audit_retention;
