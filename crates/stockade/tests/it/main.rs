@@ -47,6 +47,7 @@ mod lockout_everywhere;
 mod lookalike_addresses;
 mod mailbox;
 mod members;
+mod members_invitations;
 mod planned_permissions;
 mod platform;
 mod platform_owner_claims;
