@@ -50,6 +50,7 @@ mod members;
 mod members_invitations;
 mod planned_permissions;
 mod platform;
+mod platform_impersonation;
 mod platform_owner_claims;
 mod postgres_pool;
 mod postgres_rls;
