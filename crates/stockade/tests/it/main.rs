@@ -65,6 +65,7 @@ mod records_rules;
 mod refusals_counted;
 mod reset_links;
 mod roles;
+mod roles_enforcement;
 mod rotation;
 mod session_cache;
 mod settings;
