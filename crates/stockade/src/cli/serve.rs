@@ -103,9 +103,11 @@ pub(super) async fn serve(mut config: Config, options: MigrateOptions) -> Result
             "development"
         }
     ));
-    let jobs = app::spawn_jobs(&state);
-    let served = app::serve(listener, app::app(state), app::shutdown_signal()).await;
-    jobs.abort();
+    // The scheduled jobs (`jobs`), shown in `/readyz`; stopped on shutdown.
+    let mut jobs = app::spawn_jobs(&state);
+    let router = app::app(state).layer(axum::Extension(jobs.board()));
+    let served = app::serve(listener, router, app::shutdown_signal()).await;
+    jobs.shutdown();
     served.map_err(|e| Failure::one(format!("server error: {e}")))?;
     db.close().await;
     say("Stockade stopped");
