@@ -19,6 +19,7 @@ use crate::http::ApiError;
 use crate::http::client_ip::LimitKey;
 use crate::http::layers::{self, Limits};
 use crate::identity::password::Hasher;
+use crate::jobs::{FirstRun, Job, Scheduler};
 use crate::ratelimit::{Quota, RateLimiter};
 use crate::sessions::SessionPolicy;
 use crate::{identity, ops, sessions};
@@ -239,135 +240,152 @@ pub fn app(state: AppState) -> Router {
 /// minutes after a rotation, so this delay never rejects a valid token.
 pub const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Starts the background jobs of a serving instance: the keyring reload
-/// every [`KEYRING_RELOAD`], the audit retention purge every day (the
-/// first one at startup), the audit webhook delivery every
+/// Starts the scheduled jobs of a serving instance (see `jobs`): the
+/// keyring reload every [`KEYRING_RELOAD`] (first after one period: the keys
+/// were just loaded), and, each first at start, the audit retention purge
+/// every day, the audit webhook delivery every
 /// [`crate::audit::webhook::INTERVAL`], the expired-impersonation sweep
-/// every `platform::SWEEP_INTERVAL` and the refusal flush every
-/// [`sampler::FLUSH_EVERY`].
-pub fn spawn_jobs(state: &AppState) -> tokio::task::JoinHandle<()> {
-    let webhook_state = state.clone();
-    let webhooks = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(crate::audit::webhook::INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            deliver_webhooks(&webhook_state).await;
-        }
-    });
-    let purge_state = state.clone();
-    let purge = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(crate::audit::retention::PURGE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            purge_audit(&purge_state).await;
-        }
-    });
-    let sweep_state = state.clone();
-    let sweep = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(crate::platform::SWEEP_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            end_impersonations(&sweep_state).await;
-        }
-    });
+/// every `platform::SWEEP_INTERVAL`, the refusal flush every
+/// [`sampler::FLUSH_EVERY`] and, outside production, the development mail
+/// sender every [`crate::email::dev_sender::INTERVAL`]. Dropping (or
+/// shutting down) the returned scheduler stops them all.
+///
+/// The jobs marked `leader_only` are cluster-wide work; there is no leader
+/// election yet (issue #20), so every instance runs them today
+/// (`docs/controls.md` §1 says how each stays correct).
+pub fn spawn_jobs(state: &AppState) -> Scheduler {
+    let mut jobs = Scheduler::new(state.clock.clone());
+    let s = state.clone();
+    jobs.register(
+        Job::new(
+            "audit.webhook_delivery",
+            crate::audit::webhook::INTERVAL,
+            move || {
+                let s = s.clone();
+                async move { Ok(deliver_webhooks(&s).await?) }
+            },
+        )
+        .leader_only(),
+    );
+    let (db, clock) = (state.db.clone(), state.clock.clone());
+    let policy = crate::audit::retention_policy::RetentionPolicy::from_config(&state.config);
+    jobs.register(
+        Job::new(
+            "audit.retention_purge",
+            crate::audit::retention::PURGE_INTERVAL,
+            move || {
+                let (db, clock) = (db.clone(), clock.clone());
+                async move {
+                    Ok(
+                        crate::audit::retention::scheduled_purge(&db, clock.as_ref(), policy)
+                            .await?,
+                    )
+                }
+            },
+        )
+        .leader_only(),
+    );
+    let (db, clock) = (state.db.clone(), state.clock.clone());
+    jobs.register(
+        Job::new(
+            "platform.impersonation_sweep",
+            crate::platform::SWEEP_INTERVAL,
+            move || {
+                let (db, clock) = (db.clone(), clock.clone());
+                async move { Ok(crate::platform::scheduled_sweep(&db, clock.as_ref()).await?) }
+            },
+        )
+        .leader_only(),
+    );
     // Outside production only: bodies are written to files (`email::dev_sender`).
-    let mail_state = state.clone();
-    let mail = (!state.config.is_production()).then(|| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(crate::email::dev_sender::INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                deliver_mail(&mail_state).await;
-            }
-        })
-    });
-    let flush_state = state.clone();
-    let flush = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(sampler::FLUSH_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            flush_refusals(&flush_state).await;
-        }
-    });
-    let state = state.clone();
-    tokio::spawn(async move {
-        // Aborting this task (shutdown) ends the other jobs too.
-        let _purge = AbortOnDrop(purge);
-        let _webhooks = AbortOnDrop(webhooks);
-        let _sweep = AbortOnDrop(sweep);
-        let _mail = mail.map(AbortOnDrop);
-        let _flush = AbortOnDrop(flush);
-        let mut tick = tokio::time::interval(KEYRING_RELOAD);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await; // the first tick is immediate; keys were just loaded
-        loop {
-            tick.tick().await;
-            reload_keyring(&state).await;
-        }
-    })
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+    if !state.config.is_production() {
+        let (db, clock, master) = (state.db.clone(), state.clock.clone(), state.master());
+        let data_dir = state.config.data_dir.clone();
+        jobs.register(
+            Job::new(
+                "email.dev_sender",
+                crate::email::dev_sender::INTERVAL,
+                move || {
+                    let (db, clock, master, data_dir) =
+                        (db.clone(), clock.clone(), master.clone(), data_dir.clone());
+                    async move {
+                        let run = crate::email::dev_sender::scheduled_delivery(
+                            &db,
+                            clock.as_ref(),
+                            &master,
+                            &data_dir,
+                        );
+                        Ok(run.await?)
+                    }
+                },
+            )
+            .leader_only(),
+        );
     }
+    // Each instance flushes its own samplers.
+    let s = state.clone();
+    jobs.register(Job::new(
+        "audit.refusal_flush",
+        sampler::FLUSH_EVERY,
+        move || {
+            let s = s.clone();
+            async move { Ok(format!("{} events written", flush_refusals(&s).await)) }
+        },
+    ));
+    // Each instance holds its own keyring.
+    let s = state.clone();
+    jobs.register(
+        Job::new("crypto.keyring_reload", KEYRING_RELOAD, move || {
+            let s = s.clone();
+            async move { refresh_keyring(&s).await }
+        })
+        .first_run(FirstRun::AfterOnePeriod),
+    );
+    jobs
 }
 
 /// One run of the development sender (never in production): queued
-/// messages into `<data_dir>/outbox`.
+/// messages into `<data_dir>/outbox` (`email::dev_sender`); a failure is
+/// logged and retried at the next run.
 pub async fn deliver_mail(state: &AppState) {
     if state.config.is_production() {
         return;
     }
     let master = state.master();
-    let run = crate::email::dev_sender::deliver_queued(
+    let run = crate::email::dev_sender::scheduled_delivery(
         &state.db,
         state.clock.as_ref(),
         &master,
         &state.config.data_dir,
     );
-    if let Err(e) = run.await {
-        tracing::error!(error = %e, "development sender failed");
-    }
-}
-
-/// One run of the audit retention purge (see `audit::retention`), on the
-/// injected clock; failures are logged and retried the next day.
-pub async fn purge_audit(state: &AppState) {
-    let policy = crate::audit::retention_policy::RetentionPolicy::from_config(&state.config);
-    match crate::audit::retention::purge_all(&state.db, state.clock.as_ref(), policy).await {
-        // Skipped chains were logged (and audited) as they were met.
-        Ok(run) => {
-            for r in run.purged {
-                tracing::info!(tenant = %r.tenant_id, count = r.count, up_to_seq = r.up_to_seq, "audit events purged");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "audit retention purge failed"),
-    }
+    // Logged by the run itself.
+    let _ = run.await;
 }
 
 /// One run of the audit webhook delivery (see `audit::webhook`); failures
-/// are recorded per endpoint and retried with backoff.
-pub async fn deliver_webhooks(state: &AppState) {
+/// are recorded per endpoint and retried with backoff. A run that cannot
+/// start is logged and returned.
+pub async fn deliver_webhooks(state: &AppState) -> Result<String, crate::db::DbError> {
     match crate::audit::webhook::deliver_due(state).await {
-        Ok(r) if r.tenants > 0 => {
-            tracing::debug!(
-                tenants = r.tenants,
-                delivered = r.delivered,
-                failed = r.failed,
-                disabled = r.disabled,
-                "audit webhooks delivered"
-            );
+        Ok(r) => {
+            if r.tenants > 0 {
+                tracing::debug!(
+                    tenants = r.tenants,
+                    delivered = r.delivered,
+                    failed = r.failed,
+                    disabled = r.disabled,
+                    "audit webhooks delivered"
+                );
+            }
+            Ok(format!(
+                "{} tenants: {} delivered, {} failed, {} disabled",
+                r.tenants, r.delivered, r.failed, r.disabled
+            ))
         }
-        Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "audit webhook delivery failed"),
+        Err(e) => {
+            tracing::error!(error = %e, "audit webhook delivery failed");
+            Err(e)
+        }
     }
 }
 
@@ -384,25 +402,27 @@ pub async fn flush_refusals(state: &AppState) -> usize {
         + sampler::flush(state, &state.api_keys.denials).await
 }
 
-/// One run of the expired-impersonation sweep (`platform::expiry`).
-pub async fn end_impersonations(state: &AppState) {
-    match crate::platform::end_expired_impersonations(&state.db, state.clock.as_ref()).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(ended = n, "expired impersonations ended"),
-        Err(e) => tracing::error!(error = %e, "expired impersonations could not be ended"),
-    }
-}
-
 /// Re-reads the signing keys; keeps the current ones if that fails.
 pub async fn reload_keyring(state: &AppState) {
+    // Logged by the run itself.
+    let _ = refresh_keyring(state).await;
+}
+
+/// [`reload_keyring`], saying what it did (the job's status).
+async fn refresh_keyring(state: &AppState) -> crate::jobs::RunResult {
     match crate::crypto::keyring::load(&state.db, &state.keys, state.clock.as_ref()).await {
         Ok(keyring) if keyring.same_keys(&state.keyring()) => {
             // Nothing changed: keep the verified-token cache, minus expired tokens.
             state.keyring().sweep_verified(state.clock.now());
+            Ok("unchanged".to_owned())
         }
-        Ok(keyring) => state.set_keyring(keyring),
+        Ok(keyring) => {
+            state.set_keyring(keyring);
+            Ok("reloaded".to_owned())
+        }
         Err(e) => {
-            tracing::warn!(error = %e, "signing keys could not be reloaded; keeping the current ones")
+            tracing::warn!(error = %e, "signing keys could not be reloaded; keeping the current ones");
+            Err(anyhow::anyhow!(e))
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod email;
 pub mod http;
 pub mod identity;
 pub mod ids;
+pub mod jobs;
 pub mod ops;
 pub mod platform;
 pub mod ratelimit;

@@ -175,6 +175,35 @@ pub async fn purge_all(
     Ok(run)
 }
 
+/// One run of the serving instance's daily purge (`app::spawn_jobs`):
+/// [`purge_all`] with each purged chain logged; a failure to start is
+/// logged and returned (retried the next day). Returns a summary for the
+/// job's status.
+pub async fn scheduled_purge(
+    db: &Db,
+    clock: &dyn Clock,
+    policy: RetentionPolicy,
+) -> Result<String, AuditError> {
+    match purge_all(db, clock, policy).await {
+        // Skipped chains were logged (and audited) as they were met.
+        Ok(run) => {
+            for r in &run.purged {
+                tracing::info!(tenant = %r.tenant_id, count = r.count, up_to_seq = r.up_to_seq, "audit events purged");
+            }
+            let events: u64 = run.purged.iter().map(|r| r.count).sum();
+            Ok(format!(
+                "{events} events purged from {} chains; {} chains skipped",
+                run.purged.len(),
+                run.skipped.len()
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "audit retention purge failed");
+            Err(e)
+        }
+    }
+}
+
 /// The alert for a skipped chain: an error line, and `audit.purge.skipped`
 /// in the platform chain (never the message: it may hold database text).
 async fn alert(db: &Db, clock: &dyn Clock, skipped: &Skipped) {

@@ -83,6 +83,24 @@ pub async fn deliver_queued(
     Ok(written)
 }
 
+/// One run of the serving instance's sender (`app::spawn_jobs`; never in
+/// production): [`deliver_queued`], its failure logged (retried at the next
+/// run). Returns a summary for the job's status.
+pub async fn scheduled_delivery(
+    db: &Db,
+    clock: &dyn Clock,
+    master: &MasterKey,
+    data_dir: &Path,
+) -> Result<String, EmailError> {
+    match deliver_queued(db, clock, master, data_dir).await {
+        Ok(n) => Ok(format!("{n} messages written")),
+        Err(e) => {
+            tracing::error!(error = %e, "development sender failed");
+            Err(e)
+        }
+    }
+}
+
 /// Claims `message`, writes its file, then commits the claim: a crash in
 /// between leaves it queued, and the next run finds its file already there.
 async fn deliver_one(

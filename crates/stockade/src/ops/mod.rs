@@ -1,16 +1,21 @@
 //! Operations endpoints: liveness, readiness, the OpenAPI document.
+//!
+//! `/readyz` shows the instance's scheduled jobs when whoever serves put
+//! their `jobs::JobBoard` on the router as an `Extension` (`stockade
+//! serve` does; a router without one lists none).
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use utoipa::OpenApi;
 
 use crate::app::AppState;
 use crate::db::MigrationStatus;
 use crate::http::{ApiError, Problem};
+use crate::jobs::{JobBoard, Outcome};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -26,7 +31,7 @@ pub fn routes() -> Router<AppState> {
         description = "The secure core of a multi-tenant B2B SaaS. Errors are application/problem+json (RFC 9457) with a stable `code`."
     ),
     paths(healthz, readyz, openapi_json),
-    components(schemas(Problem, Health, Ready, ProxyReadiness, crate::http::proxy_watch::ForwardedReport)),
+    components(schemas(Problem, Health, Ready, ProxyReadiness, JobReadiness, crate::http::proxy_watch::ForwardedReport)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -77,6 +82,9 @@ pub struct Ready {
     pub backend: &'static str,
     pub migration: i64,
     pub proxy: ProxyReadiness,
+    /// The scheduled jobs of this instance (`jobs`) and their last runs;
+    /// empty when it runs none.
+    pub jobs: Vec<JobReadiness>,
 }
 
 /// How the client address is found, and whether a proxy seems to be missed.
@@ -110,6 +118,59 @@ impl ProxyReadiness {
     }
 }
 
+/// One scheduled job as `/readyz` shows it. Only whether the last run
+/// failed is shown, never its error or summary text: this endpoint answers
+/// anyone, and the log has the details.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobReadiness {
+    /// The job's stable name, e.g. `audit.retention_purge`.
+    pub name: &'static str,
+    /// Seconds between runs.
+    pub period_secs: u64,
+    /// Cluster-wide work, for the leader alone once there is an election;
+    /// until then every instance runs it.
+    pub leader_only: bool,
+    /// Runs finished since the instance started.
+    pub runs: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_started_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long the last finished run took, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_duration_ms: Option<u64>,
+    /// `ok` or `error`; absent before the first run finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_outcome: Option<&'static str>,
+}
+
+impl JobReadiness {
+    fn all(board: Option<&JobBoard>) -> Vec<Self> {
+        let Some(board) = board else {
+            return Vec::new();
+        };
+        board
+            .status()
+            .into_iter()
+            .map(|job| Self {
+                name: job.name,
+                period_secs: job.period.as_secs(),
+                leader_only: job.leader_only,
+                runs: job.runs,
+                last_started_at: job.last_started_at,
+                last_finished_at: job.last_finished_at,
+                last_duration_ms: job
+                    .last_duration
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                last_outcome: job.last_outcome.map(|o| match o {
+                    Outcome::Ok(_) => "ok",
+                    Outcome::Failed(_) => "error",
+                }),
+            })
+            .collect()
+    }
+}
+
 /// Liveness: the process is up and serving.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
@@ -117,9 +178,10 @@ async fn healthz() -> Json<Health> {
 }
 
 /// Readiness: the database answers and every migration is applied. Also
-/// says how the client address is found (`proxy`), and counts requests whose
+/// says how the client address is found (`proxy`), counts requests whose
 /// `X-Forwarded-For` came from an untrusted peer (a proxy missing from
-/// `STOCKADE_TRUSTED_PROXIES`, or a forger).
+/// `STOCKADE_TRUSTED_PROXIES`, or a forger), and lists the instance's
+/// scheduled jobs with their last runs (`jobs`).
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -129,7 +191,10 @@ async fn healthz() -> Json<Health> {
         (status = 503, body = Problem, content_type = "application/problem+json")
     )
 )]
-async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+async fn readyz(
+    State(state): State<AppState>,
+    jobs: Option<Extension<JobBoard>>,
+) -> Result<Json<Ready>, ApiError> {
     let backend = match state.db.kind() {
         crate::db::BackendKind::Sqlite => "sqlite",
         crate::db::BackendKind::Postgres => "postgres",
@@ -140,6 +205,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> 
             backend,
             migration: version,
             proxy: ProxyReadiness::of(&state),
+            jobs: JobReadiness::all(jobs.as_ref().map(|Extension(board)| board)),
         })),
         MigrationStatus::Behind { applied, expected } => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -78,3 +78,21 @@ pub async fn end_expired_impersonations(db: &Db, clock: &dyn Clock) -> Result<u6
     }
     Ok(ended)
 }
+
+/// One run of the serving instance's sweep (`app::spawn_jobs`): ends the
+/// expired impersonations and logs how many, or logs the failure (retried
+/// at the next sweep). Returns a summary for the job's status.
+pub async fn scheduled_sweep(db: &Db, clock: &dyn Clock) -> Result<String, AuditError> {
+    match end_expired_impersonations(db, clock).await {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(ended = n, "expired impersonations ended");
+            }
+            Ok(format!("{n} impersonations ended"))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "expired impersonations could not be ended");
+            Err(e)
+        }
+    }
+}

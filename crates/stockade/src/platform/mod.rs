@@ -20,7 +20,7 @@ use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 
-pub use expiry::{SWEEP_INTERVAL, end_expired_impersonations};
+pub use expiry::{SWEEP_INTERVAL, end_expired_impersonations, scheduled_sweep};
 pub use forbidden::{IMPERSONATION_FORBIDDEN, operation};
 pub use routes::{PlatformApi, routes};
 

@@ -42,6 +42,7 @@ mod http;
 mod http_early_rejections;
 mod impersonation_laundering;
 mod isolation;
+mod jobs;
 mod keyring;
 mod lockout_everywhere;
 mod lookalike_addresses;
