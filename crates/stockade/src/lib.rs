@@ -1,7 +1,9 @@
 //! Stockade: the secure core of a multi-tenant B2B SaaS.
 //!
 //! One folder per capability (see `docs/architecture.md`). Pure rules live in
-//! each capability's `model.rs`, queries in `store.rs`, HTTP in `routes.rs`.
+//! the `stockade-core` crate (no I/O: the compiler refuses it), re-exported
+//! here at their old paths (`clock`, `text`, `ratelimit`, each capability's
+//! `model`); queries in `store.rs`, HTTP in `routes.rs`.
 #![forbid(unsafe_code)]
 
 pub mod apikeys;
@@ -11,7 +13,6 @@ pub mod audit;
 pub mod bench;
 pub mod cache;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -22,9 +23,9 @@ pub mod ids;
 pub mod jobs;
 pub mod ops;
 pub mod platform;
-pub mod ratelimit;
 pub mod rbac;
 pub mod records;
 pub mod sessions;
 pub mod tenancy;
-pub mod text;
+
+pub use stockade_core::{clock, ratelimit, text};

@@ -11,9 +11,11 @@
 
 mod auth;
 mod denials;
-mod model;
 mod routes;
 mod store;
+
+// The key format is a pure rule of `stockade-core`.
+use stockade_core::apikeys::model;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -33,6 +35,13 @@ pub use store::{
 };
 
 use crate::app::AppState;
+
+/// A key's environment follows the deployment profile (`live` in production).
+impl model::Deployment for crate::config::Config {
+    fn is_production(&self) -> bool {
+        crate::config::Config::is_production(self)
+    }
+}
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]

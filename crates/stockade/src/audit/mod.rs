@@ -5,7 +5,6 @@
 //! walks a chain and names the first sequence number that does not hold.
 
 pub mod api;
-mod details;
 mod head;
 mod model;
 pub mod pii;
@@ -18,6 +17,9 @@ pub mod webhook;
 pub mod webhook_api;
 mod webhook_send;
 pub mod webhook_url;
+
+// How `details` is presented: a pure rule of `stockade-core`.
+use stockade_core::audit::details;
 
 pub use head::{HEAD_KEY_PURPOSE, install_head_key};
 pub use model::{

@@ -1,14 +1,18 @@
-//! Pure rules of the audit log: event shape, canonical encoding, hash chain.
+//! The audit log's events: who acted, on what, with which outcome
+//! ([`NewEvent`]); an event fixed into its stored row with its personal data
+//! sealed ([`NewEvent::seal`], [`StoredEvent`]); the verdict on a chain. The
+//! canonical encoding and the hash are a pure rule of
+//! `stockade_core::audit::chain` ([`StoredEvent::hashed`] hands it the row);
+//! this file must not change how an event is hashed, and does no I/O.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use stockade_core::audit::chain::{Hashed, valid_action};
 
 use super::pii::{self, Pii, SubjectState};
 use crate::ids::{EventId, TenantId, UserId};
 
-/// `prev_hash` of the first event of every chain.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub use stockade_core::audit::chain::GENESIS_HASH;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -208,7 +212,8 @@ impl NewEvent {
             let pii = Pii::split(fields, ip.take(), user_agent.take());
             if let SubjectState::Live(key) = state {
                 let aad = pii::pii_aad(tenant_id, seq, &id.to_string());
-                let (sealed, digest) = pii::seal_pii(key, &aad, &pii)?;
+                let (sealed, digest) =
+                    pii::seal_pii(key, &aad, &pii).map_err(|_| AuditError::SubjectKey)?;
                 sealed_pii = Some(sealed);
                 pii_digest = Some(digest);
             }
@@ -241,17 +246,9 @@ impl NewEvent {
     }
 }
 
-/// Action names are `area.object.verb`: lower-case ASCII words joined by dots.
+/// Action names are `area.object.verb` (see `chain::valid_action`).
 fn validate_action(action: &str) -> Result<(), AuditError> {
-    let parts: Vec<&str> = action.split('.').collect();
-    let ok = (2..=4).contains(&parts.len())
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.len() <= 40
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        });
-    if ok {
+    if valid_action(action) {
         Ok(())
     } else {
         Err(AuditError::InvalidAction(action.to_owned()))
@@ -295,57 +292,20 @@ pub struct StoredEvent {
     pub hash: String,
 }
 
-/// The canonical encoding that is hashed: every field but `hash`, in a fixed
-/// order, as JSON (strings escaped unambiguously, nulls explicit).
-///
-/// Form v1 (no subject): exactly the fields below but `subject_id` and
-/// `pii_digest`, `ip` and `user_agent` included. Form v2 (an event with a
-/// subject, see `pii`): `ip` and `user_agent` left out (they live in the
-/// sealed part, and must be NULL in the row: see
-/// [`StoredEvent::clear_fields_in_v2`]), `subject_id` and `pii_digest`
-/// (null once erased) appended. Events written before v2 hash as before.
-#[derive(Serialize)]
-struct Canonical<'a> {
-    v: u8,
-    tenant_id: String,
-    seq: i64,
-    id: String,
-    occurred_at: String,
-    actor_type: &'a str,
-    actor_id: Option<&'a str>,
-    impersonator_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ip: Option<Option<&'a str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_agent: Option<Option<&'a str>>,
-    request_id: Option<&'a str>,
-    action: &'a str,
-    target_type: Option<&'a str>,
-    target_id: Option<&'a str>,
-    outcome: &'a str,
-    details: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pii_digest: Option<Option<&'a str>>,
-}
-
 impl StoredEvent {
-    fn canonical_form(&self) -> Canonical<'_> {
-        let v1 = self.subject_id.is_none();
-        Canonical {
-            v: if v1 { 1 } else { 2 },
-            tenant_id: self.tenant_id.to_string(),
+    /// What the hash covers: every column but `hash` and the sealed `pii`
+    /// (see `stockade_core::audit::chain`).
+    pub fn hashed(&self) -> Hashed<'_> {
+        Hashed {
+            tenant_id: self.tenant_id.0,
             seq: self.seq,
-            id: self.id.to_string(),
-            occurred_at: self
-                .occurred_at
-                .to_rfc3339_opts(SecondsFormat::Micros, true),
+            id: self.id.0,
+            occurred_at: self.occurred_at,
             actor_type: &self.actor_type,
             actor_id: self.actor_id.as_deref(),
             impersonator_id: self.impersonator_id.as_deref(),
-            ip: v1.then_some(self.ip.as_deref()),
-            user_agent: v1.then_some(self.user_agent.as_deref()),
+            ip: self.ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
             request_id: self.request_id.as_deref(),
             action: &self.action,
             target_type: self.target_type.as_deref(),
@@ -353,24 +313,14 @@ impl StoredEvent {
             outcome: &self.outcome,
             details: &self.details,
             subject_id: self.subject_id.as_deref(),
-            pii_digest: (!v1).then_some(self.pii_digest.as_deref()),
+            pii_digest: self.pii_digest.as_deref(),
+            prev_hash: &self.prev_hash,
         }
     }
 
+    /// The canonical encoding that is hashed (form v1, or v2 with a subject).
     pub fn canonical(&self) -> Vec<u8> {
-        // Serialising plain strings and integers cannot fail.
-        serde_json::to_vec(&self.canonical_form()).unwrap_or_default()
-    }
-
-    /// SHA-256 over the previous hash, a newline and the canonical encoding;
-    /// the encoding is written straight into the hasher (no buffer).
-    fn hash_bytes(&self) -> [u8; 32] {
-        let mut w = HashWriter(Sha256::new());
-        w.0.update(self.prev_hash.as_bytes());
-        w.0.update(b"\n");
-        // Writing into a hasher cannot fail.
-        let _ = serde_json::to_writer(&mut w, &self.canonical_form());
-        w.0.finalize().into()
+        self.hashed().canonical()
     }
 
     /// A stored v2 row keeps `ip` and `user_agent` only sealed; in clear
@@ -381,29 +331,13 @@ impl StoredEvent {
 
     /// SHA-256 over the previous hash and the canonical encoding, hex.
     pub fn compute_hash(&self) -> String {
-        hex::encode(self.hash_bytes())
+        self.hashed().compute_hash()
     }
 
     /// Whether the stored `hash` is exactly (lower-case hex) the hash of
     /// this event's content; no allocation.
     pub fn hash_matches(&self) -> bool {
-        let mut hex_buf = [0u8; 64];
-        hex::encode_to_slice(self.hash_bytes(), &mut hex_buf).is_ok()
-            && hex_buf.as_slice() == self.hash.as_bytes()
-    }
-}
-
-/// Feeds `serde_json::to_writer` output into SHA-256.
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.hashed().hash_matches(&self.hash)
     }
 }
 
@@ -425,6 +359,8 @@ pub struct VerifyReport {
 
 #[cfg(test)]
 mod tests {
+    use sha2::{Digest, Sha256};
+
     use super::*;
 
     fn sealed(prev: &str, seq: i64) -> StoredEvent {
@@ -477,27 +413,6 @@ mod tests {
         let mut b = e.clone();
         b.actor_id = Some(String::new());
         assert_ne!(a.compute_hash(), b.compute_hash());
-    }
-
-    #[test]
-    fn action_names_are_validated() {
-        for ok in [
-            "auth.login.failed",
-            "tenancy.tenant.created",
-            "audit.purged",
-        ] {
-            assert!(validate_action(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "login",
-            "Auth.login.failed",
-            "a..b",
-            "a.b c",
-            "a.b.c.d.e",
-        ] {
-            assert!(validate_action(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

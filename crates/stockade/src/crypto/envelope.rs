@@ -1,9 +1,14 @@
 //! Envelope encryption per tenant (SPEC §2.9): the master key wraps each
-//! tenant's keys; the tenant's keys encrypt its data.
+//! tenant's keys; the tenant's keys encrypt its data. This file owns the
+//! keys' life in the `tenant_keys` table — provisioning, loading, new
+//! versions, shredding, re-wrapping, status — and binds a tenant's keys to
+//! its id ([`TenantKeys`]). The format (ciphertext framing, associated data,
+//! blind index) is a pure rule of `stockade_core::crypto::envelope`,
+//! re-exported here; this file must not change it, and must never store or
+//! log an unwrapped key.
 //!
 //! A tenant has
-//! - one 256-bit **data key** per version: AES-256-GCM ([`seal`]) for
-//!   documents. The highest live version encrypts; every live version
+//! - one 256-bit **data key** per version: AES-256-GCM for documents. The highest live version encrypts; every live version
 //!   decrypts, so a new version ([`new_data_key_version`]) never makes old
 //!   ciphertexts unreadable;
 //! - one 256-bit **index key**: HMAC-SHA256 blind indexes, so equality
@@ -14,11 +19,6 @@
 //! ([`wrap_aad`]), so a wrapped key copied to another tenant, purpose or
 //! version fails to open and [`load`] reports [`EnvelopeError::Integrity`]
 //! instead of using a wrong key.
-//!
-//! A ciphertext is `data-key version (4 bytes, big-endian) || seal output`,
-//! and its associated data binds it to tenant, table, column and row
-//! ([`Aad`]): a ciphertext swapped between rows, columns, tables or tenants
-//! fails to decrypt.
 //!
 //! **Shredding marker.** Version 0 of purpose `data` is the tenant's key
 //! *state row*, never a key: empty `wrapped_key`, `retired_at` NULL while the
@@ -40,31 +40,18 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use hmac::digest::KeyInit;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::crypto::keys::MasterKey;
 use crate::crypto::random;
-use crate::crypto::seal::{self, SealError};
+use crate::crypto::seal::SealError;
 use crate::db::{Db, DbError, TenantTx};
 use crate::ids::TenantId;
 
-/// Prefix of the associated data a tenant key is wrapped with.
-pub const WRAP_AAD_PREFIX: &str = "stockade:tenant_key:";
-
-/// Bytes of the data-key version in front of every ciphertext.
-pub const VERSION_LEN: usize = 4;
-
-/// Bytes a ciphertext adds to its plaintext.
-pub const OVERHEAD: usize = VERSION_LEN + seal::OVERHEAD;
-
-/// Domain labels, so that the bytes authenticated for a document and the
-/// bytes fed to a blind index can never be mistaken for one another.
-const DOCUMENT_LABEL: &[u8] = b"stockade:document:v1";
-const INDEX_LABEL: &[u8] = b"stockade:blind_index:v1";
+pub use stockade_core::crypto::envelope::{
+    Aad, DataKeys, Key, OVERHEAD, Purpose, VERSION_LEN, WRAP_AAD_PREFIX, wrap_aad,
+};
 
 /// The version of the state row (see the module documentation).
 const STATE_VERSION: i64 = 0;
@@ -91,77 +78,20 @@ pub enum EnvelopeError {
     Encrypt,
 }
 
-/// What a ciphertext is bound to, besides its tenant (which [`TenantKeys`]
-/// adds): the table, column and row it is stored in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Aad<'a> {
-    pub table: &'a str,
-    pub column: &'a str,
-    pub row: &'a str,
-}
-
-impl Aad<'_> {
-    /// The associated data actually authenticated: a label, then tenant,
-    /// table, column and row, each length-prefixed (so no two tuples encode
-    /// to the same bytes).
-    pub fn bytes(&self, tenant: TenantId) -> Vec<u8> {
-        let tenant = tenant.to_string();
-        length_prefixed(&[
-            DOCUMENT_LABEL,
-            tenant.as_bytes(),
-            self.table.as_bytes(),
-            self.column.as_bytes(),
-            self.row.as_bytes(),
-        ])
-    }
-}
-
-/// The associated data a tenant key is wrapped with.
-pub fn wrap_aad(tenant: TenantId, purpose: Purpose, version: u32) -> Vec<u8> {
-    format!("{WRAP_AAD_PREFIX}{tenant}:{}:{version}", purpose.as_str()).into_bytes()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Purpose {
-    Data,
-    Index,
-}
-
-impl Purpose {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Data => "data",
-            Self::Index => "index",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "data" => Some(Self::Data),
-            "index" => Some(Self::Index),
-            _ => None,
-        }
-    }
-}
-
-type Key = Zeroizing<[u8; 32]>;
-
-/// One tenant's unwrapped keys. Wiped from memory on drop; `Debug` shows
-/// the tenant and versions only.
+/// One tenant's unwrapped keys, bound to the tenant: every ciphertext's
+/// associated data names it. Wiped from memory on drop; `Debug` shows the
+/// tenant and versions only.
 pub struct TenantKeys {
     tenant: TenantId,
-    /// Live data keys by version; never empty.
-    data: BTreeMap<u32, Key>,
-    current: u32,
-    index: Key,
+    keys: DataKeys,
 }
 
 impl std::fmt::Debug for TenantKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TenantKeys")
             .field("tenant", &self.tenant)
-            .field("data_versions", &self.data.keys().collect::<Vec<_>>())
-            .field("current", &self.current)
+            .field("data_versions", &self.keys.data_versions())
+            .field("current", &self.keys.current_version())
             .finish_non_exhaustive()
     }
 }
@@ -173,22 +103,16 @@ impl TenantKeys {
 
     /// The data-key version new ciphertexts use.
     pub fn current_version(&self) -> u32 {
-        self.current
+        self.keys.current_version()
     }
 
     /// Encrypts `plaintext` under the current data key, bound to this tenant
     /// and `aad`. A fresh random nonce each time: the same plaintext twice
     /// gives different ciphertexts.
     pub fn encrypt(&self, aad: &Aad<'_>, plaintext: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
-        let key = self
-            .data
-            .get(&self.current)
-            .ok_or(EnvelopeError::Integrity)?;
-        let sealed = seal::seal(key, &aad.bytes(self.tenant), plaintext).map_err(seal_error)?;
-        let mut out = Vec::with_capacity(VERSION_LEN + sealed.len());
-        out.extend_from_slice(&self.current.to_be_bytes());
-        out.extend_from_slice(&sealed);
-        Ok(out)
+        self.keys
+            .encrypt(&aad.bytes(self.tenant), plaintext)
+            .map_err(seal_error)
     }
 
     /// Decrypts a value made by [`TenantKeys::encrypt`] for the same tenant
@@ -199,51 +123,17 @@ impl TenantKeys {
         aad: &Aad<'_>,
         ciphertext: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
-        let (version, sealed) = ciphertext
-            .split_first_chunk::<VERSION_LEN>()
-            .ok_or(EnvelopeError::Integrity)?;
-        let key = self
-            .data
-            .get(&u32::from_be_bytes(*version))
-            .ok_or(EnvelopeError::Integrity)?;
-        seal::open(key, &aad.bytes(self.tenant), sealed).map_err(|_| EnvelopeError::Integrity)
+        self.keys
+            .decrypt(&aad.bytes(self.tenant), ciphertext)
+            .ok_or(EnvelopeError::Integrity)
     }
 
     /// A keyed blind index of `value` in `field` of `collection`: equal
     /// inputs give equal outputs within this tenant; other tenants, fields
     /// or collections give unrelated ones.
     pub fn blind_index(&self, collection: &str, field: &str, value: &str) -> [u8; 32] {
-        let mut mac = hmac_sha256(&self.index);
-        mac.update(&length_prefixed(&[
-            INDEX_LABEL,
-            collection.as_bytes(),
-            field.as_bytes(),
-            value.as_bytes(),
-        ]));
-        mac.finalize().into_bytes().into()
+        self.keys.blind_index(collection, field, value)
     }
-}
-
-/// HMAC-SHA256 keyed with a 256-bit key. HMAC zero-pads a key shorter than
-/// the hash's 64-byte block (RFC 2104 §2), so padding it here is the same
-/// MAC as `new_from_slice`, without a fallible call (a unit test checks).
-fn hmac_sha256(key: &[u8; 32]) -> Hmac<Sha256> {
-    let mut block = Zeroizing::new([0u8; 64]);
-    for (dst, src) in block.iter_mut().zip(key.iter()) {
-        *dst = *src;
-    }
-    <Hmac<Sha256> as KeyInit>::new((&*block).into())
-}
-
-/// Each part as an 8-byte big-endian length, then its bytes.
-fn length_prefixed(parts: &[&[u8]]) -> Vec<u8> {
-    let total: usize = parts.iter().map(|p| 8 + p.len()).sum();
-    let mut out = Vec::with_capacity(total);
-    for part in parts {
-        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
-        out.extend_from_slice(part);
-    }
-    out
 }
 
 /// Creates data key v1 and index key v1 for the transaction's tenant, with
@@ -535,11 +425,10 @@ async fn insert_first_keys(
     let index = new_key()?;
     insert_key(tx, master, Purpose::Data, 1, &data, now).await?;
     insert_key(tx, master, Purpose::Index, 1, &index, now).await?;
+    let keys = DataKeys::new(BTreeMap::from([(1, data)]), index).ok_or(EnvelopeError::Integrity)?;
     Ok(TenantKeys {
         tenant: tx.tenant(),
-        data: BTreeMap::from([(1, data)]),
-        current: 1,
-        index,
+        keys,
     })
 }
 
@@ -619,14 +508,9 @@ fn build(tenant: TenantId, rows: &[Row], master: &MasterKey) -> Result<TenantKey
             }
         }
     }
-    let current = *data.keys().next_back().ok_or(EnvelopeError::Integrity)?;
     let (_, index) = index.ok_or(EnvelopeError::Integrity)?;
-    Ok(TenantKeys {
-        tenant,
-        data,
-        current,
-        index,
-    })
+    let keys = DataKeys::new(data, index).ok_or(EnvelopeError::Integrity)?;
+    Ok(TenantKeys { tenant, keys })
 }
 
 fn unwrap_key(
@@ -656,12 +540,9 @@ mod tests {
             .iter()
             .map(|&(v, b)| (v, Zeroizing::new([b; 32])))
             .collect();
-        let current = *data.keys().next_back().unwrap();
         TenantKeys {
             tenant,
-            data,
-            current,
-            index: Zeroizing::new([index; 32]),
+            keys: DataKeys::new(data, Zeroizing::new([index; 32])).unwrap(),
         }
     }
 
@@ -670,15 +551,6 @@ mod tests {
         column: "data",
         row: "row-1",
     };
-
-    #[test]
-    fn round_trip_with_version_prefix() {
-        let k = keys(TenantId::new(), &[(1, 1), (7, 2)], 9);
-        let ct = k.encrypt(&AAD, b"invoice 42").unwrap();
-        assert_eq!(ct[..4], 7u32.to_be_bytes());
-        assert_eq!(ct.len(), b"invoice 42".len() + OVERHEAD);
-        assert_eq!(k.decrypt(&AAD, &ct).unwrap().as_slice(), b"invoice 42");
-    }
 
     #[test]
     fn every_tampered_or_truncated_ciphertext_is_an_integrity_error() {
@@ -705,50 +577,12 @@ mod tests {
             k.decrypt(&AAD, &other),
             Err(EnvelopeError::Integrity)
         ));
-    }
-
-    #[test]
-    fn aad_parts_cannot_slide_into_each_other() {
-        let t = TenantId::new();
-        let a = Aad {
-            table: "ab",
-            column: "c",
-            row: "1",
-        };
-        let b = Aad {
-            table: "a",
-            column: "bc",
-            row: "1",
-        };
-        assert_ne!(a.bytes(t), b.bytes(t));
-        assert_ne!(a.bytes(t), a.bytes(TenantId::new()));
-        let k = keys(t, &[(1, 1)], 9);
-        let ct = k.encrypt(&a, b"x").unwrap();
-        assert!(matches!(k.decrypt(&b, &ct), Err(EnvelopeError::Integrity)));
-    }
-
-    #[test]
-    fn blind_index_is_keyed_and_separates_its_inputs() {
-        let t = TenantId::new();
-        let k = keys(t, &[(1, 1)], 9);
-        let same = keys(t, &[(1, 1)], 9);
-        let other = keys(t, &[(1, 1)], 10);
-        let v = k.blind_index("orders", "status", "paid");
-        assert_eq!(v, same.blind_index("orders", "status", "paid"));
-        assert_ne!(v, other.blind_index("orders", "status", "paid"));
-        assert_ne!(v, k.blind_index("orders", "state", "paid"));
-        assert_ne!(v, k.blind_index("order", "sstatus", "paid"));
-        assert_ne!(v, k.blind_index("orders", "status", "Paid"));
-    }
-
-    #[test]
-    fn padded_hmac_key_equals_the_crate_s_own_key_handling() {
-        let key = [0xA5u8; 32];
-        let mut ours = hmac_sha256(&key);
-        let mut theirs = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
-        ours.update(b"message");
-        theirs.update(b"message");
-        assert_eq!(ours.finalize().into_bytes(), theirs.finalize().into_bytes());
+        // Another tenant's keys of the same bytes: bound to the tenant.
+        let elsewhere = keys(TenantId::new(), &[(1, 1), (2, 2)], 9);
+        assert!(matches!(
+            elsewhere.decrypt(&AAD, &ct),
+            Err(EnvelopeError::Integrity)
+        ));
     }
 
     #[test]
@@ -759,14 +593,5 @@ mod tests {
         for secret in ["171", "205", "ab", "AB", "cd", "CD"] {
             assert!(!s.contains(secret), "{s}");
         }
-    }
-
-    #[test]
-    fn wrap_aad_names_tenant_purpose_and_version() {
-        let t = TenantId::new();
-        assert_eq!(
-            wrap_aad(t, Purpose::Index, 3),
-            format!("stockade:tenant_key:{t}:index:3").into_bytes()
-        );
     }
 }

@@ -25,34 +25,7 @@ pub const DEV_MARKER: &str =
     "# stockade development key: generated for development only, never use in production";
 
 pub use crate::crypto::master::MasterKey;
-
-pub enum SigningMaterial {
-    Ed25519 {
-        key: SigningKey,
-        kid: String,
-    },
-    Hs256 {
-        secret: Zeroizing<Vec<u8>>,
-        kid: String,
-    },
-}
-
-impl std::fmt::Debug for SigningMaterial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Ed25519 { kid, .. } => write!(f, "Ed25519(kid={kid}, ***)"),
-            Self::Hs256 { kid, .. } => write!(f, "Hs256(kid={kid}, ***)"),
-        }
-    }
-}
-
-impl SigningMaterial {
-    pub fn kid(&self) -> &str {
-        match self {
-            Self::Ed25519 { kid, .. } | Self::Hs256 { kid, .. } => kid,
-        }
-    }
-}
+pub use stockade_core::crypto::jwt::SigningMaterial;
 
 #[derive(Debug)]
 pub struct Keys {

@@ -1,14 +1,14 @@
 //! Thin wrappers over vetted cryptography crates (RustCrypto, dalek). Nothing
-//! here invents a primitive: it generates, loads and names keys.
+//! here invents a primitive: it generates, loads and names keys. The pure
+//! parts (sealing, randomness, the envelope format, access tokens, HS256
+//! secret strength) live in `stockade_core::crypto`, re-exported here.
 
 pub mod envelope;
 pub mod hs256;
-pub mod jwt;
 pub mod keyring;
 pub mod keys;
 pub mod master;
-pub mod random;
 pub mod rotation;
-pub mod seal;
 pub mod server_keys;
-pub mod token_cache;
+
+pub use stockade_core::crypto::{jwt, random, seal, token_cache};

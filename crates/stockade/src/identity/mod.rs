@@ -2,7 +2,6 @@
 //! passwords, sign-up, sign-in, login protection, password reset.
 
 mod argon;
-pub mod email;
 pub mod erase;
 mod hash_pool;
 pub mod import;
@@ -18,6 +17,8 @@ pub mod signup;
 mod store;
 pub mod throttle;
 pub mod verify;
+
+pub use stockade_core::identity::email;
 
 pub use email::{Email, EmailRefusal};
 pub use erase::{EraseError, Erasure, erase_user};

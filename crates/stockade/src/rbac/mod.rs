@@ -3,10 +3,12 @@
 //! a named set of them plus record-level rules. Built-in roles are fixed in
 //! code; tenants add custom roles (stored in `roles`).
 
-mod model;
 mod planned;
 pub mod routes;
 mod store;
+
+// The pure rules live in `stockade-core`.
+use stockade_core::rbac::model;
 
 pub use model::{
     BUILTIN_ROLES, PERMISSIONS, PLANNED_PERMISSIONS, PermissionError, PermissionSet, RecordRule,

@@ -9,9 +9,10 @@ mod collections;
 pub mod import;
 mod import_api;
 pub mod list;
-pub mod model;
 pub(crate) mod service;
 pub mod store;
+
+pub use stockade_core::records::model;
 
 #[cfg(feature = "bench")]
 pub(crate) use api::with_etag;

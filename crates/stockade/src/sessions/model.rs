@@ -1,8 +1,12 @@
-//! Pure rules: refresh-token format, session liveness.
+//! Sessions' types bound to ids: the refresh token (its tenant id and
+//! secret, its cookie format) and the session row. The rules that need no
+//! id — the refresh policy, the step-up window, liveness — are pure rules of
+//! `stockade_core::sessions::model`, re-exported here. This file does no
+//! I/O and must never print a refresh token's secret.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -10,8 +14,10 @@ use zeroize::Zeroizing;
 use crate::crypto::random;
 use crate::ids::{SessionId, TenantId, UserId};
 
-/// The refresh cookie: `__Host-` binds it to our origin, path `/`, Secure.
-pub const REFRESH_COOKIE: &str = "__Host-stockade_refresh";
+pub(crate) use stockade_core::sessions::model::session_status;
+pub use stockade_core::sessions::model::{
+    REFRESH_COOKIE, STEP_UP_WINDOW, SessionPolicy, SessionStatus,
+};
 
 /// A refresh token: the tenant it belongs to (so its lookup is tenant-scoped)
 /// and 256 random bits. Encoded `<tenant id, 32 hex>.<secret, 43 base64url>`.
@@ -75,23 +81,6 @@ impl RefreshToken {
     }
 }
 
-/// Refresh-token lifetime and reuse policy (deployment-wide). Idle and
-/// absolute session timeouts are per tenant (`tenancy::settings`).
-#[derive(Debug, Clone, Copy)]
-pub struct SessionPolicy {
-    pub refresh_ttl: Duration,
-    pub reuse_grace: Duration,
-}
-
-impl Default for SessionPolicy {
-    fn default() -> Self {
-        Self {
-            refresh_ttl: Duration::days(7),
-            reuse_grace: Duration::zero(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct Session {
     pub tenant_id: TenantId,
@@ -111,17 +100,6 @@ pub struct Session {
     pub impersonator_id: Option<UserId>,
 }
 
-/// How recent a password proof sensitive actions need (SPEC §2.4).
-pub const STEP_UP_WINDOW: Duration = Duration::minutes(5);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionStatus {
-    Active,
-    Revoked,
-    IdleExpired,
-    Expired,
-}
-
 impl Session {
     pub fn status(&self, now: DateTime<Utc>) -> SessionStatus {
         session_status(
@@ -131,24 +109,6 @@ impl Session {
             self.absolute_expires_at,
             now,
         )
-    }
-}
-
-pub(crate) fn session_status(
-    revoked_at: Option<DateTime<Utc>>,
-    last_seen_at: DateTime<Utc>,
-    idle_timeout_secs: i64,
-    absolute_expires_at: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> SessionStatus {
-    if revoked_at.is_some() {
-        SessionStatus::Revoked
-    } else if now >= absolute_expires_at {
-        SessionStatus::Expired
-    } else if now >= last_seen_at + Duration::seconds(idle_timeout_secs) {
-        SessionStatus::IdleExpired
-    } else {
-        SessionStatus::Active
     }
 }
 
@@ -177,23 +137,5 @@ mod tests {
             assert!(RefreshToken::parse(bad).is_none(), "{bad}");
         }
         assert!(!format!("{t:?}").contains(&s[33..]));
-    }
-
-    #[test]
-    fn liveness() {
-        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let s = |revoked: bool, last_seen_ago: i64, abs_in: i64| {
-            session_status(
-                revoked.then_some(now),
-                now - Duration::seconds(last_seen_ago),
-                8 * 3600,
-                now + Duration::seconds(abs_in),
-                now,
-            )
-        };
-        assert_eq!(s(false, 0, 10), SessionStatus::Active);
-        assert_eq!(s(true, 0, 10), SessionStatus::Revoked);
-        assert_eq!(s(false, 8 * 3600, 10), SessionStatus::IdleExpired);
-        assert_eq!(s(false, 0, 0), SessionStatus::Expired);
     }
 }

@@ -11,7 +11,9 @@ pub mod settings_api;
 pub mod settings_reset;
 mod store;
 
-pub use model::{Membership, NewTenant, Slug, TenancyError, Tenant, TenantName, TenantStatus};
+pub use model::{
+    Membership, NewTenant, Slug, TenancyError, TenancyRefusal, Tenant, TenantName, TenantStatus,
+};
 pub use routes::{TenancyApi, routes};
 pub use settings::TenantSettings;
 pub use store::{

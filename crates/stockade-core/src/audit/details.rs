@@ -1,5 +1,6 @@
 //! How an event's `details` is presented (read API, NDJSON export, webhook
-//! push): as the JSON object it is, not as a string holding JSON.
+//! push): as the JSON object it is, not as a string holding JSON. It must
+//! not change what is stored or hashed.
 //!
 //! What is stored and hashed does not change: `StoredEvent::details` keeps the
 //! canonical text (`serde_json`'s compact form of the object, keys in
@@ -15,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 /// The object `text` holds, when writing it back gives exactly `text`.
-pub(crate) fn as_object(text: &str) -> Option<Value> {
+pub fn as_object(text: &str) -> Option<Value> {
     let value: Value = serde_json::from_str(text).ok()?;
     // Compared as text: `Value == &str` would compare a JSON string.
     let written = value.to_string();
@@ -24,7 +25,7 @@ pub(crate) fn as_object(text: &str) -> Option<Value> {
 
 /// Serialises the stored details text as its object (or, for a text that
 /// would not round-trip, as the text itself).
-pub(crate) fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+pub fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
     match as_object(text) {
         Some(object) => object.serialize(s),
         None => s.serialize_str(text),
@@ -34,7 +35,7 @@ pub(crate) fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Err
 /// Reads details presented either way back into the canonical text, so a
 /// line of the export deserialises into a `StoredEvent` whose
 /// `compute_hash` is the event's hash.
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match Value::deserialize(d)? {
         Value::String(text) => Ok(text),
         object @ Value::Object(_) => Ok(object.to_string()),

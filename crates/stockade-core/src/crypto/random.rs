@@ -1,4 +1,6 @@
-//! Randomness from the operating system's CSPRNG.
+//! Randomness from the operating system's CSPRNG, wiped on drop. The only
+//! source of secret bytes; it must not fall back to a weaker generator (a
+//! failure is an error, never a default).
 
 use zeroize::Zeroizing;
 

@@ -1,4 +1,5 @@
-//! The key itself: format, strict parser, generation and keyed hash.
+//! The key itself: format, strict parser, generation and keyed hash. It must
+//! not store, look up or log a key, and nothing here prints its secret.
 //!
 //! `stk_<env>_<public id>_<secret>`: `env` is `live` (production profile)
 //! or `test` (development); the public id is 16 lower-case hex digits (64
@@ -17,9 +18,9 @@ use zeroize::Zeroizing;
 /// Every key starts with this; a bearer token that does is an API key.
 pub const PREFIX: &str = "stk_";
 /// Hex digits of the public id.
-pub(super) const PUBLIC_ID_LEN: usize = 16;
+const PUBLIC_ID_LEN: usize = 16;
 /// Base64url characters of the 32-byte secret.
-pub(super) const SECRET_LEN: usize = 43;
+const SECRET_LEN: usize = 43;
 /// Length of every key: `stk_` + env (4) + `_` + public id + `_` + secret.
 pub const KEY_LEN: usize = PREFIX.len() + 4 + 1 + PUBLIC_ID_LEN + 1 + SECRET_LEN;
 
@@ -39,11 +40,24 @@ impl KeyEnv {
     }
 
     /// `live` for the production profile, `test` otherwise.
-    pub fn for_config(config: &crate::config::Config) -> Self {
+    pub fn for_config(config: &(impl Deployment + ?Sized)) -> Self {
         match config.is_production() {
             true => Self::Live,
             false => Self::Test,
         }
+    }
+}
+
+/// What a key's environment depends on: whether the deployment runs the
+/// production profile (implemented by `stockade::config::Config`; this
+/// crate reads no configuration).
+pub trait Deployment {
+    fn is_production(&self) -> bool;
+}
+
+impl<T: Deployment + ?Sized> Deployment for std::sync::Arc<T> {
+    fn is_production(&self) -> bool {
+        (**self).is_production()
     }
 }
 

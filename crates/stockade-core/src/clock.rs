@@ -1,6 +1,8 @@
-//! Injected time. Nothing else in the crate reads the wall clock (enforced by
-//! `clippy.toml` `disallowed-methods`), so expiry, lockout, retention and grace
-//! periods are tested by moving a [`ManualClock`] instead of sleeping.
+//! Injected time. Nothing else in the workspace reads the wall clock (enforced
+//! by `clippy.toml` `disallowed-methods`), so expiry, lockout, retention and
+//! grace periods are tested by moving a [`ManualClock`] instead of sleeping.
+//! This file owns the one place ambient time is read ([`SystemClock`]); it
+//! must not sleep or schedule anything.
 
 use std::sync::{Arc, Mutex};
 

@@ -1,5 +1,7 @@
 //! In-process rate limiting: GCRA (the generic cell rate algorithm) per key,
-//! on the injected [`Clock`] so tests move time instead of sleeping.
+//! on the caller's `now` (from the injected `Clock`) so tests move time
+//! instead of sleeping. In memory only: it must not sleep, spawn or reach
+//! the network.
 //!
 //! `governor` implements the same algorithm, but on its own clock; driving it
 //! from our `Clock` would need an adapter larger than the algorithm itself,

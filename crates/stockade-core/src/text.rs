@@ -1,7 +1,8 @@
 //! Unicode facts shared by every rule that must see through how text looks:
 //! canonical email addresses (`identity::email`) and the CSV formula guard
 //! (`records::import`). Pure functions over the Unicode data of ICU4X (the
-//! same data `url`/`idna` already build in); no I/O.
+//! same data `url`/`idna` already build in); they must not do I/O or decide
+//! a rule themselves (each caller says what to refuse).
 
 /// Whether `c` is a Default_Ignorable_Code_Point (Unicode DerivedCoreProperties):
 /// the byte-order mark, zero-width space and joiners, bidi controls, soft

@@ -1,5 +1,6 @@
 //! Pure rules of records: names, what a document may be, the text a value
-//! is blind-indexed as, JSON merge patch, cursors and `If-Match`.
+//! is blind-indexed as, JSON merge patch, cursors and `If-Match`. This file
+//! must not encrypt, store or read records (that is `stockade::records`).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

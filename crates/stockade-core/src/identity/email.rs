@@ -1,5 +1,7 @@
 //! Email addresses and their canonical form: the one function that decides
-//! when two spellings are one address (issue #17 item 9).
+//! when two spellings are one address (issue #17 item 9). Pure: it must not
+//! look up accounts or send mail, and no other code may compute a key of
+//! its own.
 //!
 //! [`Email::parse`] is used by every path that takes an address (sign-up,
 //! sign-in and its lockout, password reset, invitations, users import,

@@ -1,6 +1,8 @@
 //! A cache of verified access tokens, so a token's signature is checked once
 //! rather than on every request (an EdDSA verify costs ≈ 35 µs; a hit costs
-//! one SHA-256 of the token and a map lookup).
+//! one SHA-256 of the token and a map lookup). In memory only: it must not
+//! store tokens themselves (entries are keyed by their hash) nor decide
+//! anything that depends on time or on the request.
 //!
 //! What is cached is only the *signature* check: the verdict that these exact
 //! bytes were signed by key `kid` and decode to these claims. Everything that

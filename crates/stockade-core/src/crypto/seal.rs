@@ -1,5 +1,7 @@
 //! Authenticated encryption with associated data: AES-256-GCM (RustCrypto
-//! `aes-gcm`) with a fresh 96-bit random nonce per message.
+//! `aes-gcm`) with a fresh 96-bit random nonce per message. This file owns
+//! the sealed-value format; it must not choose keys or associated data (its
+//! callers do) and its errors never say which check failed.
 //!
 //! A sealed value is `version (1 byte) || nonce (12 bytes) || ciphertext+tag`.
 //! The associated data is not stored: the caller supplies it again on

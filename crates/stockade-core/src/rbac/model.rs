@@ -1,4 +1,6 @@
-//! Pure rules: permission syntax, built-in roles, permission checks.
+//! Pure rules: permission syntax, built-in roles, permission checks. This
+//! file must not read roles from storage or answer HTTP: it decides from the
+//! grants it is given, and unknown grants never widen a set.
 
 use serde::{Deserialize, Serialize};
 
