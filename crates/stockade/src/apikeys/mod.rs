@@ -19,7 +19,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use auth::{
-    ApiKeyState, Authenticated, FAILURE_QUOTA, HMAC_PURPOSE, TOUCH_EVERY, admit, authenticate,
+    ApiKeyAuth, Authenticated, FAILURE_QUOTA, HMAC_PURPOSE, TOUCH_EVERY, admit, authenticate,
     effective, hmac_key,
 };
 pub use denials::{DENIAL_WINDOW, DenialAudit, DeniedKey, denial_audit, record_later};

@@ -40,6 +40,7 @@ use super::pii::{EventView, Ids, reveal};
 use super::query::page_after;
 use crate::app::AppState;
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::crypto::keys::MasterKey;
 use crate::db::{DbError, TenantTx};
 use crate::ids::TenantId;
@@ -244,6 +245,25 @@ pub struct DeliveryReport {
     pub failed: u64,
     /// Endpoints disabled by this run.
     pub disabled: u64,
+}
+
+/// The extra trust roots of webhook endpoints: the PEM certificates of
+/// `webhook_ca_file`, if set (an unreadable file, or one with no
+/// certificate, is an error: the server does not start).
+pub fn trust_roots(config: &Config) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let Some(path) = &config.webhook_ca_file else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("STOCKADE_WEBHOOK_CA_FILE {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| anyhow::anyhow!("STOCKADE_WEBHOOK_CA_FILE {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "STOCKADE_WEBHOOK_CA_FILE {} holds no PEM certificate",
+        path.display()
+    );
+    Ok(certs)
 }
 
 /// Sends every due tenant's undelivered events (up to [`MAX_PER_RUN`] per

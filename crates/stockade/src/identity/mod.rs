@@ -10,6 +10,7 @@ pub mod import_store;
 mod lockout;
 mod model;
 pub mod password;
+pub mod password_gate;
 pub mod rekey;
 pub mod reset;
 mod reset_effects;
@@ -23,6 +24,7 @@ pub use email::{Email, EmailRefusal};
 pub use erase::{EraseError, Erasure, erase_user};
 pub(crate) use model::validate_name;
 pub use model::{IdentityError, User};
+pub use password_gate::{LOGIN_QUOTA, LoginLimiter};
 pub use routes::routes;
 pub(crate) use store::insert_user;
 pub use store::{

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Email;
-use super::routes::{check_policy, limit_ip, policies_for};
+use super::password_gate::{check_policy, limit_ip, policies_for};
 use super::store as users;
 use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Target};
@@ -41,7 +41,7 @@ pub(crate) async fn request(
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<StatusCode, ApiError> {
-    limit_ip(&state, ip, &context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let Ok(email) = Email::parse(&req.email) else {
         return Ok(StatusCode::ACCEPTED);
     };
@@ -118,7 +118,7 @@ pub(crate) async fn confirm(
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<ResetConfirm>,
 ) -> Result<StatusCode, ApiError> {
-    limit_ip(&state, ip, &context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let invalid = || {
         ApiError::bad_request(
             "auth.invalid_reset_token",
@@ -149,7 +149,7 @@ pub(crate) async fn confirm(
     let user = users::find_auth_user_by_id(&state.db, user_id)
         .await?
         .ok_or_else(invalid)?;
-    let policies = policies_for(&state, user_id).await?;
+    let policies = policies_for(&state.db, user_id).await?;
     check_policy(&policies, &req.new_password, &[&user.email, &user.name])?;
     let new_hash = state
         .hasher

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::validate_name;
 use super::password::PasswordPolicy;
-use super::routes::{check_policy, limit_ip};
+use super::password_gate::{check_policy, limit_ip};
 use super::store::{self as users};
 use super::verify::{self, NewPending, Pending, Purpose};
 use super::{Email, IdentityError, User};
@@ -101,7 +101,7 @@ pub(crate) async fn signup(
     if state.config.signup != SignupMode::Open {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.signup_closed"));
     }
-    limit_ip(&state, ip, &context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let email = Email::parse(&req.email)
         .map_err(|e| ApiError::bad_request("identity.invalid_email", e.to_string()))?;
     let slug = Slug::parse(&req.tenant_slug)

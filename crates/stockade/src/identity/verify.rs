@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 
 use super::Email;
 use super::password::Verification;
-use super::routes::limit_ip;
+use super::password_gate::limit_ip;
 use crate::app::AppState;
 use crate::crypto::random;
 use crate::db::GlobalTx;
@@ -279,7 +279,7 @@ pub(crate) async fn confirm(
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<VerifyEmailRequest>,
 ) -> Result<Response, ApiError> {
-    limit_ip(&state, ip, &context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let token = req.token.expose_secret();
     if token.len() != TOKEN_LEN {
         return Err(invalid_token());

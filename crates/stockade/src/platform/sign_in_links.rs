@@ -198,7 +198,7 @@ pub(super) async fn redeem_sign_in_link(
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<RedeemSignInLink>,
 ) -> Result<Response, ApiError> {
-    crate::identity::routes::limit_ip(&state, ip, &context).await?;
+    crate::identity::password_gate::limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let invalid = || {
         ApiError::bad_request(
             "platform.link_invalid",

@@ -12,11 +12,12 @@ use serde::Serialize;
 
 use super::model::{REFRESH_COOKIE, RefreshToken, Session};
 use super::store::{self, RefreshError};
-use crate::app::{AUDIENCE, AppState};
+use crate::app::AppState;
 use crate::audit::{self, NewEvent, Target};
 use crate::crypto::jwt::{ActClaim, Claims};
+use crate::http::auth_state::AUDIENCE;
 use crate::http::client_ip::ClientIp;
-use crate::http::{ApiError, AuditContext, Principal, SameOrigin};
+use crate::http::{ApiError, AuditContext, AuthState, Principal, SameOrigin};
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::tenancy::allowlist::{self, Pathway};
 
@@ -51,7 +52,7 @@ pub struct TokenResponse {
 
 /// Signs an access token for a session.
 pub(crate) fn access_token(
-    state: &AppState,
+    state: &AuthState,
     user: UserId,
     tenant: TenantId,
     session: SessionId,

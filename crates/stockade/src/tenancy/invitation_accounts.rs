@@ -30,7 +30,7 @@ use crate::app::AppState;
 use crate::audit::{self, Actor, RequestContext};
 use crate::http::ApiError;
 use crate::http::client_ip::ClientAddr;
-use crate::identity::routes::check_policy;
+use crate::identity::password_gate::check_policy;
 use crate::identity::signup::PendingUser;
 use crate::identity::verify::{self, NewPending, Pending, Purpose};
 use crate::identity::{self, Email, IdentityError, User, validate_name};

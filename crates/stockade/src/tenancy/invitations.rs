@@ -46,7 +46,7 @@ use crate::db::{DbError, TenantTx};
 use crate::email::{self, Message};
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
-use crate::identity::routes::limit_ip;
+use crate::identity::password_gate::limit_ip;
 use crate::identity::{self, Email};
 use crate::ids::{TenantId, UserId};
 use crate::sessions::RefreshToken;
@@ -479,7 +479,7 @@ pub(crate) async fn accept(
             "signed in: send only the token (name and password are for a new account)",
         )),
         (None, Some(name), Some(password)) => {
-            limit_ip(&state, ip, &context).await?;
+            limit_ip(&state, &state.login_limiter, ip, &context).await?;
             let token = parse_token(&token)?;
             let signing_in = (&context, ip.0);
             super::invitation_accounts::accept_as_new_user(
