@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::apikeys::ApiKeyAuth;
+use crate::apikeys::{ApiKeyAuth, ApiKeysState};
 use crate::audit::sampler;
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -23,6 +23,8 @@ use crate::http::{ApiError, AuthState};
 use crate::identity::password::Hasher;
 use crate::identity::{LOGIN_QUOTA, LoginLimiter};
 use crate::ratelimit::RateLimiter;
+use crate::rbac::RbacState;
+use crate::records::RecordsState;
 use crate::sessions::{RotationBatcher, SessionCache, SessionPolicy};
 use crate::{identity, ops, sessions};
 
@@ -131,16 +133,18 @@ pub fn app(state: AppState) -> Router {
         request_timeout: state.config.request_timeout,
         drain_limit: state.config.body_limit,
     };
+    let auth = state.auth();
+    let records = RecordsState { auth: auth.clone() };
     let router = Router::new()
         .merge(ops::routes())
         .merge(identity::routes())
         .merge(sessions::routes())
-        .merge(crate::rbac::routes())
+        .merge(crate::rbac::routes().with_state(RbacState { auth: auth.clone() }))
         .merge(crate::tenancy::routes())
         .merge(crate::tenancy::settings_api::routes())
         .merge(crate::platform::routes())
-        .merge(crate::records::routes())
-        .merge(crate::apikeys::routes())
+        .merge(crate::records::routes().with_state(records.clone()))
+        .merge(crate::apikeys::routes().with_state(ApiKeysState { auth: auth.clone() }))
         .merge(crate::audit::api::routes())
         .merge(crate::audit::webhook_api::routes());
     #[cfg(feature = "bench")]
@@ -150,14 +154,14 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.body_limit,
         ))
-        .merge(crate::records::import_routes())
+        .merge(crate::records::import_routes().with_state(records))
         .layer(axum::middleware::from_fn_with_state(
-            state.auth().clone(),
+            auth.clone(),
             crate::http::refusals::audit_refusals,
         ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(Watching {
-                auth: state.auth().clone(),
+                auth: auth.clone(),
                 watch: state.forwarded_watch.clone(),
             }),
             crate::http::proxy_watch::watch_forwarded,

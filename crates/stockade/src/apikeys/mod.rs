@@ -13,6 +13,7 @@ mod auth;
 mod denials;
 mod model;
 mod routes;
+mod state;
 mod store;
 
 use axum::Router;
@@ -27,12 +28,11 @@ pub use model::{
     ApiKey, KEY_LEN, KeyEnv, PREFIX, ParseError, display_prefix, looks_like_key, parse,
 };
 pub use routes::{CreateKey, CreatedKey, MAX_EXPIRY_DAYS, MAX_GRACE_SECONDS, RotateKey};
+pub use state::ApiKeysState;
 pub use store::{
     AuthRow, KeyName, KeyView, NewKey, auth_row, insert, live_created_by, revoke_created_by,
     revoke_created_by_named, tenant_of,
 };
-
-use crate::app::AppState;
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
@@ -42,7 +42,7 @@ use crate::app::AppState;
 )]
 pub struct ApiKeysApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<ApiKeysState> {
     Router::new()
         .route("/v1/api-keys", get(routes::list).post(routes::create))
         .route("/v1/api-keys/{id}", axum::routing::delete(routes::revoke))

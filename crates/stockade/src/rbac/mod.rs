@@ -6,6 +6,7 @@
 mod model;
 mod planned;
 pub mod routes;
+mod state;
 mod store;
 
 pub use model::{
@@ -14,4 +15,5 @@ pub use model::{
 };
 pub use planned::{PermissionStatus, is_planned, planned_among, planned_refused};
 pub use routes::{Escalation, RbacApi, escalation, routes};
+pub use state::RbacState;
 pub use store::{CustomRole, find_custom_role, list_custom_roles, role_holders, role_permissions};

@@ -17,15 +17,15 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::RbacState;
 use super::model::{
     BUILTIN_ROLES, PERMISSIONS, PLANNED_PERMISSIONS, PermissionSet, RecordRule, builtin_role,
     parse_permission,
 };
 use super::planned::{PermissionStatus, is_planned, planned_among, planned_refused};
 use super::store::{self, CustomRole};
-use crate::app::AppState;
 use crate::audit::{self, NewEvent, Outcome, Target};
-use crate::http::{ApiError, ApiJson, Principal};
+use crate::http::{ApiError, ApiJson, AuthState, Principal};
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
@@ -51,7 +51,7 @@ use crate::http::{ApiError, ApiJson, Principal};
 )]
 pub struct RbacApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<RbacState> {
     Router::new()
         .route("/v1/permissions", get(list_permissions))
         .route("/v1/roles", get(list_roles).post(create_role))
@@ -190,7 +190,7 @@ async fn list_permissions(_p: Principal) -> Json<PermissionList> {
     responses((status = 200, body = RoleList), (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem)))]
 async fn list_roles(
-    State(state): State<AppState>,
+    State(state): State<RbacState>,
     p: Principal,
 ) -> Result<Json<RoleList>, ApiError> {
     require_read(&p)?;
@@ -210,7 +210,7 @@ async fn list_roles(
     responses((status = 200, body = RoleView), (status = 403, body = crate::http::Problem),
         (status = 404, body = crate::http::Problem)))]
 async fn get_role(
-    State(state): State<AppState>,
+    State(state): State<RbacState>,
     p: Principal,
     Path(name): Path<String>,
 ) -> Result<Json<RoleView>, ApiError> {
@@ -235,7 +235,7 @@ async fn get_role(
         (status = 422, body = crate::http::Problem,
             description = "`rbac.permission_planned`: a permission no route checks yet")))]
 async fn create_role(
-    State(state): State<AppState>,
+    State(state): State<RbacState>,
     p: Principal,
     body: Result<ApiJson<CreateRoleRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -286,7 +286,7 @@ async fn create_role(
         (status = 422, body = crate::http::Problem,
             description = "`rbac.permission_planned`: a permission no route checks yet")))]
 async fn update_role(
-    State(state): State<AppState>,
+    State(state): State<RbacState>,
     p: Principal,
     Path(name): Path<String>,
     body: Result<ApiJson<UpdateRoleRequest>, ApiError>,
@@ -360,7 +360,7 @@ async fn update_role(
     responses((status = 204), (status = 403, body = crate::http::Problem),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 async fn delete_role(
-    State(state): State<AppState>,
+    State(state): State<RbacState>,
     p: Principal,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -434,7 +434,7 @@ fn role_exists(name: &str) -> ApiError {
 /// Audits a refused escalation (its own transaction: the change is not
 /// made) and returns the 403 naming what the caller lacks.
 async fn deny_escalation(
-    state: &AppState,
+    state: &AuthState,
     p: &Principal,
     operation: &str,
     role: &str,

@@ -11,14 +11,14 @@ mod import_api;
 pub mod list;
 pub mod model;
 pub(crate) mod service;
+mod state;
 pub mod store;
 
 #[cfg(feature = "bench")]
 pub(crate) use api::with_etag;
 use axum::Router;
 use axum::routing::{get, post};
-
-use crate::app::AppState;
+pub use state::RecordsState;
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
@@ -45,7 +45,7 @@ use crate::app::AppState;
 )]
 pub struct RecordsApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<RecordsState> {
     Router::new()
         .route(
             "/v1/collections/{collection}",
@@ -65,7 +65,7 @@ pub fn routes() -> Router<AppState> {
 
 /// The import route: it reads its body itself, up to `import_max_bytes`,
 /// so it is merged outside the JSON body limit (see `app::app`).
-pub fn import_routes() -> Router<AppState> {
+pub fn import_routes() -> Router<RecordsState> {
     Router::new().route(
         "/v1/collections/{collection}/import",
         post(import_api::import),
