@@ -7,10 +7,11 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::FromRef;
 use tokio::net::TcpListener;
 
 use crate::apikeys::{ApiKeyAuth, ApiKeysState};
-use crate::audit::sampler;
+use crate::audit::{AuditState, sampler};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::crypto::jwt::Keyring;
@@ -22,10 +23,11 @@ use crate::http::proxy_watch::{ForwardedWatch, Watching};
 use crate::http::{ApiError, AuthState};
 use crate::identity::password::Hasher;
 use crate::identity::{LOGIN_QUOTA, LoginLimiter};
+use crate::ops::OpsState;
 use crate::ratelimit::RateLimiter;
 use crate::rbac::RbacState;
 use crate::records::RecordsState;
-use crate::sessions::{RotationBatcher, SessionCache, SessionPolicy};
+use crate::sessions::{RotationBatcher, SessionCache, SessionPolicy, SessionsState};
 use crate::{identity, ops, sessions};
 
 /// Every component of a serving instance, each built once. The handlers
@@ -48,8 +50,8 @@ pub struct Inner {
     /// `X-Forwarded-For` from untrusted peers: warned about, shown in
     /// `/readyz` (`http::proxy_watch`).
     pub forwarded_watch: Arc<ForwardedWatch>,
-    /// Extra trust roots for audit webhook endpoints (`webhook_ca_file`).
-    webhook_roots: Arc<[reqwest::Certificate]>,
+    /// The audit slice, kept whole: the webhook delivery job takes it too.
+    audit: AuditState,
 }
 
 impl AppState {
@@ -65,7 +67,6 @@ impl AppState {
             reuse_grace: chrono::Duration::from_std(config.refresh_reuse_grace)?,
             ..SessionPolicy::default()
         };
-        let webhook_roots = crate::audit::webhook::trust_roots(&config)?.into();
         // One per process: both caches share its Redis connection, and its
         // hook is installed on `db` once.
         let generations = crate::cache::Generations::new(&config, &db);
@@ -80,7 +81,7 @@ impl AppState {
             ApiKeyAuth::new(generations),
         );
         Ok(Self(Arc::new(Inner {
-            webhook_roots,
+            audit: AuditState::new(auth.clone())?,
             hasher: Hasher::new()?,
             session_policy,
             refresh_rotations: Arc::new(refresh_rotations),
@@ -94,11 +95,6 @@ impl AppState {
     /// The auth state every slice carries.
     pub fn auth(&self) -> &AuthState {
         &self.0.auth
-    }
-
-    /// The extra trust roots of audit webhook endpoints.
-    pub fn webhook_roots(&self) -> &[reqwest::Certificate] {
-        &self.webhook_roots
     }
 }
 
@@ -116,9 +112,16 @@ impl Deref for Inner {
     }
 }
 
-impl axum::extract::FromRef<AppState> for AuthState {
+impl FromRef<AppState> for AuthState {
     fn from_ref(state: &AppState) -> Self {
         state.auth.clone()
+    }
+}
+
+/// What `audit::webhook::deliver_due` takes from the application's state.
+impl FromRef<AppState> for AuditState {
+    fn from_ref(state: &AppState) -> Self {
+        state.audit.clone()
     }
 }
 
@@ -136,17 +139,24 @@ pub fn app(state: AppState) -> Router {
     let auth = state.auth();
     let records = RecordsState { auth: auth.clone() };
     let router = Router::new()
-        .merge(ops::routes())
+        .merge(ops::routes().with_state(OpsState {
+            auth: auth.clone(),
+            forwarded_watch: state.forwarded_watch.clone(),
+        }))
         .merge(identity::routes())
-        .merge(sessions::routes())
+        .merge(sessions::routes().with_state(SessionsState {
+            auth: auth.clone(),
+            session_policy: state.session_policy,
+            refresh_rotations: state.refresh_rotations.clone(),
+        }))
         .merge(crate::rbac::routes().with_state(RbacState { auth: auth.clone() }))
         .merge(crate::tenancy::routes())
         .merge(crate::tenancy::settings_api::routes())
         .merge(crate::platform::routes())
         .merge(crate::records::routes().with_state(records.clone()))
         .merge(crate::apikeys::routes().with_state(ApiKeysState { auth: auth.clone() }))
-        .merge(crate::audit::api::routes())
-        .merge(crate::audit::webhook_api::routes());
+        .merge(crate::audit::api::routes().with_state(state.audit.clone()))
+        .merge(crate::audit::webhook_api::routes().with_state(state.audit.clone()));
     #[cfg(feature = "bench")]
     let router = router.merge(crate::bench::routes());
     let router = router

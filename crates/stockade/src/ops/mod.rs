@@ -8,11 +8,14 @@ use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::OpenApi;
 
-use crate::app::AppState;
 use crate::db::MigrationStatus;
 use crate::http::{ApiError, Problem};
 
-pub fn routes() -> Router<AppState> {
+mod state;
+
+pub use state::OpsState;
+
+pub fn routes() -> Router<OpsState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -94,7 +97,7 @@ pub struct ProxyReadiness {
 }
 
 impl ProxyReadiness {
-    fn of(state: &AppState) -> Self {
+    fn of(state: &OpsState) -> Self {
         let config = &state.config;
         Self {
             trusted_proxies: match (
@@ -129,7 +132,7 @@ async fn healthz() -> Json<Health> {
         (status = 503, body = Problem, content_type = "application/problem+json")
     )
 )]
-async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+async fn readyz(State(state): State<OpsState>) -> Result<Json<Ready>, ApiError> {
     let backend = match state.db.kind() {
         crate::db::BackendKind::Sqlite => "sqlite",
         crate::db::BackendKind::Postgres => "postgres",
