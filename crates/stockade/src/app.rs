@@ -1,5 +1,10 @@
-//! Application state, router assembly and serving. `app(state)` builds the
-//! whole router apart from `serve()`, so tests can run it on port 0.
+//! The one place that knows every room: [`AppState`] builds each component
+//! of a serving instance once (the [`AuthState`] every slice carries, the
+//! password hasher, the sign-in limiter, the refresh rotation queue, ...),
+//! `app(state)` gives each capability's routes their own state slice and
+//! stacks the layers (apart from `serve()`, so tests can run it on port 0),
+//! and `spawn_jobs` starts the background jobs. No capability imports this
+//! module: what a room needs reaches it through its slice.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,12 +27,14 @@ use crate::http::layers::{self, Limits};
 use crate::http::proxy_watch::{ForwardedWatch, Watching};
 use crate::http::{ApiError, AuthState};
 use crate::identity::password::Hasher;
-use crate::identity::{LOGIN_QUOTA, LoginLimiter};
+use crate::identity::{IdentityState, LOGIN_QUOTA, LoginLimiter};
 use crate::ops::OpsState;
+use crate::platform::PlatformState;
 use crate::ratelimit::RateLimiter;
 use crate::rbac::RbacState;
 use crate::records::RecordsState;
 use crate::sessions::{RotationBatcher, SessionCache, SessionPolicy, SessionsState};
+use crate::tenancy::TenancyState;
 use crate::{identity, ops, sessions};
 
 /// Every component of a serving instance, each built once. The handlers
@@ -112,12 +119,6 @@ impl Deref for Inner {
     }
 }
 
-impl FromRef<AppState> for AuthState {
-    fn from_ref(state: &AppState) -> Self {
-        state.auth.clone()
-    }
-}
-
 /// What `audit::webhook::deliver_due` takes from the application's state.
 impl FromRef<AppState> for AuditState {
     fn from_ref(state: &AppState) -> Self {
@@ -138,27 +139,45 @@ pub fn app(state: AppState) -> Router {
     };
     let auth = state.auth();
     let records = RecordsState { auth: auth.clone() };
+    let tenancy = TenancyState {
+        auth: auth.clone(),
+        hasher: state.hasher.clone(),
+        login_limiter: state.login_limiter.clone(),
+    };
     let router = Router::new()
         .merge(ops::routes().with_state(OpsState {
             auth: auth.clone(),
             forwarded_watch: state.forwarded_watch.clone(),
         }))
-        .merge(identity::routes())
+        .merge(identity::routes().with_state(IdentityState {
+            auth: auth.clone(),
+            hasher: state.hasher.clone(),
+            login_limiter: state.login_limiter.clone(),
+            session_policy: state.session_policy,
+        }))
         .merge(sessions::routes().with_state(SessionsState {
             auth: auth.clone(),
             session_policy: state.session_policy,
             refresh_rotations: state.refresh_rotations.clone(),
         }))
         .merge(crate::rbac::routes().with_state(RbacState { auth: auth.clone() }))
-        .merge(crate::tenancy::routes())
-        .merge(crate::tenancy::settings_api::routes())
-        .merge(crate::platform::routes())
+        .merge(crate::tenancy::routes().with_state(tenancy.clone()))
+        .merge(crate::tenancy::settings_api::routes().with_state(tenancy))
+        .merge(crate::platform::routes().with_state(PlatformState {
+            auth: auth.clone(),
+            login_limiter: state.login_limiter.clone(),
+            session_policy: state.session_policy,
+        }))
         .merge(crate::records::routes().with_state(records.clone()))
         .merge(crate::apikeys::routes().with_state(ApiKeysState { auth: auth.clone() }))
         .merge(crate::audit::api::routes().with_state(state.audit.clone()))
         .merge(crate::audit::webhook_api::routes().with_state(state.audit.clone()));
     #[cfg(feature = "bench")]
-    let router = router.merge(crate::bench::routes());
+    let router = router.merge(crate::bench::routes().with_state(crate::bench::BenchState {
+        auth: auth.clone(),
+        hasher: state.hasher.clone(),
+        session_policy: state.session_policy,
+    }));
     let router = router
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -175,8 +194,7 @@ pub fn app(state: AppState) -> Router {
                 watch: state.forwarded_watch.clone(),
             }),
             crate::http::proxy_watch::watch_forwarded,
-        ))
-        .with_state(state);
+        ));
     layers::apply(router, limits)
 }
 

@@ -16,6 +16,7 @@ pub mod reset;
 mod reset_effects;
 pub mod routes;
 pub mod signup;
+mod state;
 mod store;
 pub mod throttle;
 pub mod verify;
@@ -26,6 +27,7 @@ pub(crate) use model::validate_name;
 pub use model::{IdentityError, User};
 pub use password_gate::{LOGIN_QUOTA, LoginLimiter};
 pub use routes::routes;
+pub use state::IdentityState;
 pub(crate) use store::insert_user;
 pub use store::{
     AuthUser, UserMembership, create_user, create_user_with_password, find_auth_user,

@@ -12,13 +12,14 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Email;
+use super::IdentityState;
 use super::password_gate::{check_policy, limit_ip, policies_for};
 use super::store as users;
-use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Target};
 use crate::crypto::random;
 use crate::db::UserTx;
 use crate::email::{self, Message};
+use crate::http::AuthState;
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext};
 use crate::ids::{TenantId, UserId};
@@ -36,7 +37,7 @@ pub struct ResetRequest {
 #[utoipa::path(post, path = "/v1/auth/password-reset/request", tag = "auth",
     request_body = ResetRequest, responses((status = 202), (status = 429, body = crate::http::Problem)))]
 pub(crate) async fn request(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<ResetRequest>,
@@ -113,7 +114,7 @@ pub struct ResetConfirm {
     request_body = ResetConfirm,
     responses((status = 204), (status = 400, body = crate::http::Problem)))]
 pub(crate) async fn confirm(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<ResetConfirm>,
@@ -190,7 +191,7 @@ fn token_hash(token: &[u8]) -> [u8; 32] {
 /// user, then commits: the events land atomically with the change.
 async fn audit_in_tenants(
     mut tx: UserTx,
-    state: &AppState,
+    state: &AuthState,
     action: &str,
     context: &crate::audit::RequestContext,
 ) -> Result<(), ApiError> {

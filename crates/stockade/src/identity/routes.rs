@@ -8,13 +8,13 @@ use axum::{Json, Router};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::IdentityState;
 use super::User;
 use super::lockout::{self, audit_failed_login, failed_login};
 use super::password::Verification;
 use super::password_gate::{check_policy, limit_ip, policies_for};
 use super::store::{self as users, AuthUser, UserMembership};
 use super::throttle;
-use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
 use crate::http::client_ip::{ClientAddr, ClientIp};
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
@@ -58,7 +58,7 @@ use crate::tenancy::allowlist::{self, Pathway};
 )]
 pub struct IdentityApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<IdentityState> {
     Router::new()
         .route("/v1/auth/signup", post(super::signup::signup))
         .route("/v1/auth/verify-email", post(super::verify::confirm))
@@ -103,7 +103,7 @@ pub struct LoginRequest {
             description = "`tenancy.ip_not_allowed` (the tenant's IP allowlist) or `tenancy.suspended`"),
         (status = 429, body = crate::http::Problem)))]
 async fn login(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<LoginRequest>,
@@ -217,7 +217,7 @@ fn choose_tenant<'a>(
 /// first the tenant's IP allowlist must admit the client coming in through
 /// `entry` (403 `tenancy.ip_not_allowed` otherwise, nothing issued).
 async fn start_session(
-    state: &AppState,
+    state: &IdentityState,
     user: &AuthUser,
     tenant: TenantId,
     action: &str,
@@ -258,7 +258,11 @@ async fn start_session(
 }
 
 /// Upgrades an imported bcrypt (or outdated argon2) hash to the current one.
-async fn rehash(state: &AppState, user: &AuthUser, password: SecretString) -> Result<(), ApiError> {
+async fn rehash(
+    state: &IdentityState,
+    user: &AuthUser,
+    password: SecretString,
+) -> Result<(), ApiError> {
     let hash = state
         .hasher
         .hash(password)
@@ -289,7 +293,7 @@ pub struct SwitchTenantRequest {
             description = "`platform.impersonation_forbidden`, or `tenancy.ip_not_allowed`: the target tenant's IP allowlist refuses the client"),
         (status = 404, body = crate::http::Problem)))]
 async fn switch_tenant(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ClientIp(client): ClientIp,
     p: Principal,
     ApiJson(req): ApiJson<SwitchTenantRequest>,
@@ -339,7 +343,7 @@ pub struct ReauthRequest {
             description = "`auth.rate_limited` (the client address) or `auth.account_locked` \
                 (the account, whichever route counted its failures); with `Retry-After`")))]
 async fn reauth(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     p: Principal,
     ApiJson(req): ApiJson<ReauthRequest>,
@@ -399,7 +403,10 @@ pub struct MeTenant {
 /// The caller: user, tenant, role, permissions.
 #[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = MeResponse), (status = 401, body = crate::http::Problem)))]
-async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<MeResponse>, ApiError> {
+async fn me(
+    State(state): State<IdentityState>,
+    p: Principal,
+) -> Result<Json<MeResponse>, ApiError> {
     let user = users::find_user(&state.db, p.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
@@ -435,7 +442,10 @@ async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<MeRespon
         (status = 403, body = crate::http::Problem,
             description = "`auth.step_up_required`, `platform.impersonation_forbidden` or `auth.api_key_not_allowed`"),
         (status = 409, body = crate::http::Problem, description = "`identity.last_owner`")))]
-async fn delete_me(State(state): State<AppState>, p: Principal) -> Result<StatusCode, ApiError> {
+async fn delete_me(
+    State(state): State<IdentityState>,
+    p: Principal,
+) -> Result<StatusCode, ApiError> {
     p.forbid_impersonation(&state, operation::ACCOUNT_DELETION)
         .await?;
     p.require_step_up(state.clock.now())?;
@@ -486,7 +496,7 @@ pub struct ChangePasswordRequest {
             description = "`auth.rate_limited` (the client address) or `auth.account_locked` \
                 (the account, whichever route counted its failures); with `Retry-After`")))]
 async fn change_password(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     p: Principal,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
@@ -539,6 +549,6 @@ async fn change_password(
 /// The public keys that verify access tokens (HS256 secrets never appear).
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, description = "JSON Web Key Set")))]
-async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+async fn jwks(State(state): State<IdentityState>) -> impl IntoResponse {
     Json(state.keyring().jwks(state.clock.now()))
 }

@@ -29,7 +29,7 @@
 //! (or the role is gone), it is refused as revoked.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRef, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -39,11 +39,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::TenancyState;
 use super::members::grantable_role;
-use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Target};
 use crate::db::{DbError, TenantTx};
 use crate::email::{self, Message};
+use crate::http::AuthState;
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
 use crate::identity::password_gate::limit_ip;
@@ -209,7 +210,7 @@ pub struct CreatedInvitation {
     responses((status = 201, body = CreatedInvitation), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn create(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     p: Principal,
     ApiJson(req): ApiJson<NewInvitation>,
 ) -> Result<(StatusCode, Json<CreatedInvitation>), ApiError> {
@@ -316,7 +317,7 @@ pub(crate) async fn create(
 #[utoipa::path(get, path = "/v1/invitations", tag = "tenancy", security(("bearer" = [])),
     responses((status = 200, body = [Invitation]), (status = 403, body = crate::http::Problem)))]
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     p: Principal,
 ) -> Result<Json<Vec<Invitation>>, ApiError> {
     p.require("members:manage")?;
@@ -346,7 +347,7 @@ pub(crate) async fn list(
     responses((status = 204), (status = 403, body = crate::http::Problem),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn revoke(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -458,7 +459,7 @@ pub struct AcceptedMembership {
         (status = 409, body = crate::http::Problem), (status = 410, body = crate::http::Problem),
         (status = 429, body = crate::http::Problem)))]
 pub(crate) async fn accept(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     MaybePrincipal(principal): MaybePrincipal,
@@ -496,7 +497,7 @@ pub(crate) async fn accept(
 
 /// An existing user joins the inviting tenant.
 async fn accept_as_member(
-    state: &AppState,
+    state: &AuthState,
     p: &Principal,
     token: &InvitationToken,
 ) -> Result<Response, ApiError> {
@@ -563,13 +564,14 @@ pub(super) fn accepted_event(actor: Actor, inv: &Row, user: UserId, new_account:
 /// (and 401 if it does not authenticate); `None` without one.
 pub(crate) struct MaybePrincipal(Option<Principal>);
 
-impl FromRequestParts<AppState> for MaybePrincipal {
+impl<S> FromRequestParts<S> for MaybePrincipal
+where
+    AuthState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         if !parts.headers.contains_key(header::AUTHORIZATION) {
             return Ok(Self(None));
         }
@@ -608,7 +610,7 @@ pub(super) fn tenancy_error(e: TenancyError) -> ApiError {
 }
 
 /// The inviting tenant, which must be active to be joined.
-pub(super) async fn active_tenant(state: &AppState, id: TenantId) -> Result<Tenant, ApiError> {
+pub(super) async fn active_tenant(state: &AuthState, id: TenantId) -> Result<Tenant, ApiError> {
     let tenant = tenancy::find_by_id(&state.db, id)
         .await?
         .ok_or_else(not_found)?;

@@ -9,11 +9,13 @@ pub mod routes;
 pub mod settings;
 pub mod settings_api;
 pub mod settings_reset;
+mod state;
 mod store;
 
 pub use model::{Membership, NewTenant, Slug, TenancyError, Tenant, TenantName, TenantStatus};
 pub use routes::{TenancyApi, routes};
 pub use settings::TenantSettings;
+pub use state::TenancyState;
 pub use store::{
     add_member, create_tenant, find_by_id, find_by_slug, insert_tenant, insert_tenant_with_id,
     list_members, list_tenants, provision_keys,
