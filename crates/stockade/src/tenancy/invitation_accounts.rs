@@ -23,10 +23,11 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use super::TenancyState;
-use super::invitations::{
-    InvitationToken, InvitedTenant, accepted_event, active_tenant, claim, inviter_may_still_grant,
-    load_pending, load_pending_by_id, not_found, revoked, tenancy_error,
+use super::invitation_store::{
+    InvitationToken, claim, inviter_may_still_grant, load_pending, load_pending_by_id, not_found,
+    revoked,
 };
+use super::invitations::{InvitedTenant, accepted_event, active_tenant, tenancy_error};
 use crate::audit::{self, Actor, RequestContext};
 use crate::http::ApiError;
 use crate::http::AuthState;

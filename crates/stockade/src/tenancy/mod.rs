@@ -2,6 +2,7 @@
 
 pub mod allowlist;
 pub mod invitation_accounts;
+pub mod invitation_store;
 pub mod invitations;
 pub mod members;
 mod model;
