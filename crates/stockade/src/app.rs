@@ -1,103 +1,65 @@
-//! Application state, router assembly and serving. `app(state)` builds the
-//! whole router apart from `serve()`, so tests can run it on port 0.
+//! The one place that knows every room: [`AppState`] builds each component
+//! of a serving instance once (the [`AuthState`] every slice carries, the
+//! password hasher, the sign-in limiter, the refresh rotation queue, ...),
+//! `app(state)` gives each capability's routes their own state slice and
+//! stacks the layers (apart from `serve()`, so tests can run it on port 0),
+//! and `spawn_jobs` starts the background jobs. No capability imports this
+//! module: what a room needs reaches it through its slice.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::FromRef;
 use tokio::net::TcpListener;
 
-use crate::audit::sampler::{self, Sampler};
+use crate::apikeys::{ApiKeyAuth, ApiKeysState};
+use crate::audit::{AuditState, sampler};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::crypto::jwt::Keyring;
 use crate::crypto::keys::Keys;
 use crate::db::Db;
-use crate::http::ApiError;
-use crate::http::client_ip::LimitKey;
+use crate::http::auth_state::KEYRING_RELOAD;
 use crate::http::layers::{self, Limits};
+use crate::http::proxy_watch::{ForwardedWatch, Watching};
+use crate::http::{ApiError, AuthState};
 use crate::identity::password::Hasher;
 use crate::jobs::{FirstRun, Job, Scheduler};
-use crate::ratelimit::{Quota, RateLimiter};
-use crate::sessions::SessionPolicy;
+use crate::identity::{IdentityState, LOGIN_QUOTA, LoginLimiter};
+use crate::ops::OpsState;
+use crate::platform::PlatformState;
+use crate::ratelimit::RateLimiter;
+use crate::rbac::RbacState;
+use crate::records::RecordsState;
+use crate::sessions::{RotationBatcher, SessionCache, SessionPolicy, SessionsState};
+use crate::tenancy::TenancyState;
 use crate::{identity, ops, sessions};
 
-/// The `aud` of every access token.
-pub const AUDIENCE: &str = "stockade";
-
-/// Sign-in attempts per client IP: 10 per 15 minutes (SPEC §2.3).
-pub const LOGIN_QUOTA: Quota = Quota {
-    burst: 10,
-    period: chrono::Duration::minutes(15),
-};
-
-/// The samplers of refused attempts (see `audit::sampler`): each refusal is
-/// counted, at most one event per key and window is written at once, and the
-/// rest is written with its count when the window closes.
-pub struct Refusals {
-    /// `auth.ip.rate_limited` (platform chain): per client, one a minute.
-    pub rate_limited: Sampler<LimitKey>,
-    /// `tenancy.ip.denied`: per tenant and client, one per five minutes.
-    pub allowlist: Sampler<(crate::ids::TenantId, LimitKey)>,
-    /// `platform.access.denied` (platform chain): per user and reason, one a
-    /// minute.
-    pub platform: Sampler<(uuid::Uuid, &'static str)>,
-    /// `platform.impersonation.denied` (the tenant's chain and the
-    /// platform's): per impersonation session and operation, one a minute
-    /// (`platform::forbidden`).
-    pub impersonation: Sampler<(uuid::Uuid, &'static str)>,
-    /// `<area>.access.denied`: per tenant, principal, route and reason, one
-    /// a minute (`http::refusals`).
-    pub access: Sampler<crate::http::refusals::AccessKey>,
-}
-
-impl Default for Refusals {
-    fn default() -> Self {
-        let minute = chrono::Duration::minutes(1);
-        Self {
-            rate_limited: Sampler::new(minute),
-            allowlist: Sampler::new(chrono::Duration::minutes(5)),
-            platform: Sampler::new(minute),
-            impersonation: Sampler::new(minute),
-            access: Sampler::new(minute),
-        }
-    }
-}
-
-/// Everything a request may need, shared by all handlers.
+/// Every component of a serving instance, each built once. The handlers
+/// never see it: each capability's routes get their own state slice, built
+/// here from these components (see [`app`]).
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
+/// The components beyond the [`AuthState`]; it derefs to the auth state,
+/// so `state.db`, `state.clock`, `state.keyring()` read through.
 pub struct Inner {
-    pub config: Config,
-    pub db: Db,
-    pub clock: SharedClock,
+    auth: AuthState,
     pub keys: Keys,
-    /// `iss` of every access token: the public URL.
-    pub issuer: String,
     pub hasher: Hasher,
     pub session_policy: SessionPolicy,
-    /// The per-request session check, cached (embedded mode; cluster mode
-    /// with Redis).
-    pub session_cache: sessions::SessionCache,
     /// Refresh rotations, group-committed on SQLite.
-    pub refresh_rotations: sessions::RotationBatcher,
-    /// Sign-in and other password-hashing endpoints, per client address
-    /// (IPv6 per /64; every unknown client under one key).
-    pub login_limiter: RateLimiter<LimitKey>,
-    /// API keys: HMAC key (loaded once), the cached check (same modes as
-    /// `session_cache`), rate limits, denial sampling.
-    pub api_keys: crate::apikeys::ApiKeyState,
-    /// The sampled audit of refusals (`audit::sampler`).
-    pub refusals: Refusals,
+    pub refresh_rotations: Arc<RotationBatcher>,
+    /// Sign-in and other password-hashing endpoints, per client address.
+    pub login_limiter: Arc<LoginLimiter>,
     /// `X-Forwarded-For` from untrusted peers: warned about, shown in
     /// `/readyz` (`http::proxy_watch`).
-    pub forwarded_watch: crate::http::proxy_watch::ForwardedWatch,
-    keyring: RwLock<Arc<Keyring>>,
-    /// Extra trust roots for audit webhook endpoints (`webhook_ca_file`).
-    webhook_roots: Vec<reqwest::Certificate>,
+    pub forwarded_watch: Arc<ForwardedWatch>,
+    /// The audit slice, kept whole: the webhook delivery job takes it too.
+    audit: AuditState,
 }
 
 impl AppState {
@@ -108,79 +70,39 @@ impl AppState {
         keys: Keys,
         keyring: Keyring,
     ) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
         let session_policy = SessionPolicy {
             reuse_grace: chrono::Duration::from_std(config.refresh_reuse_grace)?,
             ..SessionPolicy::default()
         };
-        let webhook_roots = match &config.webhook_ca_file {
-            None => Vec::new(),
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    anyhow::anyhow!("STOCKADE_WEBHOOK_CA_FILE {}: {e}", path.display())
-                })?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                    anyhow::anyhow!("STOCKADE_WEBHOOK_CA_FILE {}: {e}", path.display())
-                })?;
-                anyhow::ensure!(
-                    !certs.is_empty(),
-                    "STOCKADE_WEBHOOK_CA_FILE {} holds no PEM certificate",
-                    path.display()
-                );
-                certs
-            }
-        };
         // One per process: both caches share its Redis connection, and its
         // hook is installed on `db` once.
         let generations = crate::cache::Generations::new(&config, &db);
-        Ok(Self(Arc::new(Inner {
-            webhook_roots,
-            issuer: config.base_url(),
-            hasher: Hasher::new()?,
-            session_policy,
-            session_cache: sessions::SessionCache::with_generations(generations.clone()),
-            refresh_rotations: sessions::RotationBatcher::new(
-                db.clone(),
-                clock.clone(),
-                session_policy,
-            ),
-            login_limiter: RateLimiter::new(LOGIN_QUOTA),
-            api_keys: crate::apikeys::ApiKeyState::new(generations),
-            refusals: Refusals::default(),
-            forwarded_watch: crate::http::proxy_watch::ForwardedWatch::default(),
-            keyring: RwLock::new(Arc::new(keyring)),
-            config,
+        let refresh_rotations = RotationBatcher::new(db.clone(), clock.clone(), session_policy);
+        let auth = AuthState::new(
             db,
             clock,
+            config,
+            keys.master.clone(),
+            keyring,
+            SessionCache::with_generations(generations.clone()),
+            ApiKeyAuth::new(generations),
+        );
+        Ok(Self(Arc::new(Inner {
+            audit: AuditState::new(auth.clone())?,
+            hasher: Hasher::new()?,
+            session_policy,
+            refresh_rotations: Arc::new(refresh_rotations),
+            login_limiter: Arc::new(RateLimiter::new(LOGIN_QUOTA)),
+            forwarded_watch: Arc::default(),
+            auth,
             keys,
         })))
     }
 
-    /// The signing keys in force (cheap: an `Arc` clone).
-    pub fn keyring(&self) -> Arc<Keyring> {
-        self.keyring
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The master key (wraps tenant keys and every stored secret). Call it
-    /// as `&state.master()`: the one accessor. It is reloadable: it re-reads
-    /// its key file when the file changed (before each seal, and when an item
-    /// names a version it does not hold), so a server keeps serving through
-    /// `stockade keys rotate` and `keys retire --master` without a restart
-    /// (see `crypto::master`).
-    pub fn master(&self) -> Arc<crate::crypto::keys::MasterKey> {
-        self.keys.master.clone()
-    }
-
-    /// The extra trust roots of audit webhook endpoints.
-    pub fn webhook_roots(&self) -> &[reqwest::Certificate] {
-        &self.webhook_roots
-    }
-
-    /// Swaps in a reloaded keyring (after `stockade keys rotate`).
-    pub fn set_keyring(&self, keyring: Keyring) {
-        *self.keyring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keyring);
+    /// The auth state every slice carries.
+    pub fn auth(&self) -> &AuthState {
+        &self.0.auth
     }
 }
 
@@ -188,6 +110,20 @@ impl Deref for AppState {
     type Target = Inner;
     fn deref(&self) -> &Inner {
         &self.0
+    }
+}
+
+impl Deref for Inner {
+    type Target = AuthState;
+    fn deref(&self) -> &AuthState {
+        &self.auth
+    }
+}
+
+/// What `audit::webhook::deliver_due` takes from the application's state.
+impl FromRef<AppState> for AuditState {
+    fn from_ref(state: &AppState) -> Self {
+        state.audit.clone()
     }
 }
 
@@ -202,43 +138,66 @@ pub fn app(state: AppState) -> Router {
         request_timeout: state.config.request_timeout,
         drain_limit: state.config.body_limit,
     };
+    let auth = state.auth();
+    let records = RecordsState { auth: auth.clone() };
+    let tenancy = TenancyState {
+        auth: auth.clone(),
+        hasher: state.hasher.clone(),
+        login_limiter: state.login_limiter.clone(),
+    };
     let router = Router::new()
-        .merge(ops::routes())
-        .merge(identity::routes())
-        .merge(sessions::routes())
-        .merge(crate::rbac::routes())
-        .merge(crate::tenancy::routes())
-        .merge(crate::tenancy::settings_api::routes())
-        .merge(crate::platform::routes())
-        .merge(crate::records::routes())
-        .merge(crate::apikeys::routes())
-        .merge(crate::audit::api::routes())
-        .merge(crate::audit::webhook_api::routes());
+        .merge(ops::routes().with_state(OpsState {
+            auth: auth.clone(),
+            forwarded_watch: state.forwarded_watch.clone(),
+        }))
+        .merge(identity::routes().with_state(IdentityState {
+            auth: auth.clone(),
+            hasher: state.hasher.clone(),
+            login_limiter: state.login_limiter.clone(),
+            session_policy: state.session_policy,
+        }))
+        .merge(sessions::routes().with_state(SessionsState {
+            auth: auth.clone(),
+            session_policy: state.session_policy,
+            refresh_rotations: state.refresh_rotations.clone(),
+        }))
+        .merge(crate::rbac::routes().with_state(RbacState { auth: auth.clone() }))
+        .merge(crate::tenancy::routes().with_state(tenancy.clone()))
+        .merge(crate::tenancy::settings_api::routes().with_state(tenancy))
+        .merge(crate::platform::routes().with_state(PlatformState {
+            auth: auth.clone(),
+            login_limiter: state.login_limiter.clone(),
+            session_policy: state.session_policy,
+        }))
+        .merge(crate::records::routes().with_state(records.clone()))
+        .merge(crate::apikeys::routes().with_state(ApiKeysState { auth: auth.clone() }))
+        .merge(crate::audit::api::routes().with_state(state.audit.clone()))
+        .merge(crate::audit::webhook_api::routes().with_state(state.audit.clone()));
     #[cfg(feature = "bench")]
-    let router = router.merge(crate::bench::routes());
+    let router = router.merge(crate::bench::routes().with_state(crate::bench::BenchState {
+        auth: auth.clone(),
+        hasher: state.hasher.clone(),
+        session_policy: state.session_policy,
+    }));
     let router = router
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.body_limit,
         ))
-        .merge(crate::records::import_routes())
+        .merge(crate::records::import_routes().with_state(records))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            auth.clone(),
             crate::http::refusals::audit_refusals,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            Arc::new(Watching {
+                auth: auth.clone(),
+                watch: state.forwarded_watch.clone(),
+            }),
             crate::http::proxy_watch::watch_forwarded,
-        ))
-        .with_state(state);
+        ));
     layers::apply(router, limits)
 }
-
-/// How often a running server re-reads the signing keys, so a rotation made
-/// with `stockade keys rotate --signing` (or by another instance) is picked
-/// up without a restart. Tokens of the previous key keep verifying for 15
-/// minutes after a rotation, so this delay never rejects a valid token.
-pub const KEYRING_RELOAD: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Starts the scheduled jobs of a serving instance (see `jobs`): the
 /// keyring reload every [`KEYRING_RELOAD`] (first after one period: the keys

@@ -20,7 +20,9 @@
 //!   can finish its sign-ups (`POST /v1/auth/verify-email`) without a mail
 //!   server.
 
-use axum::extract::{Path, Query, State};
+use std::ops::Deref;
+
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,16 +31,39 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::RequestContext;
-use crate::http::ApiError;
+use crate::http::{ApiError, AuthState};
+use crate::identity::password::Hasher;
 use crate::ids::{TenantId, UserId};
 use crate::records::service;
+use crate::sessions::SessionPolicy;
 
 /// Most sessions one `POST /bench/sessions` call creates.
 const MAX_SESSIONS_PER_CALL: u32 = 10_000;
 
-pub fn routes() -> Router<AppState> {
+/// What the benchmark routes use: the auth state, the server's own password
+/// hasher and the session policy, built by `app.rs`.
+#[derive(Clone)]
+pub struct BenchState {
+    pub auth: AuthState,
+    pub hasher: Hasher,
+    pub session_policy: SessionPolicy,
+}
+
+impl Deref for BenchState {
+    type Target = AuthState;
+    fn deref(&self) -> &AuthState {
+        &self.auth
+    }
+}
+
+impl FromRef<BenchState> for AuthState {
+    fn from_ref(state: &BenchState) -> Self {
+        state.auth.clone()
+    }
+}
+
+pub fn routes() -> Router<BenchState> {
     Router::new()
         .route("/bench/baseline/{tenant}/{collection}/{id}", get(baseline))
         .route("/bench/sessions", post(sessions))
@@ -53,7 +78,7 @@ fn bad(what: &str) -> ApiError {
 /// The record read of `GET /v1/collections/{c}/records/{id}` without the
 /// security layers.
 async fn baseline(
-    State(state): State<AppState>,
+    State(state): State<BenchState>,
     Path((tenant, collection, id)): Path<(Uuid, String, Uuid)>,
 ) -> Result<Response, ApiError> {
     let record = service::read(&state, TenantId(tenant), &collection, id).await?;
@@ -71,7 +96,7 @@ struct SessionsRequest {
 /// Creates `count` sessions of a member and checks each once, as the first
 /// request of each would.
 async fn sessions(
-    State(state): State<AppState>,
+    State(state): State<BenchState>,
     Json(req): Json<SessionsRequest>,
 ) -> Result<Response, ApiError> {
     if req.count == 0 || req.count > MAX_SESSIONS_PER_CALL {
@@ -120,7 +145,7 @@ struct HashRuns {
 /// The mean wall time of one argon2id hash, sequentially (nothing else runs
 /// in `bench/run` while it is measured).
 async fn argon2(
-    State(state): State<AppState>,
+    State(state): State<BenchState>,
     Query(runs): Query<HashRuns>,
 ) -> Result<Response, ApiError> {
     if runs.n == 0 || runs.n > 1000 {
@@ -147,7 +172,7 @@ struct VerificationFor {
 
 /// The token of the newest verification link queued to `email`.
 async fn verification_token(
-    State(state): State<AppState>,
+    State(state): State<BenchState>,
     Query(q): Query<VerificationFor>,
 ) -> Result<Response, ApiError> {
     let row: Option<(Uuid, Vec<u8>, i64)> = state

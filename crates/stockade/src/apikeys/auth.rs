@@ -31,11 +31,10 @@ use zeroize::Zeroizing;
 use super::denials::{self, DeniedKey};
 use super::model::{self, ApiKey, KeyEnv};
 use super::store;
-use crate::app::AppState;
 use crate::audit::RequestContext;
 use crate::cache::{Generations, LivenessCache, MAX_ENTRIES};
-use crate::http::ApiError;
 use crate::http::client_ip::{ClientAddr, LimitKey};
+use crate::http::{ApiError, AuthState};
 use crate::ids::{TenantId, UserId};
 use crate::ratelimit::{Decision, Quota, RateLimiter};
 use crate::rbac::PermissionSet;
@@ -48,10 +47,11 @@ pub const TOUCH_EVERY: Duration = Duration::minutes(1);
 
 /// Failed key authentications per client address: like sign-ins, 10 per
 /// 15 minutes; past it, 429 before any database work.
-pub const FAILURE_QUOTA: Quota = crate::app::LOGIN_QUOTA;
+pub const FAILURE_QUOTA: Quota = crate::identity::LOGIN_QUOTA;
 
-/// Process-wide API-key state, in `AppState::api_keys`.
-pub struct ApiKeyState {
+/// What authenticating API keys keeps in memory, per process (in
+/// `AuthState::api_keys`).
+pub struct ApiKeyAuth {
     hmac_key: tokio::sync::OnceCell<Zeroizing<[u8; 32]>>,
     /// Fully successful authentications, by the key's public id.
     cache: LivenessCache<String, Arc<Cached>>,
@@ -70,7 +70,7 @@ pub struct ApiKeyState {
     pub denials: denials::DenialAudit,
 }
 
-impl ApiKeyState {
+impl ApiKeyAuth {
     /// The state of a process whose caches use `generations`.
     pub fn new(generations: Generations) -> Self {
         Self {
@@ -161,7 +161,7 @@ fn per_minute(rate: i64) -> Quota {
 }
 
 /// The HMAC key (sealed in `server_keys`), loaded once per process.
-pub async fn hmac_key(state: &AppState) -> Result<&[u8; 32], ApiError> {
+pub async fn hmac_key(state: &AuthState) -> Result<&[u8; 32], ApiError> {
     let key = state
         .api_keys
         .hmac_key
@@ -194,7 +194,7 @@ pub struct Authenticated {
     pub ip_allowlist: Arc<Vec<ipnet::IpNet>>,
     rate_per_minute: i64,
     /// As read from the database (a cached copy may be older: see
-    /// `ApiKeyState::touches`).
+    /// `ApiKeyAuth::touches`).
     last_used_at: Option<DateTime<Utc>>,
 }
 
@@ -219,7 +219,7 @@ fn invalid() -> ApiError {
 /// revoked, expired, rotated out, creator gone) and count against the
 /// client address; a suspended tenant answers 403 `tenancy.suspended`.
 pub async fn authenticate(
-    state: &AppState,
+    state: &AuthState,
     token: &str,
     ip: ClientAddr,
     context: &RequestContext,
@@ -309,7 +309,7 @@ pub async fn authenticate(
 /// found are remembered (a flood of made-up ids fills nothing), and the map
 /// is bounded like the caches. An owner remembered for a key deleted since
 /// is harmless: the key's row is then missing in that tenant.
-async fn owner_of(state: &AppState, public_id: &str) -> Result<Option<TenantId>, ApiError> {
+async fn owner_of(state: &AuthState, public_id: &str) -> Result<Option<TenantId>, ApiError> {
     let owners = &state.api_keys.owners;
     if let Some(tenant) = owners
         .lock()
@@ -335,7 +335,7 @@ async fn owner_of(state: &AppState, public_id: &str) -> Result<Option<TenantId>,
 /// (sampled) here; `Err(None)` means "answer 401 and count the failure",
 /// `Err(Some(e))` answer `e`.
 async fn judge(
-    state: &AppState,
+    state: &AuthState,
     key: &ApiKey,
     hmac: &[u8; 32],
     standing: &Standing,
@@ -393,7 +393,7 @@ pub fn effective(scopes: &[String], creator: &PermissionSet) -> PermissionSet {
 /// `Retry-After`) and records the use (at most once a minute per key and
 /// process). The record is a bookkeeping write: it does not bump the
 /// liveness generation, so it empties no cache.
-pub async fn admit(state: &AppState, key: &Authenticated, ip: ClientAddr) -> Result<(), ApiError> {
+pub async fn admit(state: &AuthState, key: &Authenticated, ip: ClientAddr) -> Result<(), ApiError> {
     let now = state.clock.now();
     let quota = per_minute(key.rate_per_minute);
     if let Decision::Deny {

@@ -8,9 +8,9 @@
 use chrono::Duration;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::audit::sampler::{self, Sampled, Sampler};
 use crate::audit::{Actor, NewEvent, Outcome, RequestContext, Target};
+use crate::http::AuthState;
 use crate::ids::{TenantId, UserId};
 
 /// One event per key and reason per this long.
@@ -35,7 +35,7 @@ pub struct DeniedKey {
 
 /// Samples a refusal and, when due, writes its event.
 pub(super) async fn record(
-    state: &AppState,
+    state: &AuthState,
     key: &DeniedKey,
     reason: &'static str,
     extra: serde_json::Value,
@@ -48,7 +48,7 @@ pub(super) async fn record(
 /// Like [`record`], from synchronous code: the event is written in the
 /// background (see [`Sampler::flush`]).
 pub fn record_later(
-    state: &AppState,
+    state: &AuthState,
     key: DeniedKey,
     reason: &'static str,
     extra: serde_json::Value,

@@ -12,6 +12,7 @@
 mod auth;
 mod denials;
 mod routes;
+mod state;
 mod store;
 
 // The key format is a pure rule of `stockade-core`.
@@ -21,7 +22,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use auth::{
-    ApiKeyState, Authenticated, FAILURE_QUOTA, HMAC_PURPOSE, TOUCH_EVERY, admit, authenticate,
+    ApiKeyAuth, Authenticated, FAILURE_QUOTA, HMAC_PURPOSE, TOUCH_EVERY, admit, authenticate,
     effective, hmac_key,
 };
 pub use denials::{DENIAL_WINDOW, DenialAudit, DeniedKey, denial_audit, record_later};
@@ -29,12 +30,11 @@ pub use model::{
     ApiKey, KEY_LEN, KeyEnv, PREFIX, ParseError, display_prefix, looks_like_key, parse,
 };
 pub use routes::{CreateKey, CreatedKey, MAX_EXPIRY_DAYS, MAX_GRACE_SECONDS, RotateKey};
+pub use state::ApiKeysState;
 pub use store::{
     AuthRow, KeyName, KeyView, NewKey, auth_row, insert, live_created_by, revoke_created_by,
     revoke_created_by_named, tenant_of,
 };
-
-use crate::app::AppState;
 
 /// A key's environment follows the deployment profile (`live` in production).
 impl model::Deployment for crate::config::Config {
@@ -51,7 +51,7 @@ impl model::Deployment for crate::config::Config {
 )]
 pub struct ApiKeysApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<ApiKeysState> {
     Router::new()
         .route("/v1/api-keys", get(routes::list).post(routes::create))
         .route("/v1/api-keys/{id}", axum::routing::delete(routes::revoke))

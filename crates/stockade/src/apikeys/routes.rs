@@ -19,12 +19,12 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::ApiKeysState;
 use super::model::{ApiKey, KeyEnv};
 use super::store::{self, KeyView, NewKey};
-use crate::app::AppState;
 use crate::audit::{self, NewEvent, Target};
 use crate::db::TenantTx;
-use crate::http::{ApiError, ApiJson, Principal};
+use crate::http::{ApiError, ApiJson, AuthState, Principal};
 use crate::platform::operation;
 use crate::rbac::PermissionSet;
 
@@ -83,7 +83,7 @@ fn not_found() -> ApiError {
         .with_detail("no such API key in this tenant")
 }
 
-fn env(state: &AppState) -> KeyEnv {
+fn env(state: &AuthState) -> KeyEnv {
     KeyEnv::for_config(&state.config)
 }
 
@@ -128,7 +128,7 @@ fn check_scopes(p: &Principal, scopes: &[String]) -> Result<Vec<String>, ApiErro
 
 /// Creates, stores and audits a key; returns it with its secret.
 async fn issue(
-    state: &AppState,
+    state: &AuthState,
     hmac: &[u8; 32],
     tx: &mut TenantTx,
     p: &Principal,
@@ -163,7 +163,7 @@ async fn issue(
         (status = 422, body = crate::http::Problem,
             description = "`rbac.permission_planned`: a scope no route checks yet")))]
 pub(crate) async fn create(
-    State(state): State<AppState>,
+    State(state): State<ApiKeysState>,
     p: Principal,
     ApiJson(req): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
@@ -215,7 +215,7 @@ pub(crate) async fn create(
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api_keys", security(("bearer" = [])),
     responses((status = 200, body = Vec<KeyView>), (status = 403, body = crate::http::Problem)))]
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<ApiKeysState>,
     p: Principal,
 ) -> Result<Json<Vec<KeyView>>, ApiError> {
     p.forbid_impersonation(&state, operation::API_KEY_LIST)
@@ -238,7 +238,7 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     responses((status = 204), (status = 403, body = crate::http::Problem),
         (status = 404, body = crate::http::Problem)))]
 pub(crate) async fn revoke(
-    State(state): State<AppState>,
+    State(state): State<ApiKeysState>,
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -276,7 +276,7 @@ pub(crate) async fn revoke(
         (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn rotate(
-    State(state): State<AppState>,
+    State(state): State<ApiKeysState>,
     p: Principal,
     Path(id): Path<String>,
     body: Bytes,
@@ -358,7 +358,7 @@ pub(crate) async fn rotate(
 /// Commits the transaction that made key `id` and answers 201 with the key,
 /// shown this once, and its listing.
 async fn created(
-    state: &AppState,
+    state: &AuthState,
     mut tx: TenantTx,
     id: Uuid,
     key: &ApiKey,

@@ -11,10 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use super::AuditState;
 use super::model::{AuditError, NewEvent, StoredEvent, Target, VerifyReport};
 use super::pii::{EventView, Ids, reveal};
 use super::query::{EventQuery, QueryError, page_after};
-use crate::app::AppState;
 use crate::clock::Clock;
 use crate::db::Db;
 use crate::http::{ApiError, Principal};
@@ -32,7 +32,7 @@ pub const EXPORT_PAGE: i64 = 1000;
 )]
 pub struct AuditApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<AuditState> {
     Router::new()
         .route("/v1/audit/events", get(list_events))
         .route("/v1/audit/verify", get(verify))
@@ -69,7 +69,7 @@ fn invalid(e: QueryError) -> ApiError {
     responses((status = 200, body = EventPage), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem)))]
 async fn list_events(
-    State(state): State<AppState>,
+    State(state): State<AuditState>,
     p: Principal,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<EventPage>, ApiError> {
@@ -91,7 +91,7 @@ async fn list_events(
     responses((status = 200, body = VerifyReport), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem)))]
 async fn verify(
-    State(state): State<AppState>,
+    State(state): State<AuditState>,
     p: Principal,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Json<VerifyReport>, ApiError> {
@@ -149,7 +149,7 @@ pub fn ndjson_line(e: &EventView) -> Vec<u8> {
         description = "one event per line, ascending"),
         (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem)))]
 async fn export(
-    State(state): State<AppState>,
+    State(state): State<AuditState>,
     p: Principal,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {

@@ -12,6 +12,7 @@ pub mod query;
 pub mod retention;
 pub mod retention_policy;
 pub mod sampler;
+mod state;
 mod store;
 pub mod webhook;
 pub mod webhook_api;
@@ -26,4 +27,5 @@ pub use model::{
     Actor, AuditError, GENESIS_HASH, NewEvent, Outcome, RequestContext, StoredEvent, Target,
     VerifyReport,
 };
+pub use state::AuditState;
 pub use store::{append, append_many, verify_all, verify_tenant};

@@ -1,7 +1,7 @@
 //! Sampled audit of refusals, so a client cannot flood a tenant's log and
 //! every refused attempt is still counted. One sampler per kind of refusal
-//! (`AppState::refusals`, `ApiKeyState::denials`), each with its own key and
-//! window:
+//! (`http::refusals::Refusals`, `ApiKeyAuth::denials`, both in the
+//! `AuthState`), each with its own key and window:
 //!
 //! - the first refusal of a key opens a window and is written at once;
 //! - refusals inside the window are held (counted, with the time of the
@@ -25,8 +25,8 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::app::AppState;
 use crate::audit::{self, NewEvent};
+use crate::http::AuthState;
 use crate::ids::TenantId;
 
 /// Windows kept at most per sampler.
@@ -233,7 +233,7 @@ impl<K: Eq + Hash + Clone> Sampler<K> {
 /// Samples a refusal and, when due, writes its event (a failure to write is
 /// logged: the refusal stands either way).
 pub async fn record<K: Eq + Hash + Clone>(
-    state: &AppState,
+    state: &AuthState,
     sampler: &Sampler<K>,
     key: K,
     make: impl FnOnce() -> Sampled,
@@ -246,7 +246,7 @@ pub async fn record<K: Eq + Hash + Clone>(
 /// Like [`record`], from synchronous code: the event is written in the
 /// background (see [`Sampler::flush`]).
 pub fn record_later<K: Eq + Hash + Clone>(
-    state: &AppState,
+    state: &AuthState,
     sampler: &Sampler<K>,
     key: K,
     make: impl FnOnce() -> Sampled,
@@ -261,7 +261,7 @@ pub fn record_later<K: Eq + Hash + Clone>(
 }
 
 /// Writes the held refusals of every closed window of `sampler`.
-pub async fn flush<K: Eq + Hash + Clone>(state: &AppState, sampler: &Sampler<K>) -> usize {
+pub async fn flush<K: Eq + Hash + Clone>(state: &AuthState, sampler: &Sampler<K>) -> usize {
     sampler.flush().await;
     let due = sampler.drain(state.clock.now());
     let n = due.len();
@@ -273,7 +273,7 @@ pub async fn flush<K: Eq + Hash + Clone>(state: &AppState, sampler: &Sampler<K>)
 
 /// Appends `sampled` with its tally in its details, in its own transaction
 /// (with its platform copy, if any, in the same one).
-pub async fn write(state: &AppState, sampled: Sampled, tally: Tally) {
+pub async fn write(state: &AuthState, sampled: Sampled, tally: Tally) {
     let action = sampled.event.action.clone();
     let event = with_details(
         sampled.event,

@@ -27,6 +27,7 @@
 //!   Deliveries are not themselves audited: each would be a new event to
 //!   deliver. Their state is `GET /v1/audit/webhook`.
 
+use axum::extract::FromRef;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Duration, Utc};
@@ -35,13 +36,15 @@ use serde::Serialize;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::AuditState;
 use super::model::{Actor, AuditError, NewEvent, Target};
 use super::pii::{EventView, Ids, reveal};
 use super::query::page_after;
-use crate::app::AppState;
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::crypto::keys::MasterKey;
 use crate::db::{DbError, TenantTx};
+use crate::http::AuthState;
 use crate::ids::TenantId;
 
 /// Prefix of a secret as shown to the tenant.
@@ -246,10 +249,34 @@ pub struct DeliveryReport {
     pub disabled: u64,
 }
 
+/// The extra trust roots of webhook endpoints: the PEM certificates of
+/// `webhook_ca_file`, if set (an unreadable file, or one with no
+/// certificate, is an error: the server does not start).
+pub fn trust_roots(config: &Config) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let Some(path) = &config.webhook_ca_file else {
+        return Ok(Vec::new());
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("STOCKADE_WEBHOOK_CA_FILE {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| anyhow::anyhow!("STOCKADE_WEBHOOK_CA_FILE {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "STOCKADE_WEBHOOK_CA_FILE {} holds no PEM certificate",
+        path.display()
+    );
+    Ok(certs)
+}
+
 /// Sends every due tenant's undelivered events (up to [`MAX_PER_RUN`] per
 /// tenant), in ascending `seq`. Errors of one tenant are logged and do not
-/// stop the others. Callable directly (tests) or from the background job.
-pub async fn deliver_due(state: &AppState) -> Result<DeliveryReport, DbError> {
+/// stop the others. Callable directly (tests) or from the background job,
+/// with any state the [`AuditState`] is taken from.
+pub async fn deliver_due<S>(state: &S) -> Result<DeliveryReport, DbError>
+where
+    AuditState: FromRef<S>,
+{
+    let state = AuditState::from_ref(state);
     let mut tx = state.db.global_read().await?;
     let tenants: Vec<(TenantId,)> = tx
         .fetch_all(
@@ -260,7 +287,7 @@ pub async fn deliver_due(state: &AppState) -> Result<DeliveryReport, DbError> {
     drop(tx);
     let mut report = DeliveryReport::default();
     for (tenant,) in tenants {
-        if let Err(e) = super::webhook_send::deliver_tenant(state, tenant, &mut report).await {
+        if let Err(e) = super::webhook_send::deliver_tenant(&state, tenant, &mut report).await {
             tracing::error!(%tenant, error = %e, "audit webhook delivery failed");
         }
     }
@@ -279,7 +306,7 @@ pub(super) struct Claim {
 /// the chain's head. `None` when there is nothing to do (or another instance
 /// holds it): an idle endpoint costs one read per run, no write.
 pub(super) async fn claim(
-    state: &AppState,
+    state: &AuthState,
     tenant: TenantId,
 ) -> Result<Option<Claim>, WebhookError> {
     let now = state.clock.now();
@@ -324,7 +351,7 @@ pub(super) async fn claim(
 /// The next undelivered events of the claim, as the export shows them
 /// (personal fields opened while their subject's key exists).
 pub(super) async fn pending(
-    state: &AppState,
+    state: &AuthState,
     tenant: TenantId,
     after: i64,
 ) -> Result<Vec<EventView>, AuditError> {
@@ -336,7 +363,7 @@ pub(super) async fn pending(
 /// Records that `seq` was acknowledged; renews the lease. False when the
 /// lease was lost (another instance took over): stop.
 pub(super) async fn delivered(
-    state: &AppState,
+    state: &AuthState,
     tenant: TenantId,
     claim: &Claim,
     seq: i64,
@@ -361,7 +388,7 @@ pub(super) async fn delivered(
 /// Ends a run without a failure: releases the lease. The endpoint stays
 /// due: the next run goes on when events remain or new ones were appended.
 pub(super) async fn release(
-    state: &AppState,
+    state: &AuthState,
     tenant: TenantId,
     claim: &Claim,
 ) -> Result<(), DbError> {
@@ -388,7 +415,7 @@ pub fn backoff(failures: i64) -> Duration {
 /// lease, and disables the endpoint (audited) after repeated failure.
 /// Returns true when it disabled the endpoint.
 pub(super) async fn failed(
-    state: &AppState,
+    state: &AuthState,
     tenant: TenantId,
     claim: &Claim,
     error: &str,

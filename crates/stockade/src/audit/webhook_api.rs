@@ -9,10 +9,10 @@ use axum::routing::put;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::AuditState;
 use super::model::{NewEvent, Target};
 use super::webhook::{self, WebhookStatus};
 use super::webhook_url::{self, UrlError};
-use crate::app::AppState;
 use crate::http::{ApiError, ApiJson, Principal};
 
 /// The OpenAPI description of these routes.
@@ -23,7 +23,7 @@ use crate::http::{ApiError, ApiJson, Principal};
 )]
 pub struct WebhookApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<AuditState> {
     Router::new().route(
         "/v1/audit/webhook",
         put(put_webhook).get(get_webhook).delete(delete_webhook),
@@ -70,7 +70,7 @@ fn not_configured() -> ApiError {
         (status = 200, body = WebhookCreated, description = "replaced; the new secret is shown only now"),
         (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem)))]
 async fn put_webhook(
-    State(state): State<AppState>,
+    State(state): State<AuditState>,
     p: Principal,
     ApiJson(req): ApiJson<WebhookRequest>,
 ) -> Result<(StatusCode, Json<WebhookCreated>), ApiError> {
@@ -124,7 +124,7 @@ async fn put_webhook(
     responses((status = 200, body = WebhookStatus), (status = 403, body = crate::http::Problem),
         (status = 404, body = crate::http::Problem)))]
 async fn get_webhook(
-    State(state): State<AppState>,
+    State(state): State<AuditState>,
     p: Principal,
 ) -> Result<Json<WebhookStatus>, ApiError> {
     p.require("settings:manage")?;
@@ -138,7 +138,7 @@ async fn get_webhook(
     responses((status = 204), (status = 403, body = crate::http::Problem),
         (status = 404, body = crate::http::Problem)))]
 async fn delete_webhook(
-    State(state): State<AppState>,
+    State(state): State<AuditState>,
     p: Principal,
 ) -> Result<StatusCode, ApiError> {
     p.require("settings:manage")?;

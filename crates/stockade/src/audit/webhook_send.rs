@@ -1,16 +1,16 @@
 //! One delivery run for one tenant: claim, check the address again, POST the
 //! pending events one by one, record the outcome (see `webhook`).
 
+use super::AuditState;
 use super::webhook::{self, Claim, DeliveryReport, WebhookError};
 use super::webhook_url::{self, UrlError};
-use crate::app::AppState;
 use crate::ids::TenantId;
 
 /// The HTTP client of one run: HTTPS only, no proxy, no redirects, the
 /// attempt timeout, the configured extra trust roots, and the host pinned to
 /// the addresses that were just checked (so the connection goes where the
 /// SSRF check looked).
-fn client(state: &AppState, target: &webhook_url::Target) -> Result<reqwest::Client, String> {
+fn client(state: &AuditState, target: &webhook_url::Target) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .https_only(true)
@@ -31,7 +31,7 @@ fn client(state: &AppState, target: &webhook_url::Target) -> Result<reqwest::Cli
 
 /// Claims `tenant` and sends its pending events; adds to `report`.
 pub(super) async fn deliver_tenant(
-    state: &AppState,
+    state: &AuditState,
     tenant: TenantId,
     report: &mut DeliveryReport,
 ) -> Result<(), WebhookError> {
@@ -78,7 +78,7 @@ impl From<super::AuditError> for Failure {
 }
 
 async fn send_pending(
-    state: &AppState,
+    state: &AuditState,
     tenant: TenantId,
     claim: &Claim,
     report: &mut DeliveryReport,

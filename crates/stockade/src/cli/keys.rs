@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use super::{Failure, Progress, open_migrated, timestamp};
-use crate::app;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::crypto::jwt::RETIRED_KEY_GRACE;
@@ -219,7 +218,7 @@ pub(super) async fn rotate_signing(config: &Config) -> Result<(), Failure> {
     }
     println!(
         "running servers switch to {kid} within {} s (they re-read the keys periodically)",
-        app::KEYRING_RELOAD.as_secs()
+        crate::http::auth_state::KEYRING_RELOAD.as_secs()
     );
     Ok(())
 }

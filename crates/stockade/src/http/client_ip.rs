@@ -31,12 +31,12 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::{IpNet, Ipv4Net};
 
-use crate::app::AppState;
+use super::auth_state::AuthState;
 
 /// Longest `X-Forwarded-For` entry read (the longest address with brackets
 /// and a port is 53 bytes).
@@ -150,22 +150,35 @@ pub fn in_any(nets: &[IpNet], ip: IpAddr) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub ClientAddr);
 
-impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+impl ClientIp {
+    /// The client of the request behind `parts`, with `trusted` the proxies
+    /// whose `X-Forwarded-For` is read (resolved once, then kept).
+    pub fn of(parts: &mut Parts, trusted: &[IpNet]) -> Self {
         if let Some(known) = parts.extensions.get::<ClientIp>() {
-            return Ok(*known);
+            return *known;
         }
         let client = match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            Some(peer) => resolve(peer.0.ip(), &parts.headers, &state.config.trusted_proxies),
+            Some(peer) => resolve(peer.0.ip(), &parts.headers, trusted),
             None => ClientAddr::Unknown,
         };
         parts.extensions.insert(ClientIp(client));
-        Ok(Self(client))
+        Self(client)
+    }
+}
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    AuthState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(known) = parts.extensions.get::<ClientIp>() {
+            return Ok(*known);
+        }
+        let state = AuthState::from_ref(state);
+        Ok(Self::of(parts, &state.config.trusted_proxies))
     }
 }
 

@@ -1,6 +1,9 @@
 //! The HTTP edge: errors as problem+json, the JSON extractor, security
-//! headers and the layer stack every route sits behind.
+//! headers and the layer stack every route sits behind; who is calling
+//! (`principal.rs`, `client_ip.rs`, `origin.rs`) and the [`AuthState`] those
+//! extractors need, which every capability's state slice carries.
 
+pub mod auth_state;
 pub mod client_ip;
 pub mod error;
 pub mod headers;
@@ -12,6 +15,7 @@ pub mod proxy_watch;
 pub mod refusals;
 pub mod unread_body;
 
+pub use auth_state::AuthState;
 pub use error::{ApiError, Problem};
 pub use json::ApiJson;
 pub use origin::SameOrigin;

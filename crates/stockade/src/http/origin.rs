@@ -20,12 +20,12 @@
 //! changes nothing (the refresh token is neither rotated nor revoked, and no
 //! cookie is set or cleared).
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 
+use super::auth_state::AuthState;
 use super::error::ApiError;
-use crate::app::AppState;
 use crate::config::Config;
 
 /// The stable code of the refusal.
@@ -38,14 +38,15 @@ const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 #[derive(Debug, Clone, Copy)]
 pub struct SameOrigin;
 
-impl FromRequestParts<AppState> for SameOrigin {
+impl<S> FromRequestParts<S> for SameOrigin
+where
+    AuthState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let origins = Origins::of(&state.config);
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let origins = Origins::of(&AuthState::from_ref(state).config);
         match judge(&parts.headers, &origins) {
             Ok(()) => Ok(Self),
             Err(refusal) => {

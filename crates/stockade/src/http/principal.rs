@@ -9,14 +9,14 @@
 //! refused on the sign-in, session, `/v1/me`, invitation-acceptance and
 //! platform routes (`API_KEY_REFUSED`).
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 
+use super::auth_state::{AUDIENCE, AuthState};
 use super::client_ip::{ClientAddr, ClientIp};
 use super::error::ApiError;
 use super::layers::REQUEST_ID;
-use crate::app::AppState;
 use crate::audit::{Actor, RequestContext};
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::tenancy::allowlist::{self, Pathway};
@@ -45,7 +45,7 @@ pub struct ApiKeyRef {
     pub id: uuid::Uuid,
     /// `stk_<env>_<public id>`.
     pub prefix: String,
-    state: AppState,
+    state: AuthState,
 }
 
 impl std::fmt::Debug for ApiKeyRef {
@@ -136,88 +136,94 @@ impl Principal {
     }
 }
 
-impl FromRequestParts<AppState> for Principal {
+impl<S> FromRequestParts<S> for Principal
+where
+    AuthState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
-        let context = request_context(parts, ip);
-        let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
-        if crate::apikeys::looks_like_key(token) {
-            return api_key_principal(parts, state, token, ip, context).await;
-        }
-        let now = state.clock.now();
-        let claims = state
-            .keyring()
-            .verify(token, now, &state.issuer, crate::app::AUDIENCE)
-            .map_err(|_| ApiError::unauthenticated())?;
-        let parse = |s: &str| {
-            s.parse::<uuid::Uuid>()
-                .map_err(|_| ApiError::unauthenticated())
-        };
-        let user_id = UserId(parse(&claims.sub)?);
-        let tenant_id = TenantId(parse(&claims.tid)?);
-        let session_id = SessionId(parse(&claims.sid)?);
-        let claimed_impersonator = match &claims.act {
-            Some(act) => Some(UserId(parse(&act.sub)?)),
-            None => None,
-        };
-        let live = state
-            .session_cache
-            .check(&state.db, tenant_id, session_id, user_id, now)
-            .await?
-            .map_err(|refusal| match refusal {
-                crate::sessions::Refusal::TenantSuspended => {
-                    ApiError::new(axum::http::StatusCode::FORBIDDEN, "tenancy.suspended")
-                        .with_detail("this tenant is suspended")
-                }
-                crate::sessions::Refusal::NotLive => ApiError::unauthenticated(),
-            })?;
-        // The session, not the token, says who impersonates: the two agree.
-        if live.impersonator != claimed_impersonator {
-            return Err(ApiError::unauthenticated());
-        }
-        check_subdomain(parts, state, &live.tenant_slug)?;
-        let actor = Actor::User {
-            id: user_id,
-            impersonator: live.impersonator,
-        };
-        allowlist::check(
-            state,
-            tenant_id,
-            actor.clone(),
-            &live.ip_allowlist,
-            ip,
-            Pathway::Request,
-            &context,
-        )
-        .await?;
-        let actor = Actor::User {
-            id: user_id,
-            impersonator: live.impersonator,
-        };
-        super::refusals::Witness::saw(parts, tenant_id, &actor, &context);
-        Ok(Self {
-            user_id,
-            tenant_id,
-            session_id,
-            role: live.role,
-            permissions: live.permissions,
-            impersonator: live.impersonator,
-            authenticated_at: live.authenticated_at,
-            context,
-            api_key: None,
-        })
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        authenticate(parts, &AuthState::from_ref(state)).await
     }
+}
+
+/// The principal of the request behind `parts` (see [`Principal`]).
+async fn authenticate(parts: &mut Parts, state: &AuthState) -> Result<Principal, ApiError> {
+    let ClientIp(ip) = ClientIp::of(parts, &state.config.trusted_proxies);
+    let context = request_context(parts, ip);
+    let token = bearer(parts).ok_or_else(ApiError::unauthenticated)?;
+    if crate::apikeys::looks_like_key(token) {
+        return api_key_principal(parts, state, token, ip, context).await;
+    }
+    let now = state.clock.now();
+    let claims = state
+        .keyring()
+        .verify(token, now, &state.issuer, AUDIENCE)
+        .map_err(|_| ApiError::unauthenticated())?;
+    let parse = |s: &str| {
+        s.parse::<uuid::Uuid>()
+            .map_err(|_| ApiError::unauthenticated())
+    };
+    let user_id = UserId(parse(&claims.sub)?);
+    let tenant_id = TenantId(parse(&claims.tid)?);
+    let session_id = SessionId(parse(&claims.sid)?);
+    let claimed_impersonator = match &claims.act {
+        Some(act) => Some(UserId(parse(&act.sub)?)),
+        None => None,
+    };
+    let live = state
+        .session_cache
+        .check(&state.db, tenant_id, session_id, user_id, now)
+        .await?
+        .map_err(|refusal| match refusal {
+            crate::sessions::Refusal::TenantSuspended => {
+                ApiError::new(axum::http::StatusCode::FORBIDDEN, "tenancy.suspended")
+                    .with_detail("this tenant is suspended")
+            }
+            crate::sessions::Refusal::NotLive => ApiError::unauthenticated(),
+        })?;
+    // The session, not the token, says who impersonates: the two agree.
+    if live.impersonator != claimed_impersonator {
+        return Err(ApiError::unauthenticated());
+    }
+    check_subdomain(parts, state, &live.tenant_slug)?;
+    let actor = Actor::User {
+        id: user_id,
+        impersonator: live.impersonator,
+    };
+    allowlist::check(
+        state,
+        tenant_id,
+        actor.clone(),
+        &live.ip_allowlist,
+        ip,
+        Pathway::Request,
+        &context,
+    )
+    .await?;
+    let actor = Actor::User {
+        id: user_id,
+        impersonator: live.impersonator,
+    };
+    super::refusals::Witness::saw(parts, tenant_id, &actor, &context);
+    Ok(Principal {
+        user_id,
+        tenant_id,
+        session_id,
+        role: live.role,
+        permissions: live.permissions,
+        impersonator: live.impersonator,
+        authenticated_at: live.authenticated_at,
+        context,
+        api_key: None,
+    })
 }
 
 /// The principal of a request carrying an API key.
 async fn api_key_principal(
     parts: &Parts,
-    state: &AppState,
+    state: &AuthState,
     token: &str,
     ip: ClientAddr,
     context: RequestContext,
@@ -265,7 +271,7 @@ async fn api_key_principal(
 }
 
 /// 403 `tenancy.subdomain_mismatch` when the host names another tenant.
-fn check_subdomain(parts: &Parts, state: &AppState, tenant_slug: &str) -> Result<(), ApiError> {
+fn check_subdomain(parts: &Parts, state: &AuthState, tenant_slug: &str) -> Result<(), ApiError> {
     match subdomain_tenant(parts, state.config.tenant_domain.as_deref()) {
         Some(slug) if slug != tenant_slug => Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
@@ -303,13 +309,14 @@ fn bearer(parts: &Parts) -> Option<&str> {
 #[derive(Debug, Clone)]
 pub struct AuditContext(pub RequestContext);
 
-impl FromRequestParts<AppState> for AuditContext {
+impl<S> FromRequestParts<S> for AuditContext
+where
+    AuthState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
         Ok(Self(request_context(parts, ip)))
     }

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -22,8 +22,8 @@ use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
+use super::auth_state::AuthState;
 use super::client_ip::in_any;
-use crate::app::AppState;
 
 /// One warning per peer per this long.
 pub const WARN_EVERY: Duration = Duration::hours(1);
@@ -84,18 +84,28 @@ impl ForwardedWatch {
     }
 }
 
+/// The layer's state: the settings and clock it reads, and the watch it
+/// counts in (shared with `/readyz`). One `Arc`, cloned per request.
+pub struct Watching {
+    pub auth: AuthState,
+    pub watch: Arc<ForwardedWatch>,
+}
+
 /// The layer: watches every request before it is routed.
-pub async fn watch_forwarded(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn watch_forwarded(
+    State(state): State<Arc<Watching>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if req.headers().contains_key("x-forwarded-for")
         && let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>()
     {
+        let (config, clock) = (&state.auth.config, &state.auth.clock);
         let peer = peer.ip().to_canonical();
-        if !in_any(&state.config.trusted_proxies, peer)
-            && state.forwarded_watch.saw(peer, state.clock.now())
-        {
+        if !in_any(&config.trusted_proxies, peer) && state.watch.saw(peer, clock.now()) {
             tracing::warn!(
                 %peer,
-                trusted_proxies_set = state.config.trusted_proxies_set,
+                trusted_proxies_set = config.trusted_proxies_set,
                 "X-Forwarded-For from a peer not in STOCKADE_TRUSTED_PROXIES is ignored: if this \
                  peer is your proxy, every client behind it shares its address (list its CIDR in \
                  STOCKADE_TRUSTED_PROXIES); if not, a client is forging the header. Said once per \

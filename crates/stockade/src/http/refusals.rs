@@ -18,6 +18,10 @@
 //! Other refusals have events of their own (`tenancy.ip.denied`,
 //! `platform.access.denied`, `api_keys.key.denied`) or are not about
 //! authorization. The platform API is left to `platform.access.denied`.
+//!
+//! [`Refusals`] holds the samplers of every kind of refused attempt but API
+//! keys' own (`ApiKeyAuth::denials`), in the `AuthState`: their events are
+//! made where the refusal happens, never here.
 
 use std::sync::{Arc, OnceLock};
 
@@ -26,10 +30,44 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::app::AppState;
-use crate::audit::sampler::{self, Sampled};
+use super::auth_state::AuthState;
+use super::client_ip::LimitKey;
+use crate::audit::sampler::{self, Sampled, Sampler};
 use crate::audit::{Actor, NewEvent, Outcome, RequestContext};
 use crate::ids::TenantId;
+
+/// The samplers of refused attempts (see `audit::sampler`): each refusal is
+/// counted, at most one event per key and window is written at once, and the
+/// rest is written with its count when the window closes.
+pub struct Refusals {
+    /// `auth.ip.rate_limited` (platform chain): per client, one a minute.
+    pub rate_limited: Sampler<LimitKey>,
+    /// `tenancy.ip.denied`: per tenant and client, one per five minutes.
+    pub allowlist: Sampler<(TenantId, LimitKey)>,
+    /// `platform.access.denied` (platform chain): per user and reason, one a
+    /// minute.
+    pub platform: Sampler<(uuid::Uuid, &'static str)>,
+    /// `platform.impersonation.denied` (the tenant's chain and the
+    /// platform's): per impersonation session and operation, one a minute
+    /// (`platform::forbidden`).
+    pub impersonation: Sampler<(uuid::Uuid, &'static str)>,
+    /// `<area>.access.denied`: per tenant, principal, route and reason, one
+    /// a minute ([`audit_refusals`]).
+    pub access: Sampler<AccessKey>,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        let minute = chrono::Duration::minutes(1);
+        Self {
+            rate_limited: Sampler::new(minute),
+            allowlist: Sampler::new(chrono::Duration::minutes(5)),
+            platform: Sampler::new(minute),
+            impersonation: Sampler::new(minute),
+            access: Sampler::new(minute),
+        }
+    }
+}
 
 /// What an error response refused (403 and 404 only).
 #[derive(Debug, Clone)]
@@ -76,7 +114,7 @@ impl Witness {
 
 /// The layer (see the module documentation).
 pub async fn audit_refusals(
-    State(state): State<AppState>,
+    State(state): State<AuthState>,
     mut req: Request,
     next: Next,
 ) -> Response {

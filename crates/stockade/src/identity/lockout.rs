@@ -13,12 +13,12 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 
+use super::IdentityState;
 use super::password::Verification;
 use super::store::{self as users, AuthUser};
 use super::throttle;
-use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
-use crate::http::{ApiError, Principal};
+use crate::http::{ApiError, AuthState, Principal};
 use crate::ids::TenantId;
 
 /// 429 `auth.account_locked` with `Retry-After`: the one answer of every
@@ -35,7 +35,7 @@ pub(super) fn account_locked(until: DateTime<Utc>, now: DateTime<Utc>) -> ApiErr
 /// Counts a failed sign-in and audits it: in each tenant of a known user, in
 /// the platform log for an unknown address. The reason stays in the log.
 pub(super) async fn failed_login(
-    state: &AppState,
+    state: &AuthState,
     email_key: &str,
     user: Option<&AuthUser>,
     reason: &str,
@@ -52,7 +52,7 @@ pub(super) async fn failed_login(
 /// `None` for an attempt refused because the account is locked (reason
 /// `account_locked`, outcome `denied`).
 pub(super) async fn audit_failed_login(
-    state: &AppState,
+    state: &AuthState,
     email_key: &str,
     user: Option<&AuthUser>,
     failure: Option<(&str, Option<DateTime<Utc>>)>,
@@ -75,7 +75,7 @@ pub(super) async fn audit_failed_login(
 /// `auth.account.locked` when `locked` is the end of a lock this attempt
 /// caused. One transaction per tenant, after the failure counter commits.
 async fn audit_account(
-    state: &AppState,
+    state: &AuthState,
     email_key: &str,
     user: Option<&AuthUser>,
     attempt: Option<&(dyn Fn(Actor) -> NewEvent + Sync)>,
@@ -141,7 +141,7 @@ async fn audit_account(
 /// `refused` is the route's own event (actor, action, target), written in
 /// the caller's tenant.
 pub(super) async fn prove_password(
-    state: &AppState,
+    state: &IdentityState,
     p: &Principal,
     user: &AuthUser,
     password: SecretString,
@@ -179,7 +179,7 @@ pub(super) async fn prove_password(
 }
 
 /// Appends `event` to the caller's tenant, in a transaction of its own.
-async fn audit_here(state: &AppState, p: &Principal, event: NewEvent) -> Result<(), ApiError> {
+async fn audit_here(state: &AuthState, p: &Principal, event: NewEvent) -> Result<(), ApiError> {
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
     audit::append(
         &mut tx,

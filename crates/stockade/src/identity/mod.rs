@@ -9,11 +9,13 @@ pub mod import_store;
 mod lockout;
 mod model;
 pub mod password;
+pub mod password_gate;
 pub mod rekey;
 pub mod reset;
 mod reset_effects;
 pub mod routes;
 pub mod signup;
+mod state;
 mod store;
 pub mod throttle;
 pub mod verify;
@@ -24,7 +26,9 @@ pub use email::{Email, EmailRefusal};
 pub use erase::{EraseError, Erasure, erase_user};
 pub(crate) use model::validate_name;
 pub use model::{IdentityError, User};
+pub use password_gate::{LOGIN_QUOTA, LoginLimiter};
 pub use routes::routes;
+pub use state::IdentityState;
 pub(crate) use store::insert_user;
 pub use store::{
     AuthUser, UserMembership, create_user, create_user_with_password, find_auth_user,

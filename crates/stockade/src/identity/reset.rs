@@ -12,13 +12,14 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Email;
-use super::routes::{check_policy, limit_ip, policies_for};
+use super::IdentityState;
+use super::password_gate::{check_policy, limit_ip, policies_for};
 use super::store as users;
-use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Target};
 use crate::crypto::random;
 use crate::db::UserTx;
 use crate::email::{self, Message};
+use crate::http::AuthState;
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext};
 use crate::ids::{TenantId, UserId};
@@ -36,12 +37,12 @@ pub struct ResetRequest {
 #[utoipa::path(post, path = "/v1/auth/password-reset/request", tag = "auth",
     request_body = ResetRequest, responses((status = 202), (status = 429, body = crate::http::Problem)))]
 pub(crate) async fn request(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<StatusCode, ApiError> {
-    limit_ip(&state, ip, &context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let Ok(email) = Email::parse(&req.email) else {
         return Ok(StatusCode::ACCEPTED);
     };
@@ -113,12 +114,12 @@ pub struct ResetConfirm {
     request_body = ResetConfirm,
     responses((status = 204), (status = 400, body = crate::http::Problem)))]
 pub(crate) async fn confirm(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<ResetConfirm>,
 ) -> Result<StatusCode, ApiError> {
-    limit_ip(&state, ip, &context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let invalid = || {
         ApiError::bad_request(
             "auth.invalid_reset_token",
@@ -149,7 +150,7 @@ pub(crate) async fn confirm(
     let user = users::find_auth_user_by_id(&state.db, user_id)
         .await?
         .ok_or_else(invalid)?;
-    let policies = policies_for(&state, user_id).await?;
+    let policies = policies_for(&state.db, user_id).await?;
     check_policy(&policies, &req.new_password, &[&user.email, &user.name])?;
     let new_hash = state
         .hasher
@@ -190,7 +191,7 @@ fn token_hash(token: &[u8]) -> [u8; 32] {
 /// user, then commits: the events land atomically with the change.
 async fn audit_in_tenants(
     mut tx: UserTx,
-    state: &AppState,
+    state: &AuthState,
     action: &str,
     context: &crate::audit::RequestContext,
 ) -> Result<(), ApiError> {

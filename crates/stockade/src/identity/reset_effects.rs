@@ -17,11 +17,11 @@ use zeroize::Zeroizing;
 
 use super::store as users;
 use crate::apikeys::{self, KeyEnv, KeyName};
-use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, RequestContext, Target};
 use crate::db::{DbError, GlobalTx, UserTx};
 use crate::email::{self, Message};
 use crate::http::ApiError;
+use crate::http::AuthState;
 use crate::ids::{TenantId, UserId};
 
 /// Kills every reset link of `user` not used yet; the number killed. Call it
@@ -52,7 +52,7 @@ struct TenantKeys {
 /// commits.
 pub(crate) async fn complete_reset(
     tx: UserTx,
-    state: &AppState,
+    state: &AuthState,
     email_to: &str,
     email_verified: bool,
     context: &RequestContext,

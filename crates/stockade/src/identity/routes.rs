@@ -8,19 +8,18 @@ use axum::{Json, Router};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::IdentityState;
 use super::User;
 use super::lockout::{self, audit_failed_login, failed_login};
-use super::password::{self, PasswordPolicy, Verification};
+use super::password::Verification;
+use super::password_gate::{check_policy, limit_ip, policies_for};
 use super::store::{self as users, AuthUser, UserMembership};
 use super::throttle;
-use crate::app::AppState;
-use crate::audit::sampler::{self, Sampled};
 use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
 use crate::http::client_ip::{ClientAddr, ClientIp};
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
 use crate::ids::{TenantId, UserId};
 use crate::platform::operation;
-use crate::ratelimit::Decision;
 use crate::sessions::{self, TokenResponse};
 use crate::tenancy;
 use crate::tenancy::allowlist::{self, Pathway};
@@ -59,7 +58,7 @@ use crate::tenancy::allowlist::{self, Pathway};
 )]
 pub struct IdentityApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<IdentityState> {
     Router::new()
         .route("/v1/auth/signup", post(super::signup::signup))
         .route("/v1/auth/verify-email", post(super::verify::confirm))
@@ -86,86 +85,6 @@ pub(crate) fn invalid_credentials() -> ApiError {
         .with_detail("email or password is incorrect")
 }
 
-/// Refuses before any hashing when the client is over its quota. Every
-/// refusal is counted in the platform log as `auth.ip.rate_limited`, sampled
-/// per client (at most one event a minute, each with the count and span of
-/// the refusals it stands for: `audit::sampler`).
-pub(crate) async fn limit_ip(
-    state: &AppState,
-    ip: ClientIp,
-    context: &RequestContext,
-) -> Result<(), ApiError> {
-    let key = ip.0.limit_key();
-    match state.login_limiter.check(&key, state.clock.now()) {
-        Decision::Allow => Ok(()),
-        Decision::Deny { retry_after_secs } => {
-            let make = || {
-                let event = NewEvent::new(Actor::System, "auth.ip.rate_limited")
-                    .outcome(Outcome::Denied)
-                    .details(serde_json::json!({
-                        "retry_after_secs": retry_after_secs,
-                        "client": key.to_string(),
-                    }))
-                    .context(context.clone());
-                Sampled::new(TenantId::PLATFORM, event)
-            };
-            sampler::record(state, &state.refusals.rate_limited, key, make).await;
-            Err(
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "auth.rate_limited")
-                    .with_detail("too many attempts from this address")
-                    .retry_after(retry_after_secs),
-            )
-        }
-    }
-}
-
-/// Checks a new password against `policies`; 400 listing every unmet rule.
-pub(crate) fn check_policy(
-    policies: &[PasswordPolicy],
-    password: &SecretString,
-    inputs: &[&str],
-) -> Result<(), ApiError> {
-    let mut violations: Vec<password::Violation> = Vec::new();
-    for policy in policies {
-        if let Err(e) = password::check(policy, password, inputs) {
-            for v in e.violations {
-                if !violations.iter().any(|seen| seen.code == v.code) {
-                    violations.push(v);
-                }
-            }
-        }
-    }
-    if violations.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::bad_request(
-        "auth.weak_password",
-        "the password does not meet the policy",
-    )
-    .with_errors(serde_json::to_value(&violations).unwrap_or_default()))
-}
-
-/// The password policies a user's new password must meet: one per tenant
-/// they belong to (so the strictest of each rule applies), the default
-/// when they belong to none.
-pub(crate) async fn policies_for(
-    state: &AppState,
-    user: UserId,
-) -> Result<Vec<PasswordPolicy>, ApiError> {
-    let mut policies: Vec<PasswordPolicy> = Vec::new();
-    for m in users::memberships_of(&state.db, user).await? {
-        let mut tx = state.db.tenant_read(m.tenant_id).await?;
-        let policy = tenancy::settings::load(&mut tx).await?.password_policy;
-        if !policies.contains(&policy) {
-            policies.push(policy);
-        }
-    }
-    if policies.is_empty() {
-        policies.push(PasswordPolicy::default());
-    }
-    Ok(policies)
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
@@ -184,12 +103,12 @@ pub struct LoginRequest {
             description = "`tenancy.ip_not_allowed` (the tenant's IP allowlist) or `tenancy.suspended`"),
         (status = 429, body = crate::http::Problem)))]
 async fn login(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    limit_ip(&state, ip, &context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let now = state.clock.now();
     // The canonical key, so look-alike spellings are one account and one
     // lockout; a refused address is handled exactly like an unknown one.
@@ -298,7 +217,7 @@ fn choose_tenant<'a>(
 /// first the tenant's IP allowlist must admit the client coming in through
 /// `entry` (403 `tenancy.ip_not_allowed` otherwise, nothing issued).
 async fn start_session(
-    state: &AppState,
+    state: &IdentityState,
     user: &AuthUser,
     tenant: TenantId,
     action: &str,
@@ -339,7 +258,11 @@ async fn start_session(
 }
 
 /// Upgrades an imported bcrypt (or outdated argon2) hash to the current one.
-async fn rehash(state: &AppState, user: &AuthUser, password: SecretString) -> Result<(), ApiError> {
+async fn rehash(
+    state: &IdentityState,
+    user: &AuthUser,
+    password: SecretString,
+) -> Result<(), ApiError> {
     let hash = state
         .hasher
         .hash(password)
@@ -370,7 +293,7 @@ pub struct SwitchTenantRequest {
             description = "`platform.impersonation_forbidden`, or `tenancy.ip_not_allowed`: the target tenant's IP allowlist refuses the client"),
         (status = 404, body = crate::http::Problem)))]
 async fn switch_tenant(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ClientIp(client): ClientIp,
     p: Principal,
     ApiJson(req): ApiJson<SwitchTenantRequest>,
@@ -420,13 +343,13 @@ pub struct ReauthRequest {
             description = "`auth.rate_limited` (the client address) or `auth.account_locked` \
                 (the account, whichever route counted its failures); with `Retry-After`")))]
 async fn reauth(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     p: Principal,
     ApiJson(req): ApiJson<ReauthRequest>,
 ) -> Result<StatusCode, ApiError> {
     p.forbid_impersonation(&state, operation::STEP_UP).await?;
-    limit_ip(&state, ip, &p.context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &p.context).await?;
     let user = users::find_auth_user_by_id(&state.db, p.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
@@ -480,7 +403,10 @@ pub struct MeTenant {
 /// The caller: user, tenant, role, permissions.
 #[utoipa::path(get, path = "/v1/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = MeResponse), (status = 401, body = crate::http::Problem)))]
-async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<MeResponse>, ApiError> {
+async fn me(
+    State(state): State<IdentityState>,
+    p: Principal,
+) -> Result<Json<MeResponse>, ApiError> {
     let user = users::find_user(&state.db, p.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
@@ -516,7 +442,10 @@ async fn me(State(state): State<AppState>, p: Principal) -> Result<Json<MeRespon
         (status = 403, body = crate::http::Problem,
             description = "`auth.step_up_required`, `platform.impersonation_forbidden` or `auth.api_key_not_allowed`"),
         (status = 409, body = crate::http::Problem, description = "`identity.last_owner`")))]
-async fn delete_me(State(state): State<AppState>, p: Principal) -> Result<StatusCode, ApiError> {
+async fn delete_me(
+    State(state): State<IdentityState>,
+    p: Principal,
+) -> Result<StatusCode, ApiError> {
     p.forbid_impersonation(&state, operation::ACCOUNT_DELETION)
         .await?;
     p.require_step_up(state.clock.now())?;
@@ -567,14 +496,14 @@ pub struct ChangePasswordRequest {
             description = "`auth.rate_limited` (the client address) or `auth.account_locked` \
                 (the account, whichever route counted its failures); with `Retry-After`")))]
 async fn change_password(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     p: Principal,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
     p.forbid_impersonation(&state, operation::PASSWORD_CHANGE)
         .await?;
-    limit_ip(&state, ip, &p.context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &p.context).await?;
     let user = users::find_auth_user_by_id(&state.db, p.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
@@ -586,7 +515,7 @@ async fn change_password(
             "the current password is incorrect",
         ));
     }
-    let policies = policies_for(&state, p.user_id).await?;
+    let policies = policies_for(&state.db, p.user_id).await?;
     check_policy(&policies, &req.new_password, &[&user.email, &user.name])?;
     let hash = state
         .hasher
@@ -620,6 +549,6 @@ async fn change_password(
 /// The public keys that verify access tokens (HS256 secrets never appear).
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, description = "JSON Web Key Set")))]
-async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
+async fn jwks(State(state): State<IdentityState>) -> impl IntoResponse {
     Json(state.keyring().jwks(state.clock.now()))
 }

@@ -16,13 +16,13 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::IdentityState;
 use super::model::validate_name;
 use super::password::PasswordPolicy;
-use super::routes::{check_policy, limit_ip};
+use super::password_gate::{check_policy, limit_ip};
 use super::store::{self as users};
 use super::verify::{self, NewPending, Pending, Purpose};
 use super::{Email, IdentityError, User};
-use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, RequestContext, Target};
 use crate::config::SignupMode;
 use crate::http::client_ip::ClientIp;
@@ -93,7 +93,7 @@ pub struct SignupResponse {
         (status = 409, body = crate::http::Problem, description = "`tenancy.slug_taken`"),
         (status = 429, body = crate::http::Problem)))]
 pub(crate) async fn signup(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<SignupRequest>,
@@ -101,7 +101,7 @@ pub(crate) async fn signup(
     if state.config.signup != SignupMode::Open {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "auth.signup_closed"));
     }
-    limit_ip(&state, ip, &context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let email = Email::parse(&req.email)
         .map_err(|e| ApiError::bad_request("identity.invalid_email", e.to_string()))?;
     let slug = Slug::parse(&req.tenant_slug)
@@ -175,7 +175,7 @@ pub(crate) async fn signup(
 /// The verification link of a sign-up was used: creates the tenant, its
 /// keys and its owner (address verified), audits, signs in (201).
 pub(crate) async fn complete(
-    state: &AppState,
+    state: &IdentityState,
     pending: &Pending,
     context: &RequestContext,
 ) -> Result<Response, ApiError> {

@@ -29,12 +29,13 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::Email;
+use super::IdentityState;
 use super::password::Verification;
-use super::routes::limit_ip;
-use crate::app::AppState;
+use super::password_gate::limit_ip;
 use crate::crypto::random;
 use crate::db::GlobalTx;
 use crate::email::{self, Message};
+use crate::http::AuthState;
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext};
 use crate::ids::{TenantId, UserId};
@@ -86,7 +87,7 @@ pub(crate) struct Pending {
 /// `tx`. Returns when the link expires.
 pub(crate) async fn issue(
     tx: &mut GlobalTx,
-    state: &AppState,
+    state: &AuthState,
     new: &NewPending<'_>,
 ) -> Result<DateTime<Utc>, ApiError> {
     let secret = random::secret_bytes::<32>().map_err(ApiError::internal)?;
@@ -162,7 +163,7 @@ async fn sweep(tx: &mut GlobalTx, now: DateTime<Utc>) -> Result<(), ApiError> {
 /// new address gets).
 pub(crate) async fn notify_existing(
     tx: &mut GlobalTx,
-    state: &AppState,
+    state: &AuthState,
     to: &str,
     attempt: &str,
 ) -> Result<(), ApiError> {
@@ -187,7 +188,7 @@ pub(crate) async fn notify_existing(
 
 async fn enqueue(
     tx: &mut GlobalTx,
-    state: &AppState,
+    state: &AuthState,
     to: &str,
     kind: &str,
     subject: &str,
@@ -274,12 +275,12 @@ pub struct VerifyEmailRequest {
             description = "the invitation was used, revoked or expired meanwhile"),
         (status = 429, body = crate::http::Problem)))]
 pub(crate) async fn confirm(
-    State(state): State<AppState>,
+    State(state): State<IdentityState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<VerifyEmailRequest>,
 ) -> Result<Response, ApiError> {
-    limit_ip(&state, ip, &context).await?;
+    limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let token = req.token.expose_secret();
     if token.len() != TOKEN_LEN {
         return Err(invalid_token());
@@ -314,7 +315,9 @@ pub(crate) async fn confirm(
         "signup" => super::signup::complete(&state, &pending, &context).await,
         "invitation" => {
             let signing_in = (&context, ip.0);
-            crate::tenancy::invitation_accounts::complete(&state, &pending, signing_in).await
+            let policy = &state.session_policy;
+            crate::tenancy::invitation_accounts::complete(&state, policy, &pending, signing_in)
+                .await
         }
         _ => Err(invalid_token()),
     }

@@ -12,12 +12,15 @@ use axum::{Extension, Json, Router};
 use serde::Serialize;
 use utoipa::OpenApi;
 
-use crate::app::AppState;
 use crate::db::MigrationStatus;
 use crate::http::{ApiError, Problem};
 use crate::jobs::{JobBoard, Outcome};
 
-pub fn routes() -> Router<AppState> {
+mod state;
+
+pub use state::OpsState;
+
+pub fn routes() -> Router<OpsState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -102,7 +105,7 @@ pub struct ProxyReadiness {
 }
 
 impl ProxyReadiness {
-    fn of(state: &AppState) -> Self {
+    fn of(state: &OpsState) -> Self {
         let config = &state.config;
         Self {
             trusted_proxies: match (
@@ -192,7 +195,7 @@ async fn healthz() -> Json<Health> {
     )
 )]
 async fn readyz(
-    State(state): State<AppState>,
+    State(state): State<OpsState>,
     jobs: Option<Extension<JobBoard>>,
 ) -> Result<Json<Ready>, ApiError> {
     let backend = match state.db.kind() {

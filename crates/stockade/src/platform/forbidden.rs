@@ -21,10 +21,9 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit::sampler::{self, Sampled};
 use crate::audit::{NewEvent, Outcome, Target};
-use crate::http::{ApiError, Principal};
+use crate::http::{ApiError, AuthState, Principal};
 
 /// The stable code of the refusal.
 pub const IMPERSONATION_FORBIDDEN: &str = "platform.impersonation_forbidden";
@@ -53,7 +52,7 @@ impl Principal {
     /// count of refusals it stands for). Call it before anything else.
     pub async fn forbid_impersonation(
         &self,
-        state: &AppState,
+        state: &AuthState,
         operation: &'static str,
     ) -> Result<(), ApiError> {
         if self.impersonator.is_none() {

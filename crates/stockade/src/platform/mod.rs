@@ -14,19 +14,21 @@ mod forbidden;
 pub mod owners;
 pub mod routes;
 pub mod sign_in_links;
+mod state;
 mod store;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 
 pub use expiry::{SWEEP_INTERVAL, end_expired_impersonations, scheduled_sweep};
 pub use forbidden::{IMPERSONATION_FORBIDDEN, operation};
 pub use routes::{PlatformApi, routes};
+pub use state::PlatformState;
 
-use crate::app::AppState;
 use crate::audit::sampler::{self, Sampled};
 use crate::audit::{Actor, NewEvent, Outcome};
+use crate::http::AuthState;
 use crate::http::{ApiError, Principal};
 use crate::ids::TenantId;
 
@@ -50,14 +52,16 @@ impl std::ops::Deref for PlatformOwner {
     }
 }
 
-impl FromRequestParts<AppState> for PlatformOwner {
+impl<S> FromRequestParts<S> for PlatformOwner
+where
+    AuthState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let p = Principal::from_request_parts(parts, state).await?;
+        let state = &AuthState::from_ref(state);
         // An impersonation session acts as its user, who is no owner; and
         // an owner must not chain impersonation into platform powers.
         if p.impersonator.is_some() {
@@ -82,7 +86,7 @@ const MAX_PATH: usize = 200;
 /// one event per user and reason per minute, each with the count of the
 /// refusals it stands for (`audit::sampler`), so a client cannot flood the
 /// log.
-async fn deny(state: &AppState, p: &Principal, reason: &'static str, path: &str) {
+async fn deny(state: &AuthState, p: &Principal, reason: &'static str, path: &str) {
     let make = || {
         let path: String = path.chars().take(MAX_PATH).collect();
         let event = NewEvent::new(p.actor(), "platform.access.denied")

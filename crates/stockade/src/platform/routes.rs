@@ -8,11 +8,12 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::PlatformState;
 use super::store;
 use super::{PlatformOwner, owners, sign_in_links};
-use crate::app::AppState;
 use crate::audit::{self, NewEvent, Target};
 use crate::db::TenantTx;
+use crate::http::AuthState;
 use crate::http::{ApiError, ApiJson};
 use crate::identity::{self, User, UserMembership};
 use crate::ids::{TenantId, UserId};
@@ -48,7 +49,7 @@ const MAX_PAGE: i64 = 500;
 )]
 pub struct PlatformApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<PlatformState> {
     Router::new()
         .route("/v1/platform/tenants", get(list_tenants))
         .route("/v1/platform/tenants/{id}/suspend", post(suspend))
@@ -119,7 +120,7 @@ struct ListParams {
     responses((status = 200, body = TenantPage), (status = 400, body = crate::http::Problem),
         (status = 401, body = crate::http::Problem), (status = 403, body = crate::http::Problem)))]
 async fn list_tenants(
-    State(state): State<AppState>,
+    State(state): State<PlatformState>,
     _owner: PlatformOwner,
     Query(params): Query<ListParams>,
 ) -> Result<Json<TenantPage>, ApiError> {
@@ -170,7 +171,7 @@ pub struct ConfirmedAction {
         (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 async fn suspend(
-    State(state): State<AppState>,
+    State(state): State<PlatformState>,
     owner: PlatformOwner,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ConfirmedAction>,
@@ -212,7 +213,7 @@ async fn suspend(
         (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 async fn reinstate(
-    State(state): State<AppState>,
+    State(state): State<PlatformState>,
     owner: PlatformOwner,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ConfirmedAction>,
@@ -284,7 +285,7 @@ pub struct ImpersonationResponse {
         (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 async fn impersonate(
-    State(state): State<AppState>,
+    State(state): State<PlatformState>,
     owner: PlatformOwner,
     ApiJson(req): ApiJson<ImpersonateRequest>,
 ) -> Result<Json<ImpersonationResponse>, ApiError> {
@@ -373,7 +374,7 @@ async fn not_in_state(tx: &mut crate::db::GlobalTx, id: TenantId, expected: &str
 /// Unknown user, or not a member of the named tenant: 404. Several active
 /// memberships and no tenant named: 400. Another platform owner: 403.
 pub(super) async fn resolve_target(
-    state: &AppState,
+    state: &AuthState,
     user_id: UserId,
     tenant: Option<&str>,
 ) -> Result<(User, UserMembership), ApiError> {
@@ -422,7 +423,7 @@ pub(super) async fn resolve_target(
 /// same transaction, to the platform log, and commits: both entries exist
 /// if and only if the change does.
 pub(super) async fn audit_both(
-    state: &AppState,
+    state: &AuthState,
     mut tx: TenantTx,
     event: NewEvent,
 ) -> Result<(), ApiError> {

@@ -33,9 +33,9 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::PlatformOwner;
+use super::PlatformState;
 use super::routes::{audit_both, resolve_target, sensitive};
 use super::store::{self, NewLink};
-use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Outcome, Target};
 use crate::crypto::random;
 use crate::email::{self, Message};
@@ -95,7 +95,7 @@ pub struct SignInLinkResponse {
             description = "`platform.email_unverified` (the user never proved their \
                 address), `platform.user_inactive`, `platform.tenant_state`")))]
 pub(super) async fn create_sign_in_link(
-    State(state): State<AppState>,
+    State(state): State<PlatformState>,
     owner: PlatformOwner,
     ApiJson(req): ApiJson<SignInLinkRequest>,
 ) -> Result<(StatusCode, Json<SignInLinkResponse>), ApiError> {
@@ -193,12 +193,12 @@ pub struct RedeemSignInLink {
     responses((status = 200, body = TokenResponse), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem), (status = 429, body = crate::http::Problem)))]
 pub(super) async fn redeem_sign_in_link(
-    State(state): State<AppState>,
+    State(state): State<PlatformState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<RedeemSignInLink>,
 ) -> Result<Response, ApiError> {
-    crate::identity::routes::limit_ip(&state, ip, &context).await?;
+    crate::identity::password_gate::limit_ip(&state, &state.login_limiter, ip, &context).await?;
     let invalid = || {
         ApiError::bad_request(
             "platform.link_invalid",

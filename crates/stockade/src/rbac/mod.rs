@@ -4,7 +4,9 @@
 //! code; tenants add custom roles (stored in `roles`).
 
 mod planned;
+mod role_rules;
 pub mod routes;
+mod state;
 mod store;
 
 // The pure rules live in `stockade-core`.
@@ -15,5 +17,9 @@ pub use model::{
     builtin_role, parse_permission,
 };
 pub use planned::{PermissionStatus, is_planned, planned_among, planned_refused};
-pub use routes::{Escalation, RbacApi, escalation, routes};
+pub use role_rules::{
+    Escalation, MAX_DESCRIPTION_CHARS, MAX_RECORD_RULES, MAX_ROLE_PERMISSIONS, escalation,
+};
+pub use routes::{RbacApi, routes};
+pub use state::RbacState;
 pub use store::{CustomRole, find_custom_role, list_custom_roles, role_holders, role_permissions};

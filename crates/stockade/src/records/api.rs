@@ -8,12 +8,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::RecordsState;
 use super::access::Access;
 use super::cipher::StoredDocument;
 use super::model::{Record, merge_patch, parse_if_match, valid_key};
 use super::service::{self, not_found};
 use super::store;
-use crate::app::AppState;
 use crate::audit::Target;
 use crate::http::{ApiError, ApiJson, Principal};
 
@@ -60,7 +60,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
         (status = 409, body = crate::http::Problem, description = "`records.key_conflict`"),
         (status = 413, body = crate::http::Problem)))]
 pub(crate) async fn create(
-    State(state): State<AppState>,
+    State(state): State<RecordsState>,
     Path(collection): Path<String>,
     p: Principal,
     ApiJson(body): ApiJson<NewRecord>,
@@ -117,7 +117,7 @@ pub(crate) async fn create(
         (status = 404, body = crate::http::Problem, description = "absent, another tenant's, or outside your record rule"),
         (status = 500, body = crate::http::Problem, description = "`records.integrity`: the stored ciphertext does not authenticate")))]
 pub(crate) async fn get_record(
-    State(state): State<AppState>,
+    State(state): State<RecordsState>,
     Path((collection, id)): Path<(String, String)>,
     p: Principal,
 ) -> Result<Response, ApiError> {
@@ -174,7 +174,7 @@ fn version_mismatch(current: i64) -> ApiError {
         (status = 413, body = crate::http::Problem),
         (status = 428, body = crate::http::Problem, description = "`records.if_match_required`")))]
 pub(crate) async fn patch_record(
-    State(state): State<AppState>,
+    State(state): State<RecordsState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
     p: Principal,
@@ -249,7 +249,7 @@ pub(crate) async fn patch_record(
         (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
         (status = 412, body = crate::http::Problem)))]
 pub(crate) async fn delete_record(
-    State(state): State<AppState>,
+    State(state): State<RecordsState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
     p: Principal,

@@ -7,11 +7,11 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::RecordsState;
 use super::access::valid_collection;
 use super::model::{MAX_INDEXED_FIELDS, valid_name};
 use super::service;
 use super::store::{self, Collection};
-use crate::app::AppState;
 use crate::audit::Target;
 use crate::http::{ApiError, ApiJson, Principal};
 
@@ -30,7 +30,7 @@ pub(crate) struct CollectionPut {
     responses((status = 200, body = Collection), (status = 403, body = crate::http::Problem),
         (status = 404, body = crate::http::Problem, description = "`records.collection_not_found`")))]
 pub(crate) async fn get_collection(
-    State(state): State<AppState>,
+    State(state): State<RecordsState>,
     Path(collection): Path<String>,
     p: Principal,
 ) -> Result<Json<Collection>, ApiError> {
@@ -55,7 +55,7 @@ pub(crate) async fn get_collection(
         (status = 403, body = crate::http::Problem),
         (status = 500, body = crate::http::Problem, description = "`records.integrity`: a stored record failed to decrypt; nothing changed")))]
 pub(crate) async fn put_collection(
-    State(state): State<AppState>,
+    State(state): State<RecordsState>,
     Path(collection): Path<String>,
     p: Principal,
     ApiJson(body): ApiJson<CollectionPut>,

@@ -8,15 +8,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use serde_json::json;
 
+use super::RecordsState;
 use super::access::Access;
 use super::cipher::StoredDocument;
 use super::import::{self, FormulaCells, MAX_LISTED_ERRORS, ParseError, RowError};
 use super::model::KEY_FIELD;
 use super::service;
 use super::store;
-use crate::app::AppState;
 use crate::audit::{self, NewEvent, Outcome, Target};
-use crate::http::{ApiError, Principal};
+use crate::http::{ApiError, AuthState, Principal};
 
 /// What an import stored.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -42,7 +42,7 @@ pub(crate) struct ImportResult {
         (status = 413, body = crate::http::Problem, description = "`request.too_large` or `records.import_too_many_rows`"),
         (status = 415, body = crate::http::Problem)))]
 pub(crate) async fn import(
-    State(state): State<AppState>,
+    State(state): State<RecordsState>,
     Path(collection): Path<String>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -112,7 +112,7 @@ impl From<crate::db::DbError> for Failed {
 /// Writes `records.import.failed` in a transaction of its own (the import
 /// wrote nothing). A failure to audit is logged; the caller still gets its
 /// 4xx answer.
-async fn audit_refusal(state: &AppState, p: &Principal, collection: &str, r: &Refused) {
+async fn audit_refusal(state: &AuthState, p: &Principal, collection: &str, r: &Refused) {
     let written = async {
         let mut tx = state.db.tenant_tx(p.tenant_id).await?;
         audit::append(
@@ -140,7 +140,7 @@ async fn audit_refusal(state: &AppState, p: &Principal, collection: &str, r: &Re
 
 /// Reads, checks and stores the file: all rows in one transaction, or none.
 async fn run(
-    state: &AppState,
+    state: &AuthState,
     p: &Principal,
     access: &Access,
     collection: &str,

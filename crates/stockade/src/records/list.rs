@@ -6,11 +6,11 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use uuid::Uuid;
 
+use super::RecordsState;
 use super::access::Access;
 use super::model::{Record, RecordPage, decode_cursor, encode_cursor, index_text};
 use super::service;
 use super::store;
-use crate::app::AppState;
 use crate::crypto::envelope::TenantKeys;
 use crate::db::TenantTx;
 use crate::http::{ApiError, Principal};
@@ -80,7 +80,7 @@ pub fn parse_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
         (status = 403, body = crate::http::Problem),
         (status = 500, body = crate::http::Problem, description = "`records.integrity`")))]
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<RecordsState>,
     Path(collection): Path<String>,
     RawQuery(raw): RawQuery,
     p: Principal,

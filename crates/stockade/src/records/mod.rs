@@ -10,6 +10,7 @@ pub mod import;
 mod import_api;
 pub mod list;
 pub(crate) mod service;
+mod state;
 pub mod store;
 
 pub use stockade_core::records::model;
@@ -18,8 +19,7 @@ pub use stockade_core::records::model;
 pub(crate) use api::with_etag;
 use axum::Router;
 use axum::routing::{get, post};
-
-use crate::app::AppState;
+pub use state::RecordsState;
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
@@ -46,7 +46,7 @@ use crate::app::AppState;
 )]
 pub struct RecordsApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<RecordsState> {
     Router::new()
         .route(
             "/v1/collections/{collection}",
@@ -66,7 +66,7 @@ pub fn routes() -> Router<AppState> {
 
 /// The import route: it reads its body itself, up to `import_max_bytes`,
 /// so it is merged outside the JSON body limit (see `app::app`).
-pub fn import_routes() -> Router<AppState> {
+pub fn import_routes() -> Router<RecordsState> {
     Router::new().route(
         "/v1/collections/{collection}/import",
         post(import_api::import),

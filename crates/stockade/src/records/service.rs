@@ -9,14 +9,13 @@ use super::cipher::{self, StoredDocument};
 use super::model::KEY_FIELD;
 use super::model::Record;
 use super::store::{self, Collection, NewRow, Row};
-use crate::app::AppState;
 use crate::audit::{self, NewEvent, Target};
 use crate::crypto::envelope::{self, EnvelopeError, TenantKeys};
 use crate::db::{DbError, TenantTx};
-use crate::http::{ApiError, Principal};
+use crate::http::{ApiError, AuthState, Principal};
 
 /// The transaction tenant's keys.
-pub(crate) async fn keys(tx: &mut TenantTx, state: &AppState) -> Result<TenantKeys, ApiError> {
+pub(crate) async fn keys(tx: &mut TenantTx, state: &AuthState) -> Result<TenantKeys, ApiError> {
     envelope::load(tx, &state.master(), state.clock.as_ref())
         .await
         .map_err(envelope_error)
@@ -42,7 +41,7 @@ pub(crate) fn envelope_error(e: EnvelopeError) -> ApiError {
 /// Reads and decrypts one record of `tenant` (404 when absent), with no
 /// permission check: the caller applies its principal's access.
 pub(crate) async fn read(
-    state: &AppState,
+    state: &AuthState,
     tenant: crate::ids::TenantId,
     collection: &str,
     id: Uuid,
@@ -125,7 +124,7 @@ pub(crate) fn key_conflict(e: DbError) -> ApiError {
 }
 
 /// 413 `records.too_large` when `data` serialises to more than the limit.
-pub(crate) fn check_size(state: &AppState, data: &serde_json::Value) -> Result<(), ApiError> {
+pub(crate) fn check_size(state: &AuthState, data: &serde_json::Value) -> Result<(), ApiError> {
     let len = serde_json::to_vec(data)
         .map(|v| v.len())
         .unwrap_or(usize::MAX);
@@ -155,7 +154,7 @@ pub(crate) fn check_object(data: &serde_json::Value) -> Result<(), ApiError> {
 /// the collection and version, never the document.
 pub(crate) async fn audit(
     tx: &mut TenantTx,
-    state: &AppState,
+    state: &AuthState,
     p: &Principal,
     action: &str,
     target: Target,

@@ -47,7 +47,7 @@ struct Job {
 
 type Outcome = Result<Rotated, RefreshError>;
 
-/// The rotation queue of one process (in `AppState`); its writer task
+/// The rotation queue of one process (in `SessionsState`); its writer task
 /// starts on first use and ends when this is dropped.
 pub struct RotationBatcher {
     db: Db,

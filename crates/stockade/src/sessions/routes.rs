@@ -10,13 +10,14 @@ use chrono::{DateTime, Duration, Utc};
 use cookie::{Cookie, SameSite};
 use serde::Serialize;
 
+use super::SessionsState;
 use super::model::{REFRESH_COOKIE, RefreshToken, Session};
 use super::store::{self, RefreshError};
-use crate::app::{AUDIENCE, AppState};
 use crate::audit::{self, NewEvent, Target};
 use crate::crypto::jwt::{ActClaim, Claims};
+use crate::http::auth_state::AUDIENCE;
 use crate::http::client_ip::ClientIp;
-use crate::http::{ApiError, AuditContext, Principal, SameOrigin};
+use crate::http::{ApiError, AuditContext, AuthState, Principal, SameOrigin};
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::tenancy::allowlist::{self, Pathway};
 
@@ -31,7 +32,7 @@ pub const ACCESS_TOKEN_SECONDS: i64 = 900;
 )]
 pub struct SessionsApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<SessionsState> {
     Router::new()
         .route("/v1/auth/refresh", post(refresh))
         .route("/v1/auth/logout", post(logout))
@@ -51,7 +52,7 @@ pub struct TokenResponse {
 
 /// Signs an access token for a session.
 pub(crate) fn access_token(
-    state: &AppState,
+    state: &AuthState,
     user: UserId,
     tenant: TenantId,
     session: SessionId,
@@ -133,7 +134,7 @@ pub(crate) fn with_cookie(
             description = "`auth.cross_site_refused` or `tenancy.ip_not_allowed`")))]
 async fn refresh(
     _same_origin: SameOrigin,
-    State(state): State<AppState>,
+    State(state): State<SessionsState>,
     ClientIp(client): ClientIp,
     AuditContext(context): AuditContext,
     headers: HeaderMap,
@@ -189,7 +190,7 @@ fn unauthenticated_clearing_cookie() -> Response {
 /// Ends the current session.
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = crate::http::Problem)))]
-async fn logout(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+async fn logout(State(state): State<SessionsState>, p: Principal) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
     store::revoke(&mut tx, p.session_id, "logout", now).await?;
@@ -248,7 +249,10 @@ async fn logout(State(state): State<AppState>, p: Principal) -> Result<Response,
     responses((status = 204), (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
             description = "`platform.impersonation_forbidden`")))]
-async fn logout_all(State(state): State<AppState>, p: Principal) -> Result<Response, ApiError> {
+async fn logout_all(
+    State(state): State<SessionsState>,
+    p: Principal,
+) -> Result<Response, ApiError> {
     p.forbid_impersonation(&state, crate::platform::operation::LOGOUT_ALL)
         .await?;
     let now = state.clock.now();
@@ -314,7 +318,7 @@ impl SessionView {
 #[utoipa::path(get, path = "/v1/auth/sessions", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = [SessionView]), (status = 401, body = crate::http::Problem)))]
 async fn list(
-    State(state): State<AppState>,
+    State(state): State<SessionsState>,
     p: Principal,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     let mut tx = state.db.tenant_read(p.tenant_id).await?;
@@ -332,7 +336,7 @@ async fn list(
     params(("id" = String, Path, format = Uuid)),
     responses((status = 204), (status = 404, body = crate::http::Problem)))]
 async fn revoke_one(
-    State(state): State<AppState>,
+    State(state): State<SessionsState>,
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

@@ -12,12 +12,11 @@
 use axum::http::StatusCode;
 use ipnet::IpNet;
 
-use crate::app::AppState;
 use crate::audit::sampler::{self, Sampled};
 use crate::audit::{Actor, NewEvent, Outcome, RequestContext};
 use crate::db::{DbError, TenantTx};
-use crate::http::ApiError;
 use crate::http::client_ip::ClientAddr;
+use crate::http::{ApiError, AuthState};
 use crate::ids::TenantId;
 
 /// Which way into the tenant was refused (`details.pathway`).
@@ -48,7 +47,7 @@ impl Pathway {
 /// The one gate: `Ok` when `client` may reach `tenant` through `allowlist`;
 /// otherwise the refusal is audited and its 403 returned.
 pub async fn check(
-    state: &AppState,
+    state: &AuthState,
     tenant: TenantId,
     actor: Actor,
     allowlist: &[IpNet],
@@ -67,7 +66,7 @@ pub async fn check(
 /// refused client's `tx` is rolled back (nothing issued or claimed) before
 /// the refusal is audited.
 pub async fn admit_in(
-    state: &AppState,
+    state: &AuthState,
     mut tx: TenantTx,
     actor: Actor,
     client: ClientAddr,
@@ -103,7 +102,7 @@ pub async fn of(tx: &mut TenantTx) -> Result<Vec<IpNet>, DbError> {
 /// logged; the client is refused all the same. Call it holding no write
 /// transaction.
 pub async fn refuse(
-    state: &AppState,
+    state: &AuthState,
     tenant: TenantId,
     actor: Actor,
     client: ClientAddr,

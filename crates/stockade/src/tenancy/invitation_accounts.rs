@@ -22,20 +22,22 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::Serialize;
 
-use super::invitations::{
-    InvitationToken, InvitedTenant, accepted_event, active_tenant, claim, inviter_may_still_grant,
-    load_pending, load_pending_by_id, not_found, revoked, tenancy_error,
+use super::TenancyState;
+use super::invitation_store::{
+    InvitationToken, claim, inviter_may_still_grant, load_pending, load_pending_by_id, not_found,
+    revoked,
 };
-use crate::app::AppState;
+use super::invitations::{InvitedTenant, accepted_event, active_tenant, tenancy_error};
 use crate::audit::{self, Actor, RequestContext};
 use crate::http::ApiError;
+use crate::http::AuthState;
 use crate::http::client_ip::ClientAddr;
-use crate::identity::routes::check_policy;
+use crate::identity::password_gate::check_policy;
 use crate::identity::signup::PendingUser;
 use crate::identity::verify::{self, NewPending, Pending, Purpose};
 use crate::identity::{self, Email, IdentityError, User, validate_name};
 use crate::ids::UserId;
-use crate::sessions::{self, TokenResponse};
+use crate::sessions::{self, SessionPolicy, TokenResponse};
 use crate::tenancy;
 use crate::tenancy::allowlist::{self, Pathway};
 
@@ -69,7 +71,7 @@ pub struct AcceptedAccount {
 /// client outside the inviting tenant's IP allowlist: 403
 /// `tenancy.ip_not_allowed`, before any hashing, nothing stored or sent.
 pub(super) async fn accept_as_new_user(
-    state: &AppState,
+    state: &TenancyState,
     (context, client): (&RequestContext, ClientAddr),
     token: &InvitationToken,
     name: &str,
@@ -164,7 +166,8 @@ pub(super) async fn accept_as_new_user(
 /// allowlist: 403 `tenancy.ip_not_allowed`, everything rolled back (no
 /// account, the link and the invitation still unused).
 pub(crate) async fn complete(
-    state: &AppState,
+    state: &AuthState,
+    session_policy: &SessionPolicy,
     pending: &Pending,
     (context, client): (&RequestContext, ClientAddr),
 ) -> Result<Response, ApiError> {
@@ -218,10 +221,9 @@ pub(crate) async fn complete(
     )
     .await
     .map_err(ApiError::internal)?;
-    let (session, refresh) =
-        sessions::create(&mut tx, clock, user.id, &state.session_policy, context)
-            .await
-            .map_err(ApiError::internal)?;
+    let (session, refresh) = sessions::create(&mut tx, clock, user.id, session_policy, context)
+        .await
+        .map_err(ApiError::internal)?;
     tx.commit().await?;
     let tokens = sessions::access_token(state, user.id, tenant.id, session.id, None)?;
     Ok(sessions::with_cookie(
@@ -232,6 +234,6 @@ pub(crate) async fn complete(
             role: membership.role,
             tokens,
         },
-        sessions::refresh_cookie(&refresh, state.session_policy.refresh_ttl),
+        sessions::refresh_cookie(&refresh, session_policy.refresh_ttl),
     ))
 }

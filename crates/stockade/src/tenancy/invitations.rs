@@ -27,137 +27,38 @@
 //! An invitation is only as good as its inviter's standing: if, by the time
 //! it is accepted, the inviter may no longer manage members or grant its role
 //! (or the role is gone), it is refused as revoked.
+//!
+//! The token, the states and the queries are in `invitation_store.rs`; this
+//! file answers the requests and audits them.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRef, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use super::TenancyState;
+use super::invitation_store::{
+    COLUMNS, INVITATION_TTL, InvitationState, InvitationToken, Row, claim, insert, is_member,
+    load_pending, not_found,
+};
 use super::members::grantable_role;
-use crate::app::AppState;
 use crate::audit::{self, Actor, NewEvent, Target};
-use crate::db::{DbError, TenantTx};
 use crate::email::{self, Message};
+use crate::http::AuthState;
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
-use crate::identity::routes::limit_ip;
+use crate::identity::password_gate::limit_ip;
 use crate::identity::{self, Email};
 use crate::ids::{TenantId, UserId};
-use crate::sessions::RefreshToken;
 use crate::tenancy::{self, TenancyError, Tenant};
 
-/// How long an invitation stays valid.
-pub const INVITATION_TTL: Duration = Duration::days(7);
-
-/// An invitation token: its tenant and 256 secret bits, in the refresh-token
-/// encoding (`<tenant id, 32 hex>.<secret, 43 base64url>`). Only the SHA-256
-/// of the secret is stored.
-pub struct InvitationToken(RefreshToken);
-
-impl std::fmt::Debug for InvitationToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "InvitationToken(tenant={}, ***)", self.0.tenant())
-    }
-}
-
-impl InvitationToken {
-    pub fn generate(tenant: TenantId) -> anyhow::Result<Self> {
-        RefreshToken::generate(tenant).map(Self)
-    }
-
-    /// Anything not exactly in the format is `None`.
-    pub fn parse(value: &str) -> Option<Self> {
-        RefreshToken::parse(value.trim()).map(Self)
-    }
-
-    /// The token as sent. Secret.
-    pub fn encode(&self) -> Zeroizing<String> {
-        self.0.encode()
-    }
-
-    pub fn tenant(&self) -> TenantId {
-        self.0.tenant()
-    }
-
-    /// What is stored: SHA-256 of the secret.
-    pub fn hash(&self) -> [u8; 32] {
-        self.0.hash()
-    }
-}
-
-/// Where an invitation stands at a given moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InvitationState {
-    Pending,
-    Accepted,
-    Revoked,
-    Expired,
-}
-
-impl InvitationState {
-    /// Accepted wins over revoked, which wins over expired.
-    pub fn of(
-        accepted_at: Option<DateTime<Utc>>,
-        revoked_at: Option<DateTime<Utc>>,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Self {
-        if accepted_at.is_some() {
-            Self::Accepted
-        } else if revoked_at.is_some() {
-            Self::Revoked
-        } else if now >= expires_at {
-            Self::Expired
-        } else {
-            Self::Pending
-        }
-    }
-
-    /// The refusal for a token in this state (`None` while pending).
-    fn refusal(self) -> Option<ApiError> {
-        let (code, detail) = match self {
-            Self::Pending => return None,
-            Self::Accepted => (
-                "tenancy.invitation_used",
-                "this invitation has already been accepted",
-            ),
-            Self::Revoked => (
-                "tenancy.invitation_revoked",
-                "this invitation has been revoked: ask for a new one",
-            ),
-            Self::Expired => (
-                "tenancy.invitation_expired",
-                "this invitation has expired: ask for a new one",
-            ),
-        };
-        Some(ApiError::new(StatusCode::GONE, code).with_detail(detail))
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(super) struct Row {
-    pub(super) id: Uuid,
-    pub(super) email: String,
-    email_key: String,
-    pub(super) role: String,
-    invited_by: UserId,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-    accepted_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-}
-
 impl Row {
-    fn state(&self, now: DateTime<Utc>) -> InvitationState {
-        InvitationState::of(self.accepted_at, self.revoked_at, self.expires_at, now)
-    }
-
     fn view(&self) -> Invitation {
         Invitation {
             id: self.id,
@@ -169,9 +70,6 @@ impl Row {
         }
     }
 }
-
-const COLUMNS: &str = "id, email, email_key, role, invited_by, created_at, expires_at, \
-                       accepted_at, revoked_at";
 
 /// A pending invitation (never its token).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -209,7 +107,7 @@ pub struct CreatedInvitation {
     responses((status = 201, body = CreatedInvitation), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn create(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     p: Principal,
     ApiJson(req): ApiJson<NewInvitation>,
 ) -> Result<(StatusCode, Json<CreatedInvitation>), ApiError> {
@@ -316,7 +214,7 @@ pub(crate) async fn create(
 #[utoipa::path(get, path = "/v1/invitations", tag = "tenancy", security(("bearer" = [])),
     responses((status = 200, body = [Invitation]), (status = 403, body = crate::http::Problem)))]
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     p: Principal,
 ) -> Result<Json<Vec<Invitation>>, ApiError> {
     p.require("members:manage")?;
@@ -346,7 +244,7 @@ pub(crate) async fn list(
     responses((status = 204), (status = 403, body = crate::http::Problem),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn revoke(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     p: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -458,7 +356,7 @@ pub struct AcceptedMembership {
         (status = 409, body = crate::http::Problem), (status = 410, body = crate::http::Problem),
         (status = 429, body = crate::http::Problem)))]
 pub(crate) async fn accept(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,
     MaybePrincipal(principal): MaybePrincipal,
@@ -479,7 +377,7 @@ pub(crate) async fn accept(
             "signed in: send only the token (name and password are for a new account)",
         )),
         (None, Some(name), Some(password)) => {
-            limit_ip(&state, ip, &context).await?;
+            limit_ip(&state, &state.login_limiter, ip, &context).await?;
             let token = parse_token(&token)?;
             let signing_in = (&context, ip.0);
             super::invitation_accounts::accept_as_new_user(
@@ -496,7 +394,7 @@ pub(crate) async fn accept(
 
 /// An existing user joins the inviting tenant.
 async fn accept_as_member(
-    state: &AppState,
+    state: &AuthState,
     p: &Principal,
     token: &InvitationToken,
 ) -> Result<Response, ApiError> {
@@ -563,13 +461,14 @@ pub(super) fn accepted_event(actor: Actor, inv: &Row, user: UserId, new_account:
 /// (and 401 if it does not authenticate); `None` without one.
 pub(crate) struct MaybePrincipal(Option<Principal>);
 
-impl FromRequestParts<AppState> for MaybePrincipal {
+impl<S> FromRequestParts<S> for MaybePrincipal
+where
+    AuthState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         if !parts.headers.contains_key(header::AUTHORIZATION) {
             return Ok(Self(None));
         }
@@ -582,17 +481,6 @@ impl FromRequestParts<AppState> for MaybePrincipal {
 fn parse_token(token: &SecretString) -> Result<InvitationToken, ApiError> {
     use secrecy::ExposeSecret;
     InvitationToken::parse(token.expose_secret()).ok_or_else(not_found)
-}
-
-/// An invitation whose inviter may no longer grant it.
-pub(super) fn revoked() -> ApiError {
-    ApiError::new(StatusCode::GONE, "tenancy.invitation_revoked")
-        .with_detail("this invitation is no longer valid: ask for a new one")
-}
-
-pub(super) fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "tenancy.invitation_not_found")
-        .with_detail("no such invitation")
 }
 
 fn already_member() -> ApiError {
@@ -608,7 +496,7 @@ pub(super) fn tenancy_error(e: TenancyError) -> ApiError {
 }
 
 /// The inviting tenant, which must be active to be joined.
-pub(super) async fn active_tenant(state: &AppState, id: TenantId) -> Result<Tenant, ApiError> {
+pub(super) async fn active_tenant(state: &AuthState, id: TenantId) -> Result<Tenant, ApiError> {
     let tenant = tenancy::find_by_id(&state.db, id)
         .await?
         .ok_or_else(not_found)?;
@@ -619,176 +507,4 @@ pub(super) async fn active_tenant(state: &AppState, id: TenantId) -> Result<Tena
         );
     }
     Ok(tenant)
-}
-
-/// The invitation `token` names, if it is still pending.
-pub(super) async fn load_pending(
-    tx: &mut TenantTx,
-    token: &InvitationToken,
-    now: DateTime<Utc>,
-) -> Result<Row, ApiError> {
-    let row = find_by_token(tx, token).await?.ok_or_else(not_found)?;
-    match row.state(now).refusal() {
-        Some(refused) => Err(refused),
-        None => Ok(row),
-    }
-}
-
-/// The invitation `id` (a verified new account accepting it), if it is
-/// still pending.
-pub(super) async fn load_pending_by_id(
-    tx: &mut TenantTx,
-    id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<Row, ApiError> {
-    let row: Row = tx
-        .fetch_optional(
-            &format!("SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND id = $2"),
-            vec![id.into()],
-        )
-        .await?
-        .ok_or_else(not_found)?;
-    match row.state(now).refusal() {
-        Some(refused) => Err(refused),
-        None => Ok(row),
-    }
-}
-
-async fn find_by_token(tx: &mut TenantTx, token: &InvitationToken) -> Result<Option<Row>, DbError> {
-    tx.fetch_optional(
-        &format!("SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND token_hash = $2"),
-        vec![token.hash().into()],
-    )
-    .await
-}
-
-/// Marks `inv` accepted by `user`, after checking the inviter may still
-/// grant its role. Of two concurrent acceptances exactly one claims it.
-pub(super) async fn claim(
-    tx: &mut TenantTx,
-    inv: &Row,
-    user: UserId,
-    now: DateTime<Utc>,
-) -> Result<(), ApiError> {
-    if !inviter_may_still_grant(tx, inv).await? {
-        return Err(revoked());
-    }
-    let n = tx
-        .execute(
-            "UPDATE invitations SET accepted_at = $3, accepted_by = $4 \
-             WHERE tenant_id = $1 AND id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
-            vec![inv.id.into(), now.into(), user.into()],
-        )
-        .await?;
-    if n == 0 {
-        // Accepted or revoked since it was read: say which.
-        let state = tx
-            .fetch_optional::<Row>(
-                &format!("SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND id = $2"),
-                vec![inv.id.into()],
-            )
-            .await?
-            .map_or(InvitationState::Revoked, |r| r.state(now));
-        return Err(state.refusal().unwrap_or_else(not_found));
-    }
-    Ok(())
-}
-
-/// Whether the inviter is still an active member who may manage members
-/// and holds every permission of the invited role (which must still exist).
-pub(super) async fn inviter_may_still_grant(tx: &mut TenantTx, inv: &Row) -> Result<bool, DbError> {
-    let inviter: Option<(String,)> = tx
-        .fetch_optional(
-            "SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id \
-             WHERE m.tenant_id = $1 AND m.user_id = $2 AND m.status = 'active' \
-             AND u.status = 'active'",
-            vec![inv.invited_by.into()],
-        )
-        .await?;
-    let Some((inviter_role,)) = inviter else {
-        return Ok(false);
-    };
-    let Some(held) = crate::rbac::role_permissions(tx, &inviter_role).await? else {
-        return Ok(false);
-    };
-    let Some(granted) = crate::rbac::role_permissions(tx, &inv.role).await? else {
-        return Ok(false);
-    };
-    Ok(held.allows("members:manage", None) && held.covers(&granted))
-}
-
-/// Whether an address already belongs to a member (active or not).
-async fn is_member(tx: &mut TenantTx, email_key: &str) -> Result<bool, DbError> {
-    let row: Option<(UserId,)> = tx
-        .fetch_optional(
-            "SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id \
-             WHERE m.tenant_id = $1 AND u.email_key = $2",
-            vec![email_key.into()],
-        )
-        .await?;
-    Ok(row.is_some())
-}
-
-async fn insert(tx: &mut TenantTx, row: &Row, token: &InvitationToken) -> Result<(), ApiError> {
-    tx.execute(
-        "INSERT INTO invitations (tenant_id, id, token_hash, email, email_key, role, invited_by, \
-         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        vec![
-            row.id.into(),
-            token.hash().into(),
-            row.email.as_str().into(),
-            row.email_key.as_str().into(),
-            row.role.as_str().into(),
-            row.invited_by.into(),
-            row.created_at.into(),
-            row.expires_at.into(),
-        ],
-    )
-    .await
-    .map_err(|e| match e {
-        // Another invitation for the address was created concurrently.
-        DbError::Unique(_) => ApiError::new(StatusCode::CONFLICT, "tenancy.invitation_pending")
-            .with_detail("an invitation for this address was just created"),
-        other => other.into(),
-    })?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_name_their_tenant_and_hide_their_secret() {
-        let tenant = TenantId::new();
-        let t = InvitationToken::generate(tenant).unwrap();
-        let encoded = t.encode();
-        let back = InvitationToken::parse(&encoded).unwrap();
-        assert_eq!(back.tenant(), tenant);
-        assert_eq!(back.hash(), t.hash());
-        assert_ne!(InvitationToken::generate(tenant).unwrap().hash(), t.hash());
-        assert!(InvitationToken::parse("").is_none());
-        assert!(InvitationToken::parse(&encoded[1..]).is_none());
-        assert!(!format!("{t:?}").contains(&encoded[33..]));
-    }
-
-    #[test]
-    fn states() {
-        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-        let later = now + INVITATION_TTL;
-        let s = InvitationState::of;
-        assert_eq!(s(None, None, later, now), InvitationState::Pending);
-        assert_eq!(s(None, None, now, now), InvitationState::Expired);
-        assert_eq!(s(None, Some(now), later, now), InvitationState::Revoked);
-        assert_eq!(s(Some(now), Some(now), now, now), InvitationState::Accepted);
-        assert!(InvitationState::Pending.refusal().is_none());
-        for (state, code) in [
-            (InvitationState::Accepted, "tenancy.invitation_used"),
-            (InvitationState::Revoked, "tenancy.invitation_revoked"),
-            (InvitationState::Expired, "tenancy.invitation_expired"),
-        ] {
-            let e = state.refusal().unwrap();
-            assert_eq!((e.status_code(), e.code()), (StatusCode::GONE, code));
-        }
-    }
 }

@@ -27,8 +27,8 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::TenancyState;
 use super::model::validate_role;
-use crate::app::AppState;
 use crate::audit::{self, NewEvent, Target};
 use crate::db::{DbError, TenantTx};
 use crate::http::{ApiError, ApiJson, Principal};
@@ -72,7 +72,7 @@ pub struct UpdateMember {
     responses((status = 200, body = [Member]), (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem)))]
 pub(crate) async fn list(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     p: Principal,
 ) -> Result<Json<Vec<Member>>, ApiError> {
     p.require("members:manage")?;
@@ -87,7 +87,7 @@ pub(crate) async fn list(
         (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn update(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     p: Principal,
     Path(user_id): Path<String>,
     ApiJson(req): ApiJson<UpdateMember>,
@@ -164,7 +164,7 @@ pub(crate) async fn update(
     responses((status = 204), (status = 403, body = crate::http::Problem),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn remove(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     p: Principal,
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

@@ -11,8 +11,8 @@
 use axum::Router;
 use axum::routing::{get, patch, post};
 
+use super::TenancyState;
 use super::{invitations, members};
-use crate::app::AppState;
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
@@ -42,7 +42,7 @@ use crate::app::AppState;
 )]
 pub struct TenancyApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<TenancyState> {
     Router::new()
         .route("/v1/members", get(members::list))
         .route(

@@ -7,8 +7,8 @@ use axum::{Json, Router};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use super::TenancyState;
 use super::settings::{self, MfaRequired, TenantSettings};
-use crate::app::AppState;
 use crate::audit::{self, NewEvent, Target};
 use crate::http::client_ip::{ClientAddr, ClientIp};
 use crate::http::{ApiError, ApiJson, Principal};
@@ -22,7 +22,7 @@ use crate::identity::password::PasswordPolicy;
 )]
 pub struct SettingsApi;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<TenancyState> {
     Router::new().route(
         "/v1/tenant/settings",
         get(get_settings).patch(patch_settings),
@@ -33,7 +33,7 @@ pub fn routes() -> Router<AppState> {
 #[utoipa::path(get, path = "/v1/tenant/settings", tag = "tenancy", security(("bearer" = [])),
     responses((status = 200, body = TenantSettings), (status = 403, body = crate::http::Problem)))]
 async fn get_settings(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     p: Principal,
 ) -> Result<Json<TenantSettings>, ApiError> {
     p.require("settings:manage")?;
@@ -82,7 +82,7 @@ pub struct SettingsPatch {
         (status = 422, body = crate::http::Problem,
             description = "`tenancy.retention_below_floor`; `tenancy.setting_unavailable`: the value needs a capability that does not exist yet")))]
 async fn patch_settings(
-    State(state): State<AppState>,
+    State(state): State<TenancyState>,
     ClientIp(ip): ClientIp,
     p: Principal,
     ApiJson(patch): ApiJson<SettingsPatch>,

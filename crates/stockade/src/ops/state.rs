@@ -1,0 +1,33 @@
+//! The state of the operations routes (`/healthz`, `/readyz`,
+//! `/openapi.json`): the auth state (the database and settings readiness
+//! reports on) and the watch of `X-Forwarded-For` from untrusted peers that
+//! `/readyz` shows (`http::proxy_watch`, shared with its layer), built by
+//! `app.rs`. It holds handles only.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::http::AuthState;
+use crate::http::proxy_watch::ForwardedWatch;
+
+/// What the operations handlers use (see the module documentation).
+#[derive(Clone)]
+pub struct OpsState {
+    pub auth: AuthState,
+    pub forwarded_watch: Arc<ForwardedWatch>,
+}
+
+impl Deref for OpsState {
+    type Target = AuthState;
+    fn deref(&self) -> &AuthState {
+        &self.auth
+    }
+}
+
+impl FromRef<OpsState> for AuthState {
+    fn from_ref(state: &OpsState) -> Self {
+        state.auth.clone()
+    }
+}

@@ -1,0 +1,28 @@
+//! The state of the role routes (`/v1/permissions`, `/v1/roles`): the auth
+//! state and nothing else, built by `app.rs`. A slice of its own so what
+//! the roles need can grow here without reaching the other rooms.
+
+use std::ops::Deref;
+
+use axum::extract::FromRef;
+
+use crate::http::AuthState;
+
+/// What the role handlers use (see the module documentation).
+#[derive(Clone)]
+pub struct RbacState {
+    pub auth: AuthState,
+}
+
+impl Deref for RbacState {
+    type Target = AuthState;
+    fn deref(&self) -> &AuthState {
+        &self.auth
+    }
+}
+
+impl FromRef<RbacState> for AuthState {
+    fn from_ref(state: &RbacState) -> Self {
+        state.auth.clone()
+    }
+}
