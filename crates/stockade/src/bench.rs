@@ -20,9 +20,7 @@
 //!   can finish its sign-ups (`POST /v1/auth/verify-email`) without a mail
 //!   server.
 
-use std::ops::Deref;
-
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -50,18 +48,7 @@ pub struct BenchState {
     pub session_policy: SessionPolicy,
 }
 
-impl Deref for BenchState {
-    type Target = AuthState;
-    fn deref(&self) -> &AuthState {
-        &self.auth
-    }
-}
-
-impl FromRef<BenchState> for AuthState {
-    fn from_ref(state: &BenchState) -> Self {
-        state.auth.clone()
-    }
-}
+crate::http::auth_state::auth_slice!(BenchState);
 
 pub fn routes() -> Router<BenchState> {
     Router::new()

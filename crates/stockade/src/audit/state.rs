@@ -4,10 +4,7 @@
 //! [`AuditState::new`]). It holds handles only: no rule and no I/O beyond
 //! reading that file.
 
-use std::ops::Deref;
 use std::sync::Arc;
-
-use axum::extract::FromRef;
 
 use crate::http::AuthState;
 
@@ -37,15 +34,4 @@ impl AuditState {
     }
 }
 
-impl Deref for AuditState {
-    type Target = AuthState;
-    fn deref(&self) -> &AuthState {
-        &self.auth
-    }
-}
-
-impl FromRef<AuditState> for AuthState {
-    fn from_ref(state: &AuditState) -> Self {
-        state.auth.clone()
-    }
-}
+crate::http::auth_state::auth_slice!(AuditState);

@@ -111,3 +111,26 @@ impl Deref for AuthState {
         &self.0
     }
 }
+
+/// Makes a capability's state slice (a struct with an `auth: AuthState`
+/// field) usable as an `AuthState`: `Deref` (so handlers read `state.db`,
+/// `state.clock`) and `FromRef` (so the `Principal`, `ClientIp`,
+/// `SameOrigin` and `AuditContext` extractors work under it). One
+/// definition for every room's `state.rs`.
+macro_rules! auth_slice {
+    ($slice:ty) => {
+        impl ::std::ops::Deref for $slice {
+            type Target = $crate::http::AuthState;
+            fn deref(&self) -> &$crate::http::AuthState {
+                &self.auth
+            }
+        }
+
+        impl ::axum::extract::FromRef<$slice> for $crate::http::AuthState {
+            fn from_ref(state: &$slice) -> Self {
+                state.auth.clone()
+            }
+        }
+    };
+}
+pub(crate) use auth_slice;

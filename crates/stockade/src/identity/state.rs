@@ -5,10 +5,7 @@
 //! slices that need them. It holds handles only: no rule and no I/O of its
 //! own.
 
-use std::ops::Deref;
 use std::sync::Arc;
-
-use axum::extract::FromRef;
 
 use crate::http::AuthState;
 use crate::identity::LoginLimiter;
@@ -24,15 +21,4 @@ pub struct IdentityState {
     pub session_policy: SessionPolicy,
 }
 
-impl Deref for IdentityState {
-    type Target = AuthState;
-    fn deref(&self) -> &AuthState {
-        &self.auth
-    }
-}
-
-impl FromRef<IdentityState> for AuthState {
-    fn from_ref(state: &IdentityState) -> Self {
-        state.auth.clone()
-    }
-}
+crate::http::auth_state::auth_slice!(IdentityState);

@@ -4,10 +4,7 @@
 //! `/readyz` shows (`http::proxy_watch`, shared with its layer), built by
 //! `app.rs`. It holds handles only.
 
-use std::ops::Deref;
 use std::sync::Arc;
-
-use axum::extract::FromRef;
 
 use crate::http::AuthState;
 use crate::http::proxy_watch::ForwardedWatch;
@@ -19,15 +16,4 @@ pub struct OpsState {
     pub forwarded_watch: Arc<ForwardedWatch>,
 }
 
-impl Deref for OpsState {
-    type Target = AuthState;
-    fn deref(&self) -> &AuthState {
-        &self.auth
-    }
-}
-
-impl FromRef<OpsState> for AuthState {
-    fn from_ref(state: &OpsState) -> Self {
-        state.auth.clone()
-    }
-}
+crate::http::auth_state::auth_slice!(OpsState);

@@ -3,10 +3,7 @@
 //! redeeming a sign-in link needs, built once by `app.rs`. It holds handles
 //! only: no rule and no I/O of its own.
 
-use std::ops::Deref;
 use std::sync::Arc;
-
-use axum::extract::FromRef;
 
 use crate::http::AuthState;
 use crate::identity::LoginLimiter;
@@ -20,15 +17,4 @@ pub struct PlatformState {
     pub session_policy: SessionPolicy,
 }
 
-impl Deref for PlatformState {
-    type Target = AuthState;
-    fn deref(&self) -> &AuthState {
-        &self.auth
-    }
-}
-
-impl FromRef<PlatformState> for AuthState {
-    fn from_ref(state: &PlatformState) -> Self {
-        state.auth.clone()
-    }
-}
+crate::http::auth_state::auth_slice!(PlatformState);

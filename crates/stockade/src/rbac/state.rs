@@ -2,10 +2,6 @@
 //! state and nothing else, built by `app.rs`. A slice of its own so what
 //! the roles need can grow here without reaching the other rooms.
 
-use std::ops::Deref;
-
-use axum::extract::FromRef;
-
 use crate::http::AuthState;
 
 /// What the role handlers use (see the module documentation).
@@ -14,15 +10,4 @@ pub struct RbacState {
     pub auth: AuthState,
 }
 
-impl Deref for RbacState {
-    type Target = AuthState;
-    fn deref(&self) -> &AuthState {
-        &self.auth
-    }
-}
-
-impl FromRef<RbacState> for AuthState {
-    fn from_ref(state: &RbacState) -> Self {
-        state.auth.clone()
-    }
-}
+crate::http::auth_state::auth_slice!(RbacState);

@@ -2,10 +2,6 @@
 //! auth state and nothing else, built by `app.rs`. A slice of its own so
 //! what records need can grow here without reaching the other rooms.
 
-use std::ops::Deref;
-
-use axum::extract::FromRef;
-
 use crate::http::AuthState;
 
 /// What the records handlers use (see the module documentation).
@@ -14,15 +10,4 @@ pub struct RecordsState {
     pub auth: AuthState,
 }
 
-impl Deref for RecordsState {
-    type Target = AuthState;
-    fn deref(&self) -> &AuthState {
-        &self.auth
-    }
-}
-
-impl FromRef<RecordsState> for AuthState {
-    fn from_ref(state: &RecordsState) -> Self {
-        state.auth.clone()
-    }
-}
+crate::http::auth_state::auth_slice!(RecordsState);

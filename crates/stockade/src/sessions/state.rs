@@ -3,10 +3,7 @@
 //! rotation queue (`rotation_batch.rs`), built once by `app.rs`. It holds
 //! handles only: no rule and no I/O of its own.
 
-use std::ops::Deref;
 use std::sync::Arc;
-
-use axum::extract::FromRef;
 
 use super::{RotationBatcher, SessionPolicy};
 use crate::http::AuthState;
@@ -20,15 +17,4 @@ pub struct SessionsState {
     pub refresh_rotations: Arc<RotationBatcher>,
 }
 
-impl Deref for SessionsState {
-    type Target = AuthState;
-    fn deref(&self) -> &AuthState {
-        &self.auth
-    }
-}
-
-impl FromRef<SessionsState> for AuthState {
-    fn from_ref(state: &SessionsState) -> Self {
-        state.auth.clone()
-    }
-}
+crate::http::auth_state::auth_slice!(SessionsState);

@@ -157,17 +157,20 @@ pub(super) async fn load_pending_by_id(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Row, ApiError> {
-    let row: Row = tx
-        .fetch_optional(
-            &format!("SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND id = $2"),
-            vec![id.into()],
-        )
-        .await?
-        .ok_or_else(not_found)?;
+    let row = find_by_id(tx, id).await?.ok_or_else(not_found)?;
     match row.state(now).refusal() {
         Some(refused) => Err(refused),
         None => Ok(row),
     }
+}
+
+/// The invitation `id` of this tenant, whatever its state.
+pub(super) async fn find_by_id(tx: &mut TenantTx, id: Uuid) -> Result<Option<Row>, DbError> {
+    tx.fetch_optional(
+        &format!("SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND id = $2"),
+        vec![id.into()],
+    )
+    .await
 }
 
 async fn find_by_token(tx: &mut TenantTx, token: &InvitationToken) -> Result<Option<Row>, DbError> {

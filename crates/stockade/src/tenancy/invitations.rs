@@ -44,8 +44,8 @@ use zeroize::Zeroizing;
 
 use super::TenancyState;
 use super::invitation_store::{
-    COLUMNS, INVITATION_TTL, InvitationState, InvitationToken, Row, claim, insert, is_member,
-    load_pending, not_found,
+    COLUMNS, INVITATION_TTL, InvitationState, InvitationToken, Row, claim, find_by_id, insert,
+    is_member, load_pending, not_found,
 };
 use super::members::grantable_role;
 use crate::audit::{self, Actor, NewEvent, Target};
@@ -252,13 +252,7 @@ pub(crate) async fn revoke(
     let id = id.parse::<Uuid>().map_err(|_| not_found())?;
     let now = state.clock.now();
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
-    let row: Row = tx
-        .fetch_optional(
-            &format!("SELECT {COLUMNS} FROM invitations WHERE tenant_id = $1 AND id = $2"),
-            vec![id.into()],
-        )
-        .await?
-        .ok_or_else(not_found)?;
+    let row = find_by_id(&mut tx, id).await?.ok_or_else(not_found)?;
     match row.state(now) {
         InvitationState::Revoked => return Ok(StatusCode::NO_CONTENT),
         InvitationState::Accepted => {

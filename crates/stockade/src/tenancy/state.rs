@@ -4,10 +4,7 @@
 //! needs, built once by `app.rs`. It holds handles only: no rule and no I/O
 //! of its own.
 
-use std::ops::Deref;
 use std::sync::Arc;
-
-use axum::extract::FromRef;
 
 use crate::http::AuthState;
 use crate::identity::LoginLimiter;
@@ -21,15 +18,4 @@ pub struct TenancyState {
     pub login_limiter: Arc<LoginLimiter>,
 }
 
-impl Deref for TenancyState {
-    type Target = AuthState;
-    fn deref(&self) -> &AuthState {
-        &self.auth
-    }
-}
-
-impl FromRef<TenancyState> for AuthState {
-    fn from_ref(state: &TenancyState) -> Self {
-        state.auth.clone()
-    }
-}
+crate::http::auth_state::auth_slice!(TenancyState);
