@@ -234,3 +234,40 @@ async fn openapi_json() -> impl IntoResponse {
     let body = document().to_json().unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/json")], body)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::jobs::{Job, Scheduler};
+
+    /// `/readyz` answers anyone: a failed run is shown as `error`, never
+    /// with its text (which may name a host, a user or a URL with a
+    /// password), and a successful run's summary is not shown either.
+    #[tokio::test(start_paused = true)]
+    async fn readyz_shows_that_a_job_failed_never_what_it_said() {
+        let t0 = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut jobs = Scheduler::new(Arc::new(ManualClock::new(t0)));
+        jobs.register(Job::new("leaky", Duration::from_secs(10), || async {
+            Err(anyhow::anyhow!(
+                "connect postgres://owner:hunter2@db.internal failed"
+            ))
+        }));
+        jobs.register(Job::new("chatty", Duration::from_secs(10), || async {
+            Ok("purged tenant acme-secret-corp".to_owned())
+        }));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let shown = JobReadiness::all(Some(&jobs.board()));
+        let json = serde_json::to_string(&shown).unwrap();
+        assert_eq!(shown.len(), 2, "{json}");
+        assert_eq!(shown[0].last_outcome, Some("error"), "{json}");
+        assert_eq!(shown[1].last_outcome, Some("ok"), "{json}");
+        for secret in ["hunter2", "db.internal", "postgres://", "acme-secret-corp"] {
+            assert!(!json.contains(secret), "{secret} in {json}");
+        }
+        assert!(JobReadiness::all(None).is_empty());
+    }
+}
