@@ -15,6 +15,7 @@ pub mod audit;
 pub mod clock;
 pub mod crypto;
 pub mod identity;
+pub mod mfa;
 pub mod ratelimit;
 pub mod rbac;
 pub mod records;

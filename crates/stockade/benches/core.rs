@@ -71,6 +71,7 @@ fn claims(now: DateTime<Utc>) -> Claims {
         exp: iat + ACCESS_TOKEN_TTL.num_seconds(),
         jti: uuid::Uuid::new_v4().to_string(),
         act: None,
+        amr: Vec::new(),
     }
 }
 

@@ -156,6 +156,11 @@ pub fn app(state: AppState) -> Router {
             login_limiter: state.login_limiter.clone(),
             session_policy: state.session_policy,
         }))
+        .merge(crate::mfa::routes().with_state(crate::mfa::MfaState {
+            auth: auth.clone(),
+            login_limiter: state.login_limiter.clone(),
+            session_policy: state.session_policy,
+        }))
         .merge(sessions::routes().with_state(SessionsState {
             auth: auth.clone(),
             session_policy: state.session_policy,

@@ -99,6 +99,7 @@ async fn sessions(
             user,
             &state.session_policy,
             &RequestContext::default(),
+            &[stockade_core::mfa::amr::Amr::Pwd],
         )
         .await
         .map_err(|_| bad("no such member"))?;

@@ -21,6 +21,7 @@ pub mod http;
 pub mod identity;
 pub mod ids;
 pub mod jobs;
+pub mod mfa;
 pub mod ops;
 pub mod platform;
 pub mod rbac;

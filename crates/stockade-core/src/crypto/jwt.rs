@@ -60,6 +60,10 @@ pub struct Claims {
     /// Present when a platform operator acts as the user (impersonation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<ActClaim>,
+    /// How the user signed in (RFC 8176: `pwd`, `otp`, `hwk`, `swk`,
+    /// `email`, and `mfa` when a second factor was used).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 /// The actor behind an impersonated token (RFC 8693 `act`).

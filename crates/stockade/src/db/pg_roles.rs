@@ -56,6 +56,11 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("email_key_version", "SELECT, UPDATE"),
     ("audit_retention", "SELECT, INSERT, UPDATE"),
     ("migrated_settings", "SELECT, DELETE"),
+    ("mfa_totp", "SELECT, INSERT, UPDATE, DELETE"),
+    ("mfa_recovery_codes", "SELECT, INSERT, UPDATE, DELETE"),
+    ("mfa_challenges", "SELECT, INSERT, UPDATE, DELETE"),
+    ("webauthn_credentials", "SELECT, INSERT, UPDATE, DELETE"),
+    ("webauthn_ceremonies", "SELECT, INSERT, UPDATE, DELETE"),
 ];
 
 /// Functions `stockade_app` may call. `audit_purge` is `SECURITY DEFINER`

@@ -45,6 +45,32 @@ pub async fn enqueue(
     message: &Message<'_>,
     production: bool,
 ) -> Result<uuid::Uuid, EmailError> {
+    let id = enqueue_inner(tx, clock, master, message, None, production).await?;
+    id.ok_or_else(|| EmailError::Sink("the message was not queued".into()))
+}
+
+/// Queues `message` inside `tx` unless a message with the same
+/// `dedup_key` was ever queued (one notice per cause, however many requests
+/// race to send it). `None` when it was.
+pub async fn enqueue_once(
+    tx: &mut GlobalTx,
+    clock: &dyn Clock,
+    master: &MasterKey,
+    message: &Message<'_>,
+    dedup_key: &str,
+    production: bool,
+) -> Result<Option<uuid::Uuid>, EmailError> {
+    enqueue_inner(tx, clock, master, message, Some(dedup_key), production).await
+}
+
+async fn enqueue_inner(
+    tx: &mut GlobalTx,
+    clock: &dyn Clock,
+    master: &MasterKey,
+    message: &Message<'_>,
+    dedup_key: Option<&str>,
+    production: bool,
+) -> Result<Option<uuid::Uuid>, EmailError> {
     let id = uuid::Uuid::now_v7();
     let payload =
         serde_json::json!({ "subject": message.subject, "body": message.body }).to_string();
@@ -52,9 +78,9 @@ pub async fn enqueue(
         .seal(&outbox_aad(id), payload.as_bytes())
         .map_err(|e| EmailError::Seal(e.to_string()))?;
     let now = clock.now();
-    tx.execute(
-        "INSERT INTO email_outbox (id, to_address, kind, sealed_body, master_version, status, attempts, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6)",
+    let inserted = tx.execute(
+        "INSERT INTO email_outbox (id, to_address, kind, sealed_body, master_version, status, attempts, created_at, updated_at, dedup_key) \
+         VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $7) ON CONFLICT DO NOTHING",
         vec![
             id.into(),
             message.to.into(),
@@ -62,15 +88,19 @@ pub async fn enqueue(
             sealed.into(),
             i64::from(master_version).into(),
             now.into(),
+            dedup_key.into(),
         ],
     )
     .await?;
+    if inserted == 0 {
+        return Ok(None);
+    }
     // The body holds single-use links: it is never logged, in any profile
     // (`production` is kept for callers; the log line is the same).
     let _ = production;
     tracing::debug!(outbox_id = %id, kind = message.kind, to = %mask_address(message.to),
         "email queued");
-    Ok(id)
+    Ok(Some(id))
 }
 
 /// An address for logs: its first character, `***`, and its domain

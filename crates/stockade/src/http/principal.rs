@@ -33,6 +33,11 @@ pub struct Principal {
     pub impersonator: Option<UserId>,
     /// When the user last proved their password in this session.
     pub authenticated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// How the user signed in (RFC 8176; empty for an API key or an
+    /// impersonation).
+    pub amr: Vec<stockade_core::mfa::amr::Amr>,
+    /// The user has a confirmed second factor.
+    pub mfa_enabled: bool,
     pub context: RequestContext,
     /// Set when an API key authenticated the request (then `user_id` is
     /// the key's creator and `session_id` is nil).
@@ -207,6 +212,14 @@ async fn authenticate(parts: &mut Parts, state: &AuthState) -> Result<Principal,
         impersonator: live.impersonator,
     };
     super::refusals::Witness::saw(parts, tenant_id, &actor, &context);
+    // A member the tenant's MFA policy covers, without a factor, may only
+    // enrol one (an impersonator acts under the platform's own rule).
+    if live.impersonator.is_none()
+        && !live.mfa_enabled
+        && stockade_core::mfa::policy::covers(live.mfa_required, &live.role, &live.permissions)
+    {
+        crate::mfa::gate::enrolment_only(parts)?;
+    }
     Ok(Principal {
         user_id,
         tenant_id,
@@ -215,6 +228,8 @@ async fn authenticate(parts: &mut Parts, state: &AuthState) -> Result<Principal,
         permissions: live.permissions,
         impersonator: live.impersonator,
         authenticated_at: live.authenticated_at,
+        amr: live.amr,
+        mfa_enabled: live.mfa_enabled,
         context,
         api_key: None,
     })
@@ -261,6 +276,8 @@ async fn api_key_principal(
         permissions: key.permissions,
         impersonator: None,
         authenticated_at: None,
+        amr: Vec::new(),
+        mfa_enabled: false,
         context,
         api_key: Some(ApiKeyRef {
             id: key.key_id,

@@ -19,7 +19,7 @@ use super::store::{self as users, AuthUser};
 use super::throttle;
 use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
 use crate::http::{ApiError, AuthState, Principal};
-use crate::ids::TenantId;
+use crate::ids::{TenantId, UserId};
 
 /// 429 `auth.account_locked` with `Retry-After`: the one answer of every
 /// route while the account is locked.
@@ -96,6 +96,9 @@ async fn audit_account(
         ),
         None => (vec![TenantId::PLATFORM], Actor::System),
     };
+    if let (Some(u), Some(until)) = (user, locked) {
+        lockout_notice(state, u, until, context).await?;
+    }
     for tenant in tenants {
         let mut events: Vec<NewEvent> = attempt.map(|f| f(actor.clone())).into_iter().collect();
         if let Some(until) = locked {
@@ -189,5 +192,99 @@ async fn audit_here(state: &AuthState, p: &Principal, event: NewEvent) -> Result
     .await
     .map_err(ApiError::internal)?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Queues the `lockout_notice` email of the lock ending at `until`: when,
+/// from which address, and how to get back in. Once per lock (the outbox's
+/// de-duplication key names the account and the lock's end), however many
+/// failures race to cause it.
+async fn lockout_notice(
+    state: &AuthState,
+    user: &AuthUser,
+    until: DateTime<Utc>,
+    context: &RequestContext,
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    let from = context.ip.as_deref().unwrap_or("unknown");
+    let body = format!(
+        "Your account was locked at {now} after too many failed sign-in attempts \
+         (the last from the address {from}).\n\n\
+         It unlocks by itself at {until}. If these attempts were not yours, reset your \
+         password now (POST /v1/auth/password-reset/request, or \"Forgot password\" \
+         on the sign-in page): that ends every session and sign-in link.\n",
+        now = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        until = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let key = format!("lockout:{}:{}", user.id, until.timestamp());
+    let mut tx = state.db.global_tx().await?;
+    crate::email::enqueue_once(
+        &mut tx,
+        state.clock.as_ref(),
+        &state.master(),
+        &crate::email::Message {
+            to: &user.email,
+            kind: "lockout_notice",
+            subject: "Your account was locked",
+            body: &body,
+        },
+        &key,
+        state.config.is_production(),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// 429 `auth.account_locked` while `user`'s account is locked: a second
+/// factor is not even checked then.
+pub(crate) async fn refuse_if_locked(state: &AuthState, user: UserId) -> Result<(), ApiError> {
+    let Some(u) = users::find_auth_user_by_id(&state.db, user).await? else {
+        return Err(ApiError::unauthenticated());
+    };
+    let now = state.clock.now();
+    let standing = throttle::standing(&mut state.db.global_read().await?, &u.email_key).await?;
+    match standing.locked_until(now) {
+        Some(until) => Err(account_locked(until, now)),
+        None => Ok(()),
+    }
+}
+
+/// Counts a wrong second factor of `user` toward the account's lockout as a
+/// wrong password counts, writes `event` (its `auth.mfa.failed`) in
+/// `tenant`, and, when this failure locked the account, the lock as
+/// sign-in writes it (and the lockout notice).
+pub(crate) async fn count_factor_failure(
+    state: &AuthState,
+    user: UserId,
+    tenant: TenantId,
+    event: NewEvent,
+    context: &RequestContext,
+) -> Result<(), ApiError> {
+    let Some(u) = users::find_auth_user_by_id(&state.db, user).await? else {
+        return Err(ApiError::unauthenticated());
+    };
+    let locked = throttle::record_failure(&state.db, &u.email_key, state.clock.now()).await?;
+    let mut tx = state.db.tenant_tx(tenant).await?;
+    audit::append(
+        &mut tx,
+        state.clock.as_ref(),
+        event.context(context.clone()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await?;
+    if locked.is_some() {
+        audit_account(state, &u.email_key, Some(&u), None, locked, context).await?;
+    }
+    Ok(())
+}
+
+/// Clears the account's failure count after a complete sign-in.
+pub(crate) async fn clear_failures(state: &AuthState, user: UserId) -> Result<(), ApiError> {
+    if let Some(u) = users::find_auth_user_by_id(&state.db, user).await? {
+        throttle::record_success(&state.db, &u.email_key).await?;
+    }
     Ok(())
 }

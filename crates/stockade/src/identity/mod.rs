@@ -24,6 +24,7 @@ pub use stockade_core::identity::email;
 
 pub use email::{Email, EmailRefusal};
 pub use erase::{EraseError, Erasure, erase_user};
+pub(crate) use lockout::{clear_failures, count_factor_failure, refuse_if_locked};
 pub(crate) use model::validate_name;
 pub use model::{IdentityError, User};
 pub use password_gate::{LOGIN_QUOTA, LoginLimiter};

@@ -15,14 +15,15 @@ use super::password::Verification;
 use super::password_gate::{check_policy, limit_ip, policies_for};
 use super::store::{self as users, AuthUser, UserMembership};
 use super::throttle;
-use crate::audit::{self, Actor, NewEvent, Outcome, RequestContext, Target};
+use crate::audit::{self, NewEvent, Outcome, RequestContext, Target};
 use crate::http::client_ip::{ClientAddr, ClientIp};
 use crate::http::{ApiError, ApiJson, AuditContext, Principal};
 use crate::ids::{TenantId, UserId};
 use crate::platform::operation;
 use crate::sessions::{self, TokenResponse};
 use crate::tenancy;
-use crate::tenancy::allowlist::{self, Pathway};
+use crate::tenancy::allowlist::Pathway;
+use stockade_core::mfa::amr::Amr;
 
 /// The OpenAPI description of these routes.
 #[derive(utoipa::OpenApi)]
@@ -156,6 +157,20 @@ async fn login(
         failed_login(&state, &email_key, Some(&user), "no_membership", &context).await?;
         return Err(invalid_credentials());
     };
+    if user.mfa_enabled {
+        // The password alone proves nothing yet: the failure count stays
+        // until the second factor, so wrong codes and fresh sign-ins keep
+        // adding up to the lockout.
+        return crate::mfa::challenge::issue(
+            &state,
+            user.id,
+            membership.tenant_id,
+            Amr::Pwd,
+            ip.0,
+            &context,
+        )
+        .await;
+    }
     if throttled.has_failures() {
         throttle::record_success(&state.db, &email_key).await?;
     }
@@ -167,6 +182,7 @@ async fn login(
         "auth.login.succeeded",
         &context,
         true,
+        &[Amr::Pwd],
         entry,
     )
     .await
@@ -216,6 +232,7 @@ fn choose_tenant<'a>(
 /// Creates a session in `tenant`, audits `action`, answers with tokens;
 /// first the tenant's IP allowlist must admit the client coming in through
 /// `entry` (403 `tenancy.ip_not_allowed` otherwise, nothing issued).
+#[allow(clippy::too_many_arguments)]
 async fn start_session(
     state: &IdentityState,
     user: &AuthUser,
@@ -223,38 +240,19 @@ async fn start_session(
     action: &str,
     context: &RequestContext,
     proved_password: bool,
-    (pathway, client): (Pathway, ClientAddr),
+    amr: &[Amr],
+    entry: (Pathway, ClientAddr),
 ) -> Result<Response, ApiError> {
-    let clock = state.clock.as_ref();
-    let actor = Actor::User {
-        id: user.id,
-        impersonator: None,
+    let sign_in = sessions::SignIn {
+        user: user.id,
+        tenant,
+        action,
+        context,
+        proved: proved_password,
+        amr,
+        entry,
     };
-    let tx = state.db.tenant_tx(tenant).await?;
-    let mut tx = allowlist::admit_in(state, tx, actor.clone(), client, pathway, context).await?;
-    let policy = &state.session_policy;
-    let created = if proved_password {
-        sessions::create(&mut tx, clock, user.id, policy, context).await
-    } else {
-        sessions::create_unproven(&mut tx, clock, user.id, policy, context).await
-    };
-    let (session, refresh) = created.map_err(ApiError::internal)?;
-    audit::append(
-        &mut tx,
-        clock,
-        NewEvent::new(actor, action)
-            .target(Target::new("session", session.id))
-            .context(context.clone()),
-    )
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await?;
-    let tokens = sessions::access_token(state, user.id, tenant, session.id, None)?;
-    Ok(sessions::with_cookie(
-        StatusCode::OK,
-        tokens,
-        sessions::refresh_cookie(&refresh, state.session_policy.refresh_ttl),
-    ))
+    sessions::start(state, &state.session_policy, sign_in, Vec::new()).await
 }
 
 /// Upgrades an imported bcrypt (or outdated argon2) hash to the current one.
@@ -315,28 +313,44 @@ async fn switch_tenant(
         "auth.tenant.switched",
         &p.context,
         false,
+        &p.amr,
         (Pathway::SwitchTenant, client),
     )
     .await
 }
 
+/// Exactly one proof: the password, or a second factor of the user.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReauthRequest {
-    #[schema(value_type = String, format = Password)]
-    pub password: SecretString,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    /// A 6-digit TOTP code.
+    #[serde(default)]
+    pub totp: Option<String>,
+    /// A recovery code (spent by this use).
+    #[serde(default)]
+    pub recovery_code: Option<String>,
+    /// A WebAuthn assertion answering `POST /v1/auth/webauthn/reauth/begin`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub webauthn: Option<serde_json::Value>,
 }
 
-/// Re-confirms the password (step-up): sensitive actions accept the session
-/// for the next 5 minutes. Refused to an impersonation session (403
-/// `platform.impersonation_forbidden`): an impersonator never holds the
-/// user's password. A wrong password counts toward the account's lockout
-/// as a failed sign-in does, and a locked account is refused (429
-/// `auth.account_locked`) even with the right password (`lockout`).
+/// Step-up: re-confirms the password **or** a second factor, so sensitive
+/// actions accept the session for the tenant's step-up window (5 minutes
+/// by default). A second factor also joins the session's `amr` (a
+/// platform owner's session needs one). Refused to an impersonation session
+/// (403 `platform.impersonation_forbidden`): an impersonator holds neither.
+/// A wrong password or code counts toward the account's lockout as a
+/// failed sign-in does, and a locked account is refused (429
+/// `auth.account_locked`) even with the right proof (`lockout`).
 #[utoipa::path(post, path = "/v1/auth/reauth", tag = "auth", security(("bearer" = [])),
     request_body = ReauthRequest,
     responses((status = 204), (status = 400, body = crate::http::Problem,
-            description = "`auth.wrong_password` (counted toward the account lockout)"),
+            description = "`auth.wrong_password` or `auth.mfa_invalid_code` (counted toward the \
+                account lockout), `auth.mfa_code_malformed`, `auth.mfa_factor_required`"),
         (status = 403, body = crate::http::Problem,
             description = "`platform.impersonation_forbidden`"),
         (status = 429, body = crate::http::Problem,
@@ -353,20 +367,46 @@ async fn reauth(
     let user = users::find_auth_user_by_id(&state.db, p.user_id)
         .await?
         .ok_or_else(ApiError::unauthenticated)?;
-    let event = NewEvent::new(p.actor(), "auth.session.reauthenticated")
-        .target(Target::new("session", p.session_id));
-    if !lockout::prove_password(&state, &p, &user, req.password, event.clone()).await? {
-        return Err(ApiError::bad_request(
-            "auth.wrong_password",
-            "the password is incorrect",
-        ));
-    }
+    let factor = match req.password {
+        Some(password) => {
+            if req.totp.is_some() || req.recovery_code.is_some() || req.webauthn.is_some() {
+                return Err(ApiError::bad_request(
+                    "auth.mfa_factor_required",
+                    "send exactly one of `password`, `totp`, `recovery_code` or `webauthn`",
+                ));
+            }
+            let refused = NewEvent::new(p.actor(), "auth.step_up.failed")
+                .target(Target::new("session", p.session_id))
+                .details(serde_json::json!({ "method": "password" }));
+            if !lockout::prove_password(&state, &p, &user, password, refused).await? {
+                return Err(ApiError::bad_request(
+                    "auth.wrong_password",
+                    "the password is incorrect",
+                ));
+            }
+            None
+        }
+        None => Some(
+            crate::mfa::step_up::prove(&state, &p, &req.totp, &req.recovery_code, &req.webauthn)
+                .await?,
+        ),
+    };
+    let method = factor.map_or("password", |m: Amr| m.as_str());
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;
     sessions::mark_authenticated(&mut tx, p.session_id, state.clock.now()).await?;
+    if let Some(m) = factor {
+        let mut amr = p.amr.clone();
+        amr.push(m);
+        sessions::set_amr(&mut tx, p.session_id, &amr).await?;
+    }
     audit::append(
         &mut tx,
         state.clock.as_ref(),
-        event.outcome(Outcome::Success).context(p.context.clone()),
+        NewEvent::new(p.actor(), "auth.step_up.succeeded")
+            .target(Target::new("session", p.session_id))
+            .details(serde_json::json!({ "method": method }))
+            .outcome(Outcome::Success)
+            .context(p.context.clone()),
     )
     .await
     .map_err(ApiError::internal)?;

@@ -30,6 +30,7 @@ use crate::http::{ApiError, ApiJson, AuditContext};
 use crate::ids::{TenantId, UserId};
 use crate::sessions::{self, TokenResponse};
 use crate::tenancy::{self, NewTenant, Slug, TenancyError, Tenant, TenantName};
+use stockade_core::mfa::amr::Amr;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -229,12 +230,18 @@ pub(crate) async fn complete(
             .await
             .map_err(ApiError::internal)?;
     }
-    let (session, refresh) =
-        sessions::create(&mut tx, clock, user.id, &state.session_policy, context)
-            .await
-            .map_err(ApiError::internal)?;
+    let (session, refresh) = sessions::create(
+        &mut tx,
+        clock,
+        user.id,
+        &state.session_policy,
+        context,
+        &[Amr::Pwd],
+    )
+    .await
+    .map_err(ApiError::internal)?;
     tx.commit().await?;
-    let tokens = sessions::access_token(state, user.id, tenant.id, session.id, None)?;
+    let tokens = sessions::access_token(state, &session)?;
     Ok(sessions::with_cookie(
         StatusCode::CREATED,
         SignupResponse {

@@ -97,6 +97,8 @@ pub struct AuthUser {
     pub name: String,
     pub status: String,
     pub password_hash: Option<String>,
+    /// The user has a confirmed second factor: sign-in asks for it.
+    pub mfa_enabled: bool,
 }
 
 pub async fn find_auth_user(db: &Db, email_key: &str) -> Result<Option<AuthUser>, DbError> {
@@ -109,7 +111,7 @@ pub(super) async fn find_auth_user_in(
     email_key: &str,
 ) -> Result<Option<AuthUser>, DbError> {
     tx.fetch_optional(
-        "SELECT id, email, email_key, name, status, password_hash FROM users WHERE email_key = $1",
+        "SELECT id, email, email_key, name, status, password_hash, mfa_enabled FROM users WHERE email_key = $1",
         vec![email_key.into()],
     )
     .await
@@ -119,7 +121,7 @@ pub async fn find_auth_user_by_id(db: &Db, id: UserId) -> Result<Option<AuthUser
     db.global_read()
         .await?
         .fetch_optional(
-            "SELECT id, email, email_key, name, status, password_hash FROM users WHERE id = $1",
+            "SELECT id, email, email_key, name, status, password_hash, mfa_enabled FROM users WHERE id = $1",
             vec![id.into()],
         )
         .await

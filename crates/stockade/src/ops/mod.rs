@@ -43,6 +43,7 @@ pub struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::identity::routes::IdentityApi::openapi());
+    doc.merge(crate::mfa::MfaApi::openapi());
     doc.merge(crate::sessions::SessionsApi::openapi());
     doc.merge(crate::rbac::RbacApi::openapi());
     doc.merge(crate::tenancy::TenancyApi::openapi());

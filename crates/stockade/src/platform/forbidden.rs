@@ -41,6 +41,7 @@ pub mod operation {
     pub const API_KEY_CREATE: &str = "api_key_create";
     pub const API_KEY_ROTATE: &str = "api_key_rotate";
     pub const API_KEY_REVOKE: &str = "api_key_revoke";
+    pub const MFA_CHANGE: &str = "mfa_change";
 }
 
 impl Principal {

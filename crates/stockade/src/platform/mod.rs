@@ -75,6 +75,16 @@ where
             deny(state, &p, "not_owner", parts.uri.path()).await;
             return Err(forbidden());
         }
+        // Platform owners always need a second factor (SPEC §2.4): enrolled,
+        // and used to sign in (or to step up) in this session.
+        if !p.mfa_enabled || !p.amr.iter().any(|m| m.is_second_factor()) {
+            deny(state, &p, "mfa_required", parts.uri.path()).await;
+            return Err(crate::mfa::gate::enrolment_required().with_detail(
+                "platform owners need a second factor: enrol one (POST /v1/auth/mfa/totp/setup \
+                 or /v1/auth/webauthn/register/begin), then sign in with it or confirm it at \
+                 POST /v1/auth/reauth",
+            ));
+        }
         Ok(Self(p))
     }
 }

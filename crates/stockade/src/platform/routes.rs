@@ -309,13 +309,7 @@ async fn impersonate(
         }))
         .context(owner.context.clone());
     audit_both(&state, tx, event).await?;
-    let token = sessions::access_token(
-        &state,
-        user.id,
-        membership.tenant_id,
-        session.id,
-        Some(owner.user_id),
-    )?;
+    let token = sessions::access_token(&state, &session)?;
     Ok(Json(ImpersonationResponse {
         token,
         expires_at: session.absolute_expires_at,

@@ -259,12 +259,50 @@ pub(super) async fn redeem_sign_in_link(
         impersonator: None,
     };
     let mut tx = allowlist::admit_in(&state, tx, user, ip.0, Pathway::SignInLink, &context).await?;
+    // A link is the first factor only: a user with a second factor must
+    // still give it (`POST /v1/auth/mfa`); the link is spent either way.
+    let has_factor = crate::identity::find_auth_user_by_id(&state.db, link.user_id)
+        .await?
+        .is_some_and(|u| u.mfa_enabled);
+    if has_factor {
+        audit::append(
+            &mut tx,
+            clock,
+            NewEvent::new(
+                Actor::User {
+                    id: link.user_id,
+                    impersonator: None,
+                },
+                "auth.sign_in_link.used",
+            )
+            .target(Target::new("user", link.user_id))
+            .details(serde_json::json!({
+                "link_id": link_id(&hash),
+                "created_by": link.created_by,
+                "second_factor": "required",
+            }))
+            .context(context.clone()),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        tx.commit().await?;
+        return crate::mfa::challenge::issue(
+            &state,
+            link.user_id,
+            link.tenant_id,
+            stockade_core::mfa::amr::Amr::Email,
+            ip.0,
+            &context,
+        )
+        .await;
+    }
     let (session, refresh) = sessions::create_unproven(
         &mut tx,
         clock,
         link.user_id,
         &state.session_policy,
         &context,
+        &[stockade_core::mfa::amr::Amr::Email],
     )
     .await
     .map_err(ApiError::internal)?;
@@ -288,7 +326,7 @@ pub(super) async fn redeem_sign_in_link(
     .await
     .map_err(ApiError::internal)?;
     tx.commit().await?;
-    let tokens = sessions::access_token(&state, link.user_id, link.tenant_id, session.id, None)?;
+    let tokens = sessions::access_token(&state, &session)?;
     Ok(sessions::with_cookie(
         StatusCode::OK,
         tokens,

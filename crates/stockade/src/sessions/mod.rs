@@ -11,6 +11,7 @@ mod everywhere;
 mod model;
 mod rotation_batch;
 mod routes;
+mod start;
 mod state;
 mod store;
 
@@ -21,9 +22,10 @@ pub use model::{
 pub use rotation_batch::RotationBatcher;
 pub use routes::{ACCESS_TOKEN_SECONDS, SessionView, SessionsApi, TokenResponse, routes};
 pub(crate) use routes::{access_token, refresh_cookie, with_cookie};
+pub(crate) use start::{SignIn, start};
 pub use state::SessionsState;
 pub use store::{
     IMPERSONATION_TTL, Live, RefreshError, Refusal, Rotated, Sighting, check, create,
     create_impersonation, create_unproven, list_for_user, look_up, mark_authenticated, revoke,
-    revoke_all_for_user, rotate, rotate_seen,
+    revoke_all_for_user, rotate, rotate_seen, set_amr,
 };

@@ -98,6 +98,9 @@ pub struct Session {
     pub authenticated_at: Option<DateTime<Utc>>,
     /// The platform owner acting through this session (impersonation).
     pub impersonator_id: Option<UserId>,
+    /// How the user signed in (RFC 8176 values, space-separated:
+    /// `stockade_core::mfa::amr`); copied into each access token.
+    pub amr: Option<String>,
 }
 
 impl Session {

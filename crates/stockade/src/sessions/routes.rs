@@ -18,7 +18,7 @@ use crate::crypto::jwt::{ActClaim, Claims};
 use crate::http::auth_state::AUDIENCE;
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, AuditContext, AuthState, Principal, SameOrigin};
-use crate::ids::{SessionId, TenantId, UserId};
+use crate::ids::SessionId;
 use crate::tenancy::allowlist::{self, Pathway};
 
 /// Access tokens live 15 minutes (SPEC §2.2).
@@ -53,22 +53,24 @@ pub struct TokenResponse {
 /// Signs an access token for a session.
 pub(crate) fn access_token(
     state: &AuthState,
-    user: UserId,
-    tenant: TenantId,
-    session: SessionId,
-    impersonator: Option<UserId>,
+    session: &Session,
 ) -> Result<TokenResponse, ApiError> {
     let now = state.clock.now().timestamp();
     let claims = Claims {
         iss: state.issuer.clone(),
         aud: AUDIENCE.to_owned(),
-        sub: user.to_string(),
-        tid: tenant.to_string(),
-        sid: session.to_string(),
+        sub: session.user_id.to_string(),
+        tid: session.tenant_id.to_string(),
+        sid: session.id.to_string(),
         iat: now,
         exp: now + ACCESS_TOKEN_SECONDS,
         jti: uuid::Uuid::new_v4().to_string(),
-        act: impersonator.map(|u| ActClaim { sub: u.to_string() }),
+        act: session
+            .impersonator_id
+            .map(|u| ActClaim { sub: u.to_string() }),
+        amr: stockade_core::mfa::amr::claim(&stockade_core::mfa::amr::decode(
+            session.amr.as_deref().unwrap_or(""),
+        )),
     };
     let token = state.keyring().issue(&claims).map_err(ApiError::internal)?;
     Ok(TokenResponse {
@@ -149,13 +151,7 @@ async fn refresh(
     match rotated {
         // `rotate` refuses impersonation sessions; the mark is carried
         // anyway, so no path can drop it.
-        Ok(r) => match access_token(
-            &state,
-            r.session.user_id,
-            r.session.tenant_id,
-            r.session.id,
-            r.session.impersonator_id,
-        ) {
+        Ok(r) => match access_token(&state, &r.session) {
             Ok(body) => with_cookie(
                 StatusCode::OK,
                 body,

@@ -12,6 +12,7 @@ use crate::audit::RequestContext;
 use crate::clock::Clock;
 use crate::db::{DbError, TenantTx, UserTx};
 use crate::ids::{SessionId, TenantId, UserId};
+use stockade_core::mfa::amr::{self, Amr};
 
 mod check;
 mod rotation;
@@ -52,15 +53,17 @@ pub struct Rotated {
 }
 
 /// Creates a session and its first refresh token inside `tx`, for a user
-/// who has just proved their password.
+/// who has just proved their password (and, when `amr` says so, a second
+/// factor).
 pub async fn create(
     tx: &mut TenantTx,
     clock: &dyn Clock,
     user: UserId,
     policy: &SessionPolicy,
     context: &RequestContext,
+    amr: &[Amr],
 ) -> Result<(Session, RefreshToken), RefreshError> {
-    let (session, token) = insert(tx, clock, user, true, None, context).await?;
+    let (session, token) = insert(tx, clock, user, true, None, context, amr).await?;
     let token = match token {
         Some(t) => t,
         None => issue_refresh(tx, session.id, clock.now(), policy).await?,
@@ -68,16 +71,19 @@ pub async fn create(
     Ok((session, token))
 }
 
-/// Creates a session without a fresh password proof (switching tenant):
-/// sensitive actions in it need a re-authentication first.
+/// Creates a session without a fresh password proof (switching tenant,
+/// a sign-in link): sensitive actions in it need a re-authentication
+/// first. `amr` says how the user signed in (a switch carries the current
+/// session's).
 pub async fn create_unproven(
     tx: &mut TenantTx,
     clock: &dyn Clock,
     user: UserId,
     policy: &SessionPolicy,
     context: &RequestContext,
+    amr: &[Amr],
 ) -> Result<(Session, RefreshToken), RefreshError> {
-    let (session, _) = insert(tx, clock, user, false, None, context).await?;
+    let (session, _) = insert(tx, clock, user, false, None, context, amr).await?;
     let token = issue_refresh(tx, session.id, clock.now(), policy).await?;
     Ok((session, token))
 }
@@ -91,7 +97,7 @@ pub async fn create_impersonation(
     impersonator: UserId,
     context: &RequestContext,
 ) -> Result<Session, RefreshError> {
-    let (session, _) = insert(tx, clock, user, false, Some(impersonator), context).await?;
+    let (session, _) = insert(tx, clock, user, false, Some(impersonator), context, &[]).await?;
     Ok(session)
 }
 
@@ -105,6 +111,7 @@ async fn insert(
     proved_password: bool,
     impersonator: Option<UserId>,
     context: &RequestContext,
+    amr: &[Amr],
 ) -> Result<(Session, Option<RefreshToken>), RefreshError> {
     let now = clock.now();
     let settings = crate::tenancy::settings::load(tx).await?;
@@ -115,8 +122,8 @@ async fn insert(
     let session: Session = tx
         .fetch_one(
             "INSERT INTO sessions (tenant_id, id, user_id, created_at, last_seen_at, ip, user_agent, \
-             idle_timeout_secs, absolute_expires_at, authenticated_at, impersonator_id) \
-             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+             idle_timeout_secs, absolute_expires_at, authenticated_at, impersonator_id, amr) \
+             VALUES ($1, $2, $3, $4, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
             vec![
                 SessionId::new().into(),
                 user.into(),
@@ -127,6 +134,7 @@ async fn insert(
                 absolute_end.into(),
                 proved_password.then_some(now).into(),
                 impersonator.into(),
+                (!amr.is_empty()).then(|| amr::encode(amr)).into(),
             ],
         )
         .await?;
@@ -142,6 +150,21 @@ pub async fn mark_authenticated(
     tx.execute(
         "UPDATE sessions SET authenticated_at = $3 WHERE tenant_id = $1 AND id = $2",
         vec![session.into(), now.into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records how the user has now proved themselves in this session (a
+/// second factor at step-up joins the methods of the sign-in).
+pub async fn set_amr(
+    tx: &mut TenantTx,
+    session: SessionId,
+    methods: &[Amr],
+) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE sessions SET amr = $3 WHERE tenant_id = $1 AND id = $2",
+        vec![session.into(), amr::encode(methods).into()],
     )
     .await?;
     Ok(())

@@ -40,6 +40,7 @@ use crate::ids::UserId;
 use crate::sessions::{self, SessionPolicy, TokenResponse};
 use crate::tenancy;
 use crate::tenancy::allowlist::{self, Pathway};
+use stockade_core::mfa::amr::Amr;
 
 /// An invitation accepted by a new account, waiting for its verification
 /// link. The same shape whether or not the address has an account (the
@@ -221,11 +222,18 @@ pub(crate) async fn complete(
     )
     .await
     .map_err(ApiError::internal)?;
-    let (session, refresh) = sessions::create(&mut tx, clock, user.id, session_policy, context)
-        .await
-        .map_err(ApiError::internal)?;
+    let (session, refresh) = sessions::create(
+        &mut tx,
+        clock,
+        user.id,
+        session_policy,
+        context,
+        &[Amr::Pwd],
+    )
+    .await
+    .map_err(ApiError::internal)?;
     tx.commit().await?;
-    let tokens = sessions::access_token(state, user.id, tenant.id, session.id, None)?;
+    let tokens = sessions::access_token(state, &session)?;
     Ok(sessions::with_cookie(
         StatusCode::CREATED,
         AcceptedAccount {

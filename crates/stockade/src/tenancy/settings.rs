@@ -12,42 +12,17 @@ use crate::db::{DbError, TenantTx};
 use crate::http::client_ip::ClientAddr;
 use crate::identity::password::PasswordPolicy;
 
-/// Who must use multi-factor authentication. Only `off` is accepted until
-/// multi-factor sign-in exists: a requirement nothing enforces would be a
-/// promise the server does not keep (`PATCH` answers 422
-/// `tenancy.setting_unavailable`; migration 0024 reset stored values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MfaRequired {
-    Off,
-    Admins,
-    All,
-}
-
-impl MfaRequired {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Off => "off",
-            Self::Admins => "admins",
-            Self::All => "all",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "admins" => Self::Admins,
-            "all" => Self::All,
-            _ => Self::Off,
-        }
-    }
-}
+/// Who must use multi-factor authentication (`off`, `admins`, `all`);
+/// whom each covers is `stockade_core::mfa::policy::covers`, enforced on
+/// every request (`http::principal`).
+pub use stockade_core::mfa::policy::MfaRequired;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantSettings {
     pub password_policy: PasswordPolicy,
     pub session_idle_secs: i64,
     pub session_absolute_secs: i64,
-    /// Always `off` until multi-factor sign-in exists (see [`MfaRequired`]).
+    /// Who must have a second factor (see [`MfaRequired`]).
     pub mfa_required: MfaRequired,
     /// CIDRs the tenant may be reached from; empty means anywhere.
     #[schema(value_type = Vec<String>)]
@@ -75,10 +50,6 @@ impl Default for TenantSettings {
     }
 }
 
-/// Why `mfa_required` can only be `off` for now.
-pub const MFA_UNAVAILABLE: &str = "mfa_required: multi-factor sign-in is not available yet, \
-     so nothing could enforce a requirement: only `off` is accepted";
-
 /// Bounds: idle 5 minutes to 30 days, absolute 1 hour to 365 days, idle not
 /// longer than absolute; retention 1 to 3650 days (and never below the
 /// deployment's floor: `settings_api`, `audit::retention_policy`); at most
@@ -93,9 +64,6 @@ pub const API_KEY_RATE_RANGE: std::ops::RangeInclusive<i64> = 1..=100_000;
 impl TenantSettings {
     pub fn validate(&self) -> Result<(), String> {
         self.password_policy.validate()?;
-        if self.mfa_required != MfaRequired::Off {
-            return Err(MFA_UNAVAILABLE.into());
-        }
         if !IDLE_RANGE.contains(&self.session_idle_secs) {
             return Err("session_idle_secs must be from 300 to 2592000".into());
         }
@@ -283,14 +251,6 @@ mod tests {
         let mut s = TenantSettings::default();
         s.password_policy.min_length = 4;
         assert!(s.validate().is_err());
-        // Nothing enforces a multi-factor requirement yet: it cannot be stored.
-        for mfa in [MfaRequired::Admins, MfaRequired::All] {
-            let s = TenantSettings {
-                mfa_required: mfa,
-                ..TenantSettings::default()
-            };
-            assert_eq!(s.validate(), Err(MFA_UNAVAILABLE.to_owned()));
-        }
         for rate in [0, 100_001] {
             let s = TenantSettings {
                 api_key_rate_per_minute: rate,

@@ -51,8 +51,10 @@ pub struct SettingsPatch {
     pub session_idle_secs: Option<i64>,
     #[serde(default)]
     pub session_absolute_secs: Option<i64>,
-    /// Only `off` until multi-factor sign-in exists (else 422
-    /// `tenancy.setting_unavailable`).
+    /// Who must have a second factor: `off`, `admins` or `all`. A policy
+    /// covering the caller, who has no factor, is refused (409
+    /// `tenancy.mfa_self_lockout`). Audited as
+    /// `tenancy.settings.mfa_policy.changed` too.
     #[serde(default)]
     pub mfa_required: Option<MfaRequired>,
     #[serde(default)]
@@ -72,15 +74,17 @@ pub struct SettingsPatch {
 /// would shut out the caller's own address is refused. `audit_retention_days`
 /// below the deployment's floor (`STOCKADE_AUDIT_RETENTION_MIN_DAYS`) is
 /// refused with 422 `tenancy.retention_below_floor`; a shortening applies
-/// only to events written after it (the event records the hold). A setting
-/// that nothing could enforce yet (`mfa_required` other than `off`) is
-/// refused with 422 `tenancy.setting_unavailable`, changing nothing.
+/// only to events written after it (the event records the hold). An MFA
+/// policy that would cover the caller, who has no second factor, is
+/// refused (409 `tenancy.mfa_self_lockout`). Needs a recent step-up.
 #[utoipa::path(patch, path = "/v1/tenant/settings", tag = "tenancy", security(("bearer" = [])),
     request_body = SettingsPatch,
     responses((status = 200, body = TenantSettings), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem),
+        (status = 409, body = crate::http::Problem,
+            description = "`tenancy.allowlist_lockout` or `tenancy.mfa_self_lockout`"),
         (status = 422, body = crate::http::Problem,
-            description = "`tenancy.retention_below_floor`; `tenancy.setting_unavailable`: the value needs a capability that does not exist yet")))]
+            description = "`tenancy.retention_below_floor`")))]
 async fn patch_settings(
     State(state): State<TenancyState>,
     ClientIp(ip): ClientIp,
@@ -103,13 +107,15 @@ async fn patch_settings(
         new.session_absolute_secs = v;
     }
     if let Some(v) = patch.mfa_required {
-        if v != MfaRequired::Off {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "tenancy.setting_unavailable",
-            )
-            .with_detail(settings::MFA_UNAVAILABLE)
-            .with_errors(serde_json::json!({ "setting": "mfa_required" })));
+        // Never a policy that shuts its own author out: enrol first.
+        let covers_me = stockade_core::mfa::policy::covers(v, &p.role, &p.permissions);
+        if v != old.mfa_required && covers_me && !p.mfa_enabled {
+            return Err(
+                ApiError::new(StatusCode::CONFLICT, "tenancy.mfa_self_lockout").with_detail(
+                    "this policy covers you and you have no second factor: enrol one first \
+                     (POST /v1/auth/mfa/totp/setup)",
+                ),
+            );
         }
         new.mfa_required = v;
     }
@@ -181,16 +187,26 @@ async fn patch_settings(
             fields.insert("audit_retention_hold".to_owned(), serde_json::json!(hold));
         }
     }
-    audit::append(
-        &mut tx,
-        state.clock.as_ref(),
+    let mut events = vec![
         NewEvent::new(p.actor(), "tenancy.settings.updated")
             .target(Target::new("tenant", p.tenant_id))
             .details(details)
             .context(p.context.clone()),
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    ];
+    if new.mfa_required != old.mfa_required {
+        events.push(
+            NewEvent::new(p.actor(), "tenancy.settings.mfa_policy.changed")
+                .target(Target::new("tenant", p.tenant_id))
+                .details(serde_json::json!({
+                    "old": old.mfa_required.as_str(),
+                    "new": new.mfa_required.as_str(),
+                }))
+                .context(p.context.clone()),
+        );
+    }
+    audit::append_many(&mut tx, state.clock.as_ref(), events)
+        .await
+        .map_err(ApiError::internal)?;
     tx.commit().await?;
     Ok(Json(new))
 }

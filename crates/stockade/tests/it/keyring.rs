@@ -61,6 +61,7 @@ fn claims_at(now: DateTime<Utc>) -> Claims {
         exp: (now + ACCESS_TOKEN_TTL).timestamp(),
         jti: uuid::Uuid::new_v4().to_string(),
         act: None,
+        amr: Vec::new(),
     }
 }
 

@@ -34,6 +34,7 @@ pub(super) fn claims_at(now: DateTime<Utc>) -> Claims {
         exp: (now + ACCESS_TOKEN_TTL).timestamp(),
         jti: "jti-1".into(),
         act: None,
+        amr: Vec::new(),
     }
 }
 

@@ -9,6 +9,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::db::{Db, DbError};
 use crate::ids::{SessionId, TenantId, UserId};
 use crate::sessions::model::{SessionStatus, session_status};
+use stockade_core::mfa::amr::{self, Amr};
+use stockade_core::mfa::policy::MfaRequired;
 
 /// What the per-request check learns about a live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,12 @@ pub struct Live {
     pub permissions: std::sync::Arc<crate::rbac::PermissionSet>,
     /// When the session stops being live on its own (idle or absolute end).
     pub live_until: DateTime<Utc>,
+    /// How the user signed in (RFC 8176).
+    pub amr: Vec<Amr>,
+    /// The user has a confirmed second factor.
+    pub mfa_enabled: bool,
+    /// The tenant's MFA requirement.
+    pub mfa_required: MfaRequired,
 }
 
 #[derive(sqlx::FromRow)]
@@ -45,6 +53,9 @@ struct CheckRow {
     membership_status: String,
     user_status: String,
     tenant_status: String,
+    amr: Option<String>,
+    mfa_enabled: bool,
+    mfa_required: Option<String>,
 }
 
 /// Why a credential's session cannot act.
@@ -74,7 +85,8 @@ pub async fn check(
              r.record_rules AS role_record_rules, ts.ip_allowlist, t.slug AS tenant_slug, \
              s.authenticated_at, s.impersonator_id, \
              m.status AS membership_status, \
-             u.status AS user_status, t.status AS tenant_status \
+             u.status AS user_status, t.status AS tenant_status, \
+             s.amr, u.mfa_enabled, ts.mfa_required \
              FROM sessions s \
              JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id \
              LEFT JOIN roles r ON r.tenant_id = s.tenant_id AND r.name = m.role \
@@ -124,6 +136,12 @@ pub async fn check(
                 role: r.role,
                 permissions: std::sync::Arc::new(permissions),
                 live_until,
+                amr: amr::decode(r.amr.as_deref().unwrap_or("")),
+                mfa_enabled: r.mfa_enabled,
+                mfa_required: r
+                    .mfa_required
+                    .as_deref()
+                    .map_or(MfaRequired::Off, MfaRequired::parse),
             }),
             false => Err(Refusal::NotLive),
         }
