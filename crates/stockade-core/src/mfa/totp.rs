@@ -58,6 +58,12 @@ pub fn secret_base32(secret: &[u8]) -> Zeroizing<String> {
     Zeroizing::new(totp_rs::Secret::from(secret.to_vec()).to_base32())
 }
 
+/// A base32 secret read back (an app's manual entry; tests play the app).
+pub fn decode_base32(secret: &str) -> Option<Zeroizing<Vec<u8>>> {
+    let secret = totp_rs::Secret::try_from_base32(secret).ok()?;
+    Some(Zeroizing::new(secret.as_ref().to_vec()))
+}
+
 /// A submitted code: exactly six ASCII digits, spaces ignored (apps show
 /// `123 456`). Anything else — letters, full-width or other Unicode
 /// digits, more or fewer digits — is malformed.
@@ -186,5 +192,8 @@ mod tests {
         );
         assert!(uri.contains(&format!("secret={}", secret_base32(RFC_SECRET).as_str())));
         assert!(uri.contains("issuer=Stockade"));
+        let typed = decode_base32(&secret_base32(RFC_SECRET)).unwrap();
+        assert_eq!(typed.as_slice(), RFC_SECRET);
+        assert!(decode_base32("not base32!").is_none());
     }
 }

@@ -59,11 +59,18 @@ pub struct Wrapped {
     pub outbox: u64,
     /// Tenants' audit webhook signing secrets (`audit::webhook`).
     pub webhook_secrets: u64,
+    /// Users' TOTP secrets (`mfa::totp`).
+    pub totp_secrets: u64,
 }
 
 impl Wrapped {
     pub fn total(&self) -> u64 {
-        self.tenant_keys + self.signing_keys + self.server_keys + self.outbox + self.webhook_secrets
+        self.tenant_keys
+            + self.signing_keys
+            + self.server_keys
+            + self.outbox
+            + self.webhook_secrets
+            + self.totp_secrets
     }
 }
 
@@ -71,12 +78,14 @@ impl std::fmt::Display for Wrapped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} tenant keys, {} signing keys, {} server keys, {} queued emails, {} webhook secrets",
+            "{} tenant keys, {} signing keys, {} server keys, {} queued emails, {} webhook secrets, \
+             {} TOTP secrets",
             self.tenant_keys,
             self.signing_keys,
             self.server_keys,
             self.outbox,
-            self.webhook_secrets
+            self.webhook_secrets,
+            self.totp_secrets
         )
     }
 }
@@ -95,7 +104,14 @@ fn outbox_aad(id: &str) -> Vec<u8> {
     uuid::Uuid::parse_str(id).map_or_else(|_| Vec::new(), crate::email::outbox_aad)
 }
 
-const GLOBAL: [GlobalSealed; 3] = [
+fn totp_aad(user: &str) -> Vec<u8> {
+    uuid::Uuid::parse_str(user).map_or_else(
+        |_| Vec::new(),
+        |u| crate::mfa::totp::aad(crate::ids::UserId(u)),
+    )
+}
+
+const GLOBAL: [GlobalSealed; 4] = [
     GlobalSealed {
         table: "signing_keys",
         key: "kid",
@@ -116,6 +132,13 @@ const GLOBAL: [GlobalSealed; 3] = [
         sealed: "sealed_body",
         aad: outbox_aad,
         field: |w| &mut w.outbox,
+    },
+    GlobalSealed {
+        table: "mfa_totp",
+        key: "user_id",
+        sealed: "sealed_secret",
+        aad: totp_aad,
+        field: |w| &mut w.totp_secrets,
     },
 ];
 
@@ -241,6 +264,7 @@ pub async fn rotate_master(
                 "signing_keys": rewrapped.signing_keys,
                 "server_keys": rewrapped.server_keys,
                 "outbox": rewrapped.outbox,
+                "totp_secrets": rewrapped.totp_secrets,
             },
         })),
     )
@@ -277,7 +301,7 @@ async fn rewrap_global(
     let mut done = 0;
     loop {
         let mut tx = db.global_tx().await?;
-        let n = if t.table == "email_outbox" {
+        let n = if matches!(t.table, "email_outbox" | "mfa_totp") {
             let rows: Vec<(uuid::Uuid, Vec<u8>, i64)> = tx
                 .fetch_all(&select, vec![target.into(), BATCH.into()])
                 .await?;

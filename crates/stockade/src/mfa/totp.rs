@@ -21,7 +21,8 @@ use crate::http::{ApiError, ApiJson, AuthState, Principal};
 use crate::ids::UserId;
 use crate::platform::operation;
 
-fn aad(user: UserId) -> Vec<u8> {
+/// The associated data a user's TOTP secret is sealed with.
+pub fn aad(user: UserId) -> Vec<u8> {
     format!("stockade:mfa_totp:{user}").into_bytes()
 }
 

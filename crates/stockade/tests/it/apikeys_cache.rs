@@ -122,6 +122,7 @@ async fn cached_keys_follow_their_tenant(backend: Backend) {
         return;
     };
     let root = signup(&s, "root-ops", ROOT).await;
+    let _root_totp = crate::mfa::owner_factor(&s, &root.access).await;
     let owner = signup(&s, "acme", "owner@acme.test").await;
     let settings = |body: Value| {
         s.client

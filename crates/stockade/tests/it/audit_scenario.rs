@@ -198,10 +198,10 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
         user("records.record.deleted", &owner_id),
         user("records.import.completed", &owner_id),
         user("records.import.failed", &owner_id),
-        user("auth.session.reauthenticated", &owner_id),
+        user("auth.step_up.failed", &owner_id),
         user("auth.password.change_failed", &owner_id),
         user("auth.password.change_failed", &owner_id),
-        user("auth.session.reauthenticated", &owner_id),
+        user("auth.step_up.succeeded", &owner_id),
         user("tenancy.settings.updated", &owner_id),
         user("audit.webhook.configured", &owner_id),
         user("audit.webhook.removed", &owner_id),
@@ -233,9 +233,10 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
     };
     let pair = |o: &str, r: &str| (o.to_owned(), r.to_owned());
     assert_eq!(
-        outcomes("auth.session.reauthenticated"),
-        [pair("denied", "account_locked"), pair("success", "")]
+        outcomes("auth.step_up.failed"),
+        [pair("denied", "account_locked")]
     );
+    assert_eq!(outcomes("auth.step_up.succeeded"), [pair("success", "")]);
     assert_eq!(
         outcomes("auth.password.change_failed"),
         [

@@ -188,17 +188,17 @@ async fn ten_wrong_step_up_passwords_lock_the_account(backend: Backend) {
     assert_eq!(
         tail,
         [
-            "auth.session.reauthenticated",
+            "auth.step_up.failed",
             "auth.account.locked",
             "auth.login.failed",
-            "auth.session.reauthenticated",
-            "auth.session.reauthenticated",
+            "auth.step_up.failed",
+            "auth.step_up.failed",
         ],
         "{actions:?}"
     );
     s.clock.advance(chrono::Duration::minutes(15));
     let owner = login_from(crate::auth::login(&s, OWNER, PASSWORD, None).await).await;
-    let reauths = events(&s, &owner.access, "auth.session.reauthenticated").await;
+    let reauths = events(&s, &owner.access, "auth.step_up.failed").await;
     let outcomes: Vec<(&str, &str)> = reauths
         .iter()
         .map(|e| {

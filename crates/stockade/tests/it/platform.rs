@@ -23,6 +23,8 @@ pub const OWNERS: &[(&str, &str)] = &[("STOCKADE_PLATFORM_OWNERS", ROOT)];
 pub struct World {
     pub s: TestServer,
     pub root: Login,
+    /// The owner's TOTP (signing in again needs it: `mfa::login_mfa`).
+    pub root_totp: crate::mfa::Totp,
     pub root_id: String,
     pub pat: Login,
     pub pat_id: String,
@@ -32,6 +34,10 @@ pub struct World {
 pub async fn world(backend: Backend, env: &[(&str, &str)]) -> Option<World> {
     let s = server(backend, env).await?;
     let root = signup(&s, "root-ops", ROOT).await;
+    // Platform owners always need a second factor: enrolled, and used in
+    // this session (`amr`), as a real owner would before any platform call.
+    let root_totp = crate::mfa::enrol_totp(&s, &root.access).await;
+    crate::mfa::step_up_totp(&s, &root.access, &root_totp).await;
     let pat = signup(&s, "acme", "pat@acme.test").await;
     let root_id = user_id(&s, &root.access).await;
     let pat_id = user_id(&s, &pat.access).await;
@@ -39,6 +45,7 @@ pub async fn world(backend: Backend, env: &[(&str, &str)]) -> Option<World> {
     Some(World {
         s,
         root,
+        root_totp,
         root_id,
         pat,
         pat_id,

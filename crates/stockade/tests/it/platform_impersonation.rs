@@ -11,7 +11,7 @@ use stockade::clock::Clock;
 use stockade::http::Problem;
 use stockade::ids::TenantId;
 
-use crate::auth::{PASSWORD, login_ok, me, signup};
+use crate::auth::{PASSWORD, me, signup};
 use crate::platform::{
     OWNERS, ROOT, audited_in_both, confirmed, count, expect, find_event, get, jwt_claims, post,
     tenant_id, time, user_id, world,
@@ -284,7 +284,7 @@ async fn sign_in_links_are_single_use_and_expire(backend: Backend) {
     assert_eq!(rejected.details["reason"], "expired");
 
     // Suspending the tenant kills its unused links, even after reinstatement.
-    let root = login_ok(s, ROOT).await;
+    let root = crate::mfa::login_mfa(s, ROOT, &w.root_totp).await;
     let token = create(root.access.clone()).await;
     for action in ["suspend", "reinstate"] {
         let path = format!("/v1/platform/tenants/{}/{action}", w.acme);

@@ -125,6 +125,7 @@ async fn suspension_on_a_is_refused_on_b_at_once() {
         return;
     };
     let root = signup(&a, "root-ops", ROOT).await;
+    let _root_totp = crate::mfa::owner_factor(&a, &root.access).await;
     let pat = signup(&a, "acme", "pat@acme.test").await;
     let acme = stockade::tenancy::find_by_slug(&a.db, "acme")
         .await

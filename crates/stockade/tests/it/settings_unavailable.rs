@@ -1,6 +1,8 @@
 //! A setting that does nothing must not exist (issue #17 item 7): a
-//! multi-factor requirement is refused while nothing enforces it, and one
-//! stored before is reset by the migration, audited in the tenant's chain.
+//! multi-factor requirement stored before multi-factor sign-in existed was
+//! reset by migration 0024, audited in the tenant's chain. Now that it is
+//! enforced (issue #19), a requirement that would shut out its own
+//! unenrolled author is refused and changes nothing.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -30,7 +32,7 @@ async fn events(db: &stockade::db::Db, tenant: uuid::Uuid, action: &str) -> Vec<
         .collect()
 }
 
-async fn a_multi_factor_requirement_nothing_enforces_is_refused(backend: Backend) {
+async fn a_requirement_that_would_shut_out_its_unenrolled_author_is_refused(backend: Backend) {
     let Some(s) = server(backend, &[]).await else {
         return;
     };
@@ -54,9 +56,8 @@ async fn a_multi_factor_requirement_nothing_enforces_is_refused(backend: Backend
             Some(body.clone()),
         )
         .await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-        assert_eq!(problem["code"], "tenancy.setting_unavailable", "{body}");
-        assert_eq!(problem["errors"]["setting"], "mfa_required");
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(problem["code"], "tenancy.mfa_self_lockout", "{body}");
     }
     let (_, got) = call(&s, Method::GET, "/v1/tenant/settings", &owner.access, None).await;
     assert_eq!(got["mfa_required"], "off");
@@ -66,7 +67,7 @@ async fn a_multi_factor_requirement_nothing_enforces_is_refused(backend: Backend
         before,
         "a refused change was audited as made"
     );
-    // `off` is the one value accepted (a no-op here).
+    // `off` covers nobody (a no-op here).
     let (status, got) = call(
         &s,
         Method::PATCH,
@@ -79,8 +80,10 @@ async fn a_multi_factor_requirement_nothing_enforces_is_refused(backend: Backend
     // Described.
     let doc = s.openapi().await;
     assert!(
-        doc["paths"]["/v1/tenant/settings"]["patch"]["responses"]["422"].is_object(),
-        "422 missing from OpenAPI"
+        doc["paths"]["/v1/tenant/settings"]["patch"]["responses"]["409"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("tenancy.mfa_self_lockout")),
+        "409 mfa_self_lockout missing from OpenAPI"
     );
 }
 
@@ -297,6 +300,6 @@ async fn a_stored_requirement_is_reset_by_the_migration_and_audited(backend: Bac
 }
 
 crate::both_servers!(
-    a_multi_factor_requirement_nothing_enforces_is_refused,
+    a_requirement_that_would_shut_out_its_unenrolled_author_is_refused,
     a_stored_requirement_is_reset_by_the_migration_and_audited,
 );

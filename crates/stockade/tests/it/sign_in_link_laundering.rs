@@ -37,6 +37,7 @@ struct World {
 async fn world(backend: Backend) -> Option<World> {
     let s = server(backend, &[("STOCKADE_PLATFORM_OWNERS", ROOT)]).await?;
     let root = signup(&s, "root-ops", ROOT).await;
+    let _root_totp = crate::mfa::owner_factor(&s, &root.access).await;
     let pat = signup(&s, "acme", PAT).await;
     let root_id = user_id(&s, &root.access).await;
     let pat_id = user_id(&s, &pat.access).await;

@@ -485,3 +485,43 @@ macro_rules! both_servers {
         }
     };
 }
+
+/// Everything the database holds, as bytes, for "never stored in clear"
+/// tests: SQLite's file and write-ahead log; on PostgreSQL every row of
+/// every table as text, read as the owner past row-level security (bytea
+/// appears there as hex: look for hex needles too).
+pub async fn raw_database_bytes(s: &TestServer) -> Vec<u8> {
+    match s.db.kind() {
+        stockade::db::BackendKind::Sqlite => {
+            let dir = s.state.config.data_dir.clone();
+            let mut out = Vec::new();
+            for name in ["stockade.db", "stockade.db-wal"] {
+                if let Ok(bytes) = std::fs::read(dir.join(name)) {
+                    out.extend(bytes);
+                }
+            }
+            assert!(!out.is_empty(), "no database file was read");
+            out
+        }
+        stockade::db::BackendKind::Postgres => {
+            let pool = owner_pool(&s.db).await;
+            let tables: Vec<(String,)> =
+                sqlx::query_as("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            let mut out = Vec::new();
+            for (table,) in tables {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as(&format!("SELECT t::text FROM \"{table}\" t"))
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                for (r,) in rows {
+                    out.extend(r.into_bytes());
+                }
+            }
+            out
+        }
+    }
+}

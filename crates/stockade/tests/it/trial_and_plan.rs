@@ -17,6 +17,7 @@ async fn a_trial_nothing_reads_cannot_be_extended_or_shown(backend: Backend) {
         return;
     };
     let root = signup(&s, "root-ops", ROOT).await;
+    let _root_totp = crate::mfa::owner_factor(&s, &root.access).await;
     // The sign-up answer shows no plan or trial (wherever it shows the tenant).
     let res = s
         .client
