@@ -26,6 +26,7 @@ LOADS = [
     ("baseline_2", "baseline again (second pair)"),
     ("login", "`POST /v1/auth/login`, successful, 8 connections"),
     ("refresh", "`POST /v1/auth/refresh`, each with a fresh token (rotation)"),
+    ("mfa_complete", "`POST /v1/auth/mfa` (TOTP), each a fresh sign-in step and code; a thread stops when its steps are used (its last requests: 405)"),
     ("legit_alone", "legitimate logins alone, 1 connection"),
     ("attack", "credential stuffing alone: wrong passwords from a pool of 20 addresses (4 in --smoke)"),
     ("attack_with_legit", "the same attack again, while the legitimate stream below runs"),
@@ -116,6 +117,8 @@ def backend_section(backend, r):
     attack = r.get("attack", {})
     rejected = attack.get("statuses", {}).get("429", 0) / attack["seconds"] if attack else float("nan")
     p99_ratio = r["legit_under_attack"]["p99_ms"] / r["legit_alone"]["p99_ms"]
+    mfa = r.get("mfa_complete", {})
+    mfa_ok = mfa.get("statuses", {}).get("200", 0) / mfa["seconds"] if mfa else float("nan")
     mib = lambda n: r[n]["kib"] / 1024
     lines += [
         "| ratio (one run) | value | target | |",
@@ -126,6 +129,8 @@ def backend_section(backend, r):
                    rps("record_api_key") / base, 0.85),
         ratio_line(f"login efficiency = logins/s ÷ (cores {cores} ÷ argon2id hash "
                    f"{hash_s * 1000:.1f} ms = {ideal:.1f}/s)", rps("login") / ideal, 0.90),
+        f"| MFA sign-in completions/s (200 answers of `POST /v1/auth/mfa` ÷ seconds; no hash) "
+        f"beside password sign-ins/s {rps('login'):.0f} | {mfa_ok:.0f} | — | |",
         ratio_line("refresh rotations/s" + ("" if backend == "sqlite" else " (the target is SQLite's)"),
                    rps("refresh"), 2000, "{:.0f}"),
         ratio_line("rate-limited login rejections/s (429 answers ÷ seconds, attack alone)",
@@ -158,6 +163,11 @@ def main():
                 failures.append(f"{b}: load {name} made no requests")
             elif name in MUST_SUCCEED and errors(r[name]) > 0:
                 failures.append(f"{b}: load {name} had {errors(r[name])} errors: {r[name]}")
+        # Every sign-in step completes: only 200s, and the 405s of the
+        # requests in flight when a thread ran out of steps.
+        mfa = r.get("mfa_complete", {}).get("statuses", {})
+        if not mfa.get("200") or set(mfa) - {"200", "405"}:
+            failures.append(f"{b}: MFA completions failed: {mfa}")
         for n in ("rss_idle", "rss_after_run", "rss_after_sessions", "argon2_hash"):
             if n not in r:
                 failures.append(f"{b}: {n} missing")

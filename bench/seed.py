@@ -189,6 +189,29 @@ def write_files(api, seed, d, refresh_tokens):
     write("refresh.txt", refresh)
 
 
+def totp_code(secret_b32, now=None):
+    """The RFC 6238 code (SHA-1, 6 digits, 30 s) of a base32 secret now."""
+    import base64, hashlib, hmac, struct, time
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    step = int((now or time.time()) // 30)
+    mac = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
+    o = mac[-1] & 0x0F
+    return "%06d" % ((struct.unpack(">I", mac[o:o + 4])[0] & 0x7FFFFFFF) % 1000000)
+
+
+def mfa_sign_ins(api, seed, d, count, ip_base=150):
+    """Members with a confirmed TOTP and an open sign-in step each
+    (POST /bench/mfa-sign-ins); writes mfa.txt: token, address, the current
+    code. The codes stay valid for at least 30 s (one step of skew), so the
+    load must start at once."""
+    tenant = seed["tenants"][0]["tenant_id"]
+    _, rows, _ = api.call("POST", "/bench/mfa-sign-ins",
+                          {"tenant": tenant, "count": count, "ip_base": ip_base})
+    lines = [f"{r['token']}\t{r['ip']}\t{totp_code(r['secret'])}" for r in rows]
+    with open(os.path.join(d, "mfa.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def spend_quota(api, base, pool, attempts):
     """Spends the sign-in quota of the attacker's addresses 10.<base>.0.1..pool
     (the same ones bench/lua/login.lua uses), then checks each is refused."""
@@ -223,6 +246,8 @@ def main():
     p.add_argument("--files", help="write the load scripts' data files here (needs --out of an earlier seed or seeds first)")
     p.add_argument("--refresh-tokens", type=int, default=64)
     p.add_argument("--files-only", action="store_true", help="read --out, do not seed")
+    p.add_argument("--mfa-sign-ins", type=int, metavar="N",
+                   help="only write mfa.txt: N members with a TOTP and an open sign-in step (reads --out)")
     p.add_argument("--spend-quota", metavar="BASE:POOL",
                    help="only spend the sign-in quota of the attacker's addresses")
     args = p.parse_args()
@@ -231,6 +256,10 @@ def main():
     if args.spend_quota:
         base, pool = (int(x) for x in args.spend_quota.split(":"))
         spend_quota(api, base, pool, 20)
+        return
+    if args.mfa_sign_ins:
+        with open(args.out) as f:
+            mfa_sign_ins(api, json.load(f), args.files, args.mfa_sign_ins)
         return
     if args.files_only:
         with open(args.out) as f:

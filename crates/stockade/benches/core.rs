@@ -200,6 +200,7 @@ async fn populate(db: Db, dir: tempfile::TempDir) -> Fixture {
         user.id,
         &SessionPolicy::default(),
         &RequestContext::default(),
+        &[stockade_core::mfa::amr::Amr::Pwd],
     )
     .await
     .expect("create session");

@@ -15,6 +15,9 @@
 //! - `GET /bench/argon2?n=N` hashes a password N times, one after the other,
 //!   with the server's own hasher and parameters, and answers the mean time
 //!   of one hash: the in-process figure of the *login efficiency* ratio.
+//! - `POST /bench/mfa-sign-ins` creates members with a confirmed TOTP and
+//!   an open sign-in step each (`bench/mfa.rs`), for the load of
+//!   `POST /v1/auth/mfa`.
 //! - `GET /bench/verification-token?email=E` unseals the newest verification
 //!   email queued to E and answers its link's token, so the seeding script
 //!   can finish its sign-ups (`POST /v1/auth/verify-email`) without a mail
@@ -28,6 +31,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
+
+mod mfa;
 
 use crate::audit::RequestContext;
 use crate::http::{ApiError, AuthState};
@@ -56,6 +61,7 @@ pub fn routes() -> Router<BenchState> {
         .route("/bench/sessions", post(sessions))
         .route("/bench/argon2", get(argon2))
         .route("/bench/verification-token", get(verification_token))
+        .route("/bench/mfa-sign-ins", post(mfa::mfa_sign_ins))
 }
 
 fn bad(what: &str) -> ApiError {

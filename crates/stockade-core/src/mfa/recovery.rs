@@ -27,7 +27,8 @@ pub fn generate() -> anyhow::Result<Vec<Zeroizing<String>>> {
                 if i > 0 && i % 4 == 0 {
                     out.push('-');
                 }
-                out.push(char::from(ALPHABET[usize::from(b & 31)]));
+                let symbol = ALPHABET.get(usize::from(b & 31)).copied().unwrap_or(b'0');
+                out.push(char::from(symbol));
             }
             Ok(out)
         })

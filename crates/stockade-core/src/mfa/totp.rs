@@ -76,8 +76,9 @@ pub fn parse_code(input: &str) -> Result<[u8; DIGITS], CodeError> {
     for b in input.bytes() {
         match b {
             b' ' => continue,
-            b'0'..=b'9' if n < DIGITS => {
-                out[n] = b;
+            b'0'..=b'9' => {
+                let slot = out.get_mut(n).ok_or(CodeError::Malformed)?;
+                *slot = b;
                 n += 1;
             }
             _ => return Err(CodeError::Malformed),

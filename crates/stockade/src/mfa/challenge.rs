@@ -76,19 +76,17 @@ pub(crate) async fn methods_of(
     Ok(methods)
 }
 
-/// Opens the second step of a sign-in of `user` into `tenant` after
-/// `first` succeeded, and answers 200 [`MfaRequiredResponse`].
-pub(crate) async fn issue(
+/// Stores a new open step and answers its token (the response and the
+/// audit event are [`issue`]'s; the load benchmark calls this alone).
+pub(crate) async fn create(
     state: &AuthState,
     user: UserId,
     tenant: TenantId,
     first: Amr,
     client: ClientAddr,
-    context: &RequestContext,
-) -> Result<Response, ApiError> {
+) -> Result<String, ApiError> {
     let token = B64URL.encode(random::secret_bytes::<32>().map_err(ApiError::internal)?);
     let now = state.clock.now();
-    let methods = methods_of(state, user).await?;
     let mut tx = state.db.global_tx().await?;
     tx.execute(
         "INSERT INTO mfa_challenges (token_hash, user_id, target_tenant, ip, first_factor, \
@@ -105,6 +103,21 @@ pub(crate) async fn issue(
     )
     .await?;
     tx.commit().await?;
+    Ok(token)
+}
+
+/// Opens the second step of a sign-in of `user` into `tenant` after
+/// `first` succeeded, and answers 200 [`MfaRequiredResponse`].
+pub(crate) async fn issue(
+    state: &AuthState,
+    user: UserId,
+    tenant: TenantId,
+    first: Amr,
+    client: ClientAddr,
+    context: &RequestContext,
+) -> Result<Response, ApiError> {
+    let token = create(state, user, tenant, first, client).await?;
+    let methods = methods_of(state, user).await?;
     let event = NewEvent::new(
         Actor::User {
             id: user,

@@ -146,6 +146,7 @@ async fn platform_owners_cannot_be_impersonated(backend: Backend) {
     };
     let s = &w.s;
     let second = signup(s, "second-ops", "second@platform.test").await;
+    crate::mfa::owner_factor(s, &second.access).await;
     let second_id = user_id(s, &second.access).await;
     // The allow-list matches emails case-insensitively.
     assert_eq!(

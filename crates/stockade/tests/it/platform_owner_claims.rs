@@ -155,6 +155,8 @@ async fn a_listed_email_is_not_claimed_by_signup_or_invitation(backend: Backend)
     );
     // The real owner signs up and verifies: a platform owner from then on.
     let root = signup(&s, "root-ops", "root@platform.test").await;
+    // (With a second factor, as every platform owner must.)
+    crate::mfa::owner_factor(&s, &root.access).await;
     assert_eq!(platform_status(&s, &root.access).await, StatusCode::OK);
     assert_eq!(
         platform_status(&s, &mallory.access).await,
@@ -184,6 +186,12 @@ async fn platform_add_owner_grants_and_is_audited(backend: Backend) {
     let pat = signup(&s, "acme", "pat@acme.test").await;
     let me: Value = crate::auth::me(&s, &pat.access).await.json().await.unwrap();
     let pat_id = me["user"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        platform_status(&s, &pat.access).await,
+        StatusCode::FORBIDDEN
+    );
+    // A second factor alone makes nobody an owner.
+    crate::mfa::owner_factor(&s, &pat.access).await;
     assert_eq!(
         platform_status(&s, &pat.access).await,
         StatusCode::FORBIDDEN

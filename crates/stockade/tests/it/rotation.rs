@@ -212,7 +212,8 @@ async fn master_rotation_rewraps_everything_while_the_server_serves(backend: Bac
         rotated[0],
         serde_json::json!({"version": 2, "added": true, "rewrapped": {
             "tenant_keys": v1.tenant_keys, "signing_keys": v1.signing_keys,
-            "server_keys": v1.server_keys, "outbox": v1.outbox}})
+            "server_keys": v1.server_keys, "outbox": v1.outbox,
+            "totp_secrets": v1.totp_secrets}})
     );
     let after = rotation::master_usage(&s.db).await.unwrap();
     assert_eq!(only(&after), [2]);
