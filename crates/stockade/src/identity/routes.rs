@@ -97,9 +97,17 @@ pub struct LoginRequest {
     pub tenant: Option<String>,
 }
 
-/// Signs in with email and password.
+/// Signs in with email and password. A user with a confirmed second factor
+/// gets `{mfa_required: true, mfa_token, methods, expires_in}` instead, and
+/// no session or cookie: `POST /v1/auth/mfa` completes the sign-in (the
+/// account's failure count is cleared only then).
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, body = crate::http::Problem),
+    responses((status = 200, description = "tokens and the refresh cookie, or the second step",
+            content(
+                (TokenResponse = "application/json"),
+                (crate::mfa::challenge::MfaRequiredResponse = "application/json")
+            )),
+        (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
             description = "`tenancy.ip_not_allowed` (the tenant's IP allowlist) or `tenancy.suspended`"),
         (status = 429, body = crate::http::Problem)))]
@@ -430,6 +438,10 @@ pub struct MeResponse {
     /// When the password was last proved in this session; sensitive actions
     /// need it within 5 minutes (`POST /v1/auth/reauth`).
     pub authenticated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The user has a confirmed second factor.
+    pub mfa_enabled: bool,
+    /// How this session was signed in (RFC 8176, as in the access token).
+    pub amr: Vec<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -465,6 +477,8 @@ async fn me(
         session_id: p.session_id,
         impersonated_by: p.impersonator,
         authenticated_at: p.authenticated_at,
+        mfa_enabled: p.mfa_enabled,
+        amr: stockade_core::mfa::amr::claim(&p.amr),
     }))
 }
 

@@ -219,9 +219,7 @@ async fn a_sign_in_link_from_outside_is_refused_and_stays_unused(backend: Backen
     // second one's future).
     {
         use stockade::clock::Clock;
-        platform
-            .clock
-            .advance(s.clock.now() - platform.clock.now());
+        platform.clock.advance(s.clock.now() - platform.clock.now());
     }
     let res = platform
         .client

@@ -1,7 +1,9 @@
 //! The audit scenario (issue #6 item 1, SPEC §2.7), on SQLite and PostgreSQL:
 //! one tenant's life through the HTTP API, then the owner reads
 //! `GET /v1/audit/events?order=asc` and the exact sequence of actions,
-//! actor types and actor ids is asserted.
+//! actor types and actor ids is asserted (multi-factor enrolment, step-up
+//! with a code, the tenant policy and a sign-in with a recovery code
+//! included).
 //!
 //! **Every later capability adds its events to this test**: extend the
 //! scenario with the steps that write them and the expected list with the
@@ -10,7 +12,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::auth::{PASSWORD, login_ok, server, signup};
+use crate::auth::{PASSWORD, server, signup};
 use crate::roles::call;
 use crate::testkit::Backend;
 
@@ -149,11 +151,71 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
     assert_eq!(st, StatusCode::CREATED, "{body}");
     let (st, body) = call(&s, Method::DELETE, "/v1/audit/webhook", &owner.access, None).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
-    // Sign out; later, sign in again to read the log.
+    // Multi-factor: a TOTP (with recovery codes), a wrong then a right
+    // code at step-up, the admins policy, recovery codes replaced.
+    let totp = crate::mfa::enrol_totp(&s, &owner.access).await;
+    let wrong = if crate::mfa::code_now(&s, &totp) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let (st, body) = call(
+        &s,
+        Method::POST,
+        "/v1/auth/reauth",
+        &owner.access,
+        Some(json!({"totp": wrong})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    crate::mfa::step_up_totp(&s, &owner.access, &totp).await;
+    let (st, body) = call(
+        &s,
+        Method::PATCH,
+        "/v1/tenant/settings",
+        &owner.access,
+        Some(json!({"mfa_required": "admins"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, codes) = call(
+        &s,
+        Method::POST,
+        "/v1/auth/mfa/recovery-codes",
+        &owner.access,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{codes}");
+    // Sign out; later, sign in again to read the log: the password, a
+    // wrong code, then a recovery code.
     let (st, body) = call(&s, Method::POST, "/v1/auth/logout", &owner.access, None).await;
     assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
     s.clock.advance(chrono::Duration::minutes(15));
-    let owner = login_ok(&s, OWNER).await;
+    let token = crate::mfa::mfa_token(crate::auth::login(&s, OWNER, PASSWORD, None).await).await;
+    let res = crate::mfa::complete(&s, json!({"mfa_token": token, "totp": wrong})).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = crate::mfa::complete(
+        &s,
+        json!({"mfa_token": token,
+        "recovery_code": codes["recovery_codes"][0]}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let owner = crate::auth::login_from(res).await;
+    // The policy off again, then the TOTP removed (a fresh sign-in is a
+    // fresh step-up).
+    let (st, body) = call(
+        &s,
+        Method::PATCH,
+        "/v1/tenant/settings",
+        &owner.access,
+        Some(json!({"mfa_required": "off"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, body) = call(&s, Method::DELETE, "/v1/auth/mfa/totp", &owner.access, None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
 
     let (st, page) = call(
         &s,
@@ -205,8 +267,22 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
         user("tenancy.settings.updated", &owner_id),
         user("audit.webhook.configured", &owner_id),
         user("audit.webhook.removed", &owner_id),
+        user("auth.mfa.totp.enabled", &owner_id),
+        user("auth.mfa.recovery_codes.regenerated", &owner_id),
+        user("auth.step_up.failed", &owner_id),
+        user("auth.step_up.succeeded", &owner_id),
+        user("tenancy.settings.updated", &owner_id),
+        user("tenancy.settings.mfa_policy.changed", &owner_id),
+        user("auth.mfa.recovery_codes.regenerated", &owner_id),
         user("auth.session.logged_out", &owner_id),
+        user("auth.mfa.challenged", &owner_id),
+        user("auth.mfa.failed", &owner_id),
+        user("auth.mfa.recovery_codes.used", &owner_id),
+        user("auth.mfa.succeeded", &owner_id),
         user("auth.login.succeeded", &owner_id),
+        user("tenancy.settings.updated", &owner_id),
+        user("tenancy.settings.mfa_policy.changed", &owner_id),
+        user("auth.mfa.totp.disabled", &owner_id),
     ]);
     assert_eq!(got, want);
     // The attempt while locked says so; every sign-in attempt has its address.
@@ -234,9 +310,15 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
     let pair = |o: &str, r: &str| (o.to_owned(), r.to_owned());
     assert_eq!(
         outcomes("auth.step_up.failed"),
-        [pair("denied", "account_locked")]
+        [
+            pair("denied", "account_locked"),
+            pair("failure", "wrong_or_replayed_code")
+        ]
     );
-    assert_eq!(outcomes("auth.step_up.succeeded"), [pair("success", "")]);
+    assert_eq!(
+        outcomes("auth.step_up.succeeded"),
+        [pair("success", ""), pair("success", "")]
+    );
     assert_eq!(
         outcomes("auth.password.change_failed"),
         [

@@ -45,6 +45,7 @@ mod isolation;
 mod jobs;
 mod keyring;
 mod lockout_everywhere;
+mod lockout_notice;
 mod lookalike_addresses;
 mod mailbox;
 mod members;

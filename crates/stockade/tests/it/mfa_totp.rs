@@ -104,6 +104,15 @@ async fn enrolment_then_sign_in_with_both_factors(backend: Backend) {
     // The refreshed token keeps saying how the session was signed in.
     let refreshed = login_from(crate::auth::refresh(&s, &signed_in.refresh).await).await;
     assert_eq!(amr(&refreshed.access), ["pwd", "otp", "mfa"]);
+    let me: Value = crate::auth::me(&s, &refreshed.access)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["mfa_enabled"].as_bool(), me["amr"].clone()),
+        (Some(true), json!(["pwd", "otp", "mfa"]))
+    );
     let actions = crate::auth::audit_actions(&s, "acme").await;
     for a in [
         "auth.mfa.totp.enabled",
