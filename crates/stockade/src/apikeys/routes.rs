@@ -160,7 +160,7 @@ async fn issue(
     request_body = CreateKey,
     responses((status = 201, body = CreatedKey), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`rbac.forbidden`, `rbac.escalation`, `api_keys.user_required`, `platform.impersonation_forbidden`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`rbac.forbidden`, `rbac.escalation`, `api_keys.user_required`, `platform.impersonation_forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 422, body = crate::http::Problem,
             description = "`rbac.permission_planned`: a scope no route checks yet")))]
 pub(crate) async fn create(
@@ -276,7 +276,7 @@ pub(crate) async fn revoke(
     params(("id" = String, Path, format = Uuid)), request_body = Option<RotateKey>,
     responses((status = 201, body = CreatedKey), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`rbac.forbidden`, `rbac.escalation`, `api_keys.user_required`, `platform.impersonation_forbidden`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`rbac.forbidden`, `rbac.escalation`, `api_keys.user_required`, `platform.impersonation_forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn rotate(

@@ -97,18 +97,19 @@ fn refused_for_api_keys(path: &str) -> bool {
 }
 
 impl Principal {
-    /// 403 `auth.step_up_required` unless the password was proved in this
-    /// session within the tenant's step-up window (`step_up_minutes`, 5 by
-    /// default); the problem names the window as `max_age_seconds`. A proof
-    /// dated after `now` does not count, and an API key (no session) never
-    /// passes. Call it after the permission checks and before any change,
-    /// so a refused call changes nothing.
+    /// 403 `auth.step_up_required` unless the password or a second factor
+    /// was proved in this session (`authenticated_at`) within the tenant's
+    /// step-up window (`step_up_minutes`, 5 by default); the problem names
+    /// the window as `max_age_seconds`. A proof dated after `now` does not
+    /// count, and an API key (no session) never passes. Call it after the
+    /// permission checks and before any change, so a refused call changes
+    /// nothing.
     pub fn require_step_up(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), ApiError> {
         let refused = ApiError::new(axum::http::StatusCode::FORBIDDEN, "auth.step_up_required");
         if self.api_key.is_some() {
             return Err(refused.with_detail(
                 "an API key never passes step-up: a signed-in user must do this, \
-                 after confirming their password (POST /v1/auth/reauth)",
+                 after confirming their password or a second factor (POST /v1/auth/reauth)",
             ));
         }
         if crate::sessions::step_up_fresh(self.authenticated_at, self.step_up_window, now) {
@@ -117,7 +118,7 @@ impl Principal {
         let secs = self.step_up_window.num_seconds();
         Err(refused
             .with_detail(format!(
-                "confirm your password first: POST /v1/auth/reauth \
+                "confirm your password or a second factor first: POST /v1/auth/reauth \
                  (a confirmation counts for {secs} seconds)"
             ))
             .with_max_age_seconds(secs))

@@ -495,7 +495,7 @@ async fn me(
     responses((status = 204, description = "the account is deleted"),
         (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`platform.impersonation_forbidden`, `auth.api_key_not_allowed`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`platform.impersonation_forbidden`, `auth.api_key_not_allowed`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 409, body = crate::http::Problem, description = "`identity.last_owner`")))]
 async fn delete_me(
     State(state): State<IdentityState>,
@@ -547,7 +547,7 @@ pub struct ChangePasswordRequest {
                 `auth.weak_password`"),
         (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`platform.impersonation_forbidden`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`platform.impersonation_forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 429, body = crate::http::Problem,
             description = "`auth.rate_limited` (the client address) or `auth.account_locked` \
                 (the account, whichever route counted its failures); with `Retry-After`")))]

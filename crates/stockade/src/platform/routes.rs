@@ -119,7 +119,7 @@ struct ListParams {
     params(("limit" = Option<i64>, Query), ("after" = Option<String>, Query, format = Uuid)),
     responses((status = 200, body = TenantPage), (status = 400, body = crate::http::Problem),
         (status = 401, body = crate::http::Problem), (status = 403, body = crate::http::Problem,
-            description = "`platform.forbidden`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)")))]
+            description = "`platform.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)")))]
 async fn list_tenants(
     State(state): State<PlatformState>,
     owner: PlatformOwner,
@@ -172,7 +172,7 @@ pub struct ConfirmedAction {
     request_body = ConfirmedAction,
     responses((status = 200, body = TenantView), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`platform.forbidden`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`platform.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 async fn suspend(
@@ -216,7 +216,7 @@ async fn suspend(
     request_body = ConfirmedAction,
     responses((status = 200, body = TenantView), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`platform.forbidden`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`platform.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 async fn reinstate(
@@ -290,7 +290,7 @@ pub struct ImpersonationResponse {
     security(("bearer" = [])), request_body = ImpersonateRequest,
     responses((status = 200, body = ImpersonationResponse),
         (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem,
-            description = "`platform.forbidden`, `platform.owner_protected`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`platform.forbidden`, `platform.owner_protected`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 async fn impersonate(
     State(state): State<PlatformState>,

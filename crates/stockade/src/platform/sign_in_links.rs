@@ -90,7 +90,7 @@ pub struct SignInLinkResponse {
     security(("bearer" = [])), request_body = SignInLinkRequest,
     responses((status = 201, body = SignInLinkResponse),
         (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem,
-            description = "`platform.forbidden`, `platform.owner_protected`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`platform.forbidden`, `platform.owner_protected`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem,
             description = "`platform.email_unverified` (the user never proved their \

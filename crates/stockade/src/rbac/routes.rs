@@ -231,7 +231,7 @@ async fn get_role(
     request_body = CreateRoleRequest,
     responses((status = 201, body = RoleView), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 409, body = crate::http::Problem),
         (status = 422, body = crate::http::Problem,
             description = "`rbac.permission_planned`: a permission no route checks yet")))]
@@ -285,7 +285,7 @@ async fn create_role(
     params(("name" = String, Path)), request_body = UpdateRoleRequest,
     responses((status = 200, body = RoleView), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem),
         (status = 422, body = crate::http::Problem,
             description = "`rbac.permission_planned`: a permission no route checks yet")))]
@@ -363,7 +363,7 @@ async fn update_role(
 #[utoipa::path(delete, path = "/v1/roles/{name}", tag = "rbac", security(("bearer" = [])),
     params(("name" = String, Path)),
     responses((status = 204), (status = 403, body = crate::http::Problem,
-            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 async fn delete_role(
     State(state): State<RbacState>,

@@ -106,7 +106,7 @@ pub struct CreatedInvitation {
     request_body = NewInvitation,
     responses((status = 201, body = CreatedInvitation), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn create(
     State(state): State<TenancyState>,
@@ -245,7 +245,7 @@ pub(crate) async fn list(
 #[utoipa::path(delete, path = "/v1/invitations/{id}", tag = "tenancy", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)),
     responses((status = 204), (status = 403, body = crate::http::Problem,
-            description = "`rbac.forbidden`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`rbac.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn revoke(
     State(state): State<TenancyState>,

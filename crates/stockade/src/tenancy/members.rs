@@ -85,7 +85,7 @@ pub(crate) async fn list(
     params(("user_id" = String, Path, format = Uuid)), request_body = UpdateMember,
     responses((status = 200, body = Member), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn update(
@@ -165,7 +165,7 @@ pub(crate) async fn update(
 #[utoipa::path(delete, path = "/v1/members/{user_id}", tag = "tenancy", security(("bearer" = [])),
     params(("user_id" = String, Path, format = Uuid)),
     responses((status = 204), (status = 403, body = crate::http::Problem,
-            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn remove(
     State(state): State<TenancyState>,

@@ -101,7 +101,7 @@ where
     request_body = SettingsPatch,
     responses((status = 200, body = TenantSettings), (status = 400, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`rbac.forbidden`; `auth.step_up_required`: no password proof within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+            description = "`rbac.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 409, body = crate::http::Problem,
             description = "`tenancy.allowlist_lockout` or `tenancy.mfa_self_lockout`"),
         (status = 422, body = crate::http::Problem,
