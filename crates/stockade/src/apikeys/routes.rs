@@ -159,7 +159,8 @@ async fn issue(
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api_keys", security(("bearer" = [])),
     request_body = CreateKey,
     responses((status = 201, body = CreatedKey), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`, `rbac.escalation`, `api_keys.user_required`, `platform.impersonation_forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 422, body = crate::http::Problem,
             description = "`rbac.permission_planned`: a scope no route checks yet")))]
 pub(crate) async fn create(
@@ -171,6 +172,7 @@ pub(crate) async fn create(
         .await?;
     p.require("api_keys:manage")?;
     require_user(&p)?;
+    p.require_step_up(state.clock.now())?;
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
@@ -273,7 +275,9 @@ pub(crate) async fn revoke(
 #[utoipa::path(post, path = "/v1/api-keys/{id}/rotate", tag = "api_keys", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)), request_body = Option<RotateKey>,
     responses((status = 201, body = CreatedKey), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`, `rbac.escalation`, `api_keys.user_required`, `platform.impersonation_forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+        (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn rotate(
     State(state): State<ApiKeysState>,
@@ -285,6 +289,7 @@ pub(crate) async fn rotate(
         .await?;
     p.require("api_keys:manage")?;
     require_user(&p)?;
+    p.require_step_up(state.clock.now())?;
     let id = parse_id(&id)?;
     let req: RotateKey = match body.iter().all(u8::is_ascii_whitespace) {
         true => RotateKey::default(),

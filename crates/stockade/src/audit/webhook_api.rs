@@ -68,7 +68,8 @@ fn not_configured() -> ApiError {
     request_body = WebhookRequest,
     responses((status = 201, body = WebhookCreated, description = "configured; the secret is shown only now"),
         (status = 200, body = WebhookCreated, description = "replaced; the new secret is shown only now"),
-        (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem)))]
+        (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)")))]
 async fn put_webhook(
     State(state): State<AuditState>,
     p: Principal,
@@ -135,7 +136,8 @@ async fn get_webhook(
 
 /// Removes the tenant's audit webhook; nothing more is sent.
 #[utoipa::path(delete, path = "/v1/audit/webhook", tag = "audit", security(("bearer" = [])),
-    responses((status = 204), (status = 403, body = crate::http::Problem),
+    responses((status = 204), (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem)))]
 async fn delete_webhook(
     State(state): State<AuditState>,

@@ -23,6 +23,10 @@ pub struct Problem {
     /// Itemised problems (e.g. every unmet password rule), when there are several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<serde_json::Value>,
+    /// `auth.step_up_required`: how old, in seconds, a password proof may
+    /// be for this action (the tenant's step-up window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -31,6 +35,7 @@ pub struct ApiError {
     code: &'static str,
     detail: Option<String>,
     errors: Option<serde_json::Value>,
+    max_age_seconds: Option<i64>,
     retry_after: Option<u64>,
 }
 
@@ -41,8 +46,16 @@ impl ApiError {
             code,
             detail: None,
             errors: None,
+            max_age_seconds: None,
             retry_after: None,
         }
+    }
+
+    /// Adds `max_age_seconds` to the problem (the age limit a step-up
+    /// refusal names).
+    pub fn with_max_age_seconds(mut self, secs: i64) -> Self {
+        self.max_age_seconds = Some(secs);
+        self
     }
 
     pub fn with_errors(mut self, errors: serde_json::Value) -> Self {
@@ -104,6 +117,7 @@ impl ApiError {
             code: self.code.to_owned(),
             detail: self.detail.clone(),
             errors: self.errors.clone(),
+            max_age_seconds: self.max_age_seconds,
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct Principal {
     pub amr: Vec<stockade_core::mfa::amr::Amr>,
     /// The user has a confirmed second factor.
     pub mfa_enabled: bool,
+    /// How recent that proof must be for a sensitive action: the tenant's
+    /// `step_up_minutes`, read with the session on every request.
+    pub step_up_window: chrono::Duration,
     pub context: RequestContext,
     /// Set when an API key authenticated the request (then `user_id` is
     /// the key's creator and `session_id` is nil).
@@ -94,19 +97,31 @@ fn refused_for_api_keys(path: &str) -> bool {
 }
 
 impl Principal {
-    /// 403 `auth.step_up_required` unless the password was proved in this
-    /// session within the step-up window (5 minutes).
+    /// 403 `auth.step_up_required` unless the password or a second factor
+    /// was proved in this session (`authenticated_at`) within the tenant's
+    /// step-up window (`step_up_minutes`, 5 by default); the problem names
+    /// the window as `max_age_seconds`. A proof dated after `now` does not
+    /// count, and an API key (no session) never passes. Call it after the
+    /// permission checks and before any change, so a refused call changes
+    /// nothing.
     pub fn require_step_up(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), ApiError> {
-        let recent = self
-            .authenticated_at
-            .is_some_and(|at| now - at <= crate::sessions::STEP_UP_WINDOW && at <= now);
-        if recent {
+        let refused = ApiError::new(axum::http::StatusCode::FORBIDDEN, "auth.step_up_required");
+        if self.api_key.is_some() {
+            return Err(refused.with_detail(
+                "an API key never passes step-up: a signed-in user must do this, \
+                 after confirming their password or a second factor (POST /v1/auth/reauth)",
+            ));
+        }
+        if crate::sessions::step_up_fresh(self.authenticated_at, self.step_up_window, now) {
             return Ok(());
         }
-        Err(
-            ApiError::new(axum::http::StatusCode::FORBIDDEN, "auth.step_up_required")
-                .with_detail("confirm your password first: POST /v1/auth/reauth"),
-        )
+        let secs = self.step_up_window.num_seconds();
+        Err(refused
+            .with_detail(format!(
+                "confirm your password or a second factor first: POST /v1/auth/reauth \
+                 (a confirmation counts for {secs} seconds)"
+            ))
+            .with_max_age_seconds(secs))
     }
 
     /// 403 `rbac.forbidden` naming `permission` unless the role grants it.
@@ -230,6 +245,7 @@ async fn authenticate(parts: &mut Parts, state: &AuthState) -> Result<Principal,
         authenticated_at: live.authenticated_at,
         amr: live.amr,
         mfa_enabled: live.mfa_enabled,
+        step_up_window: live.step_up_window,
         context,
         api_key: None,
     })
@@ -278,6 +294,7 @@ async fn api_key_principal(
         authenticated_at: None,
         amr: Vec::new(),
         mfa_enabled: false,
+        step_up_window: crate::sessions::STEP_UP_WINDOW,
         context,
         api_key: Some(ApiKeyRef {
             id: key.key_id,

@@ -436,7 +436,8 @@ pub struct MeResponse {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub impersonated_by: Option<UserId>,
     /// When the password was last proved in this session; sensitive actions
-    /// need it within 5 minutes (`POST /v1/auth/reauth`).
+    /// need it within the tenant's step-up window (`step_up_minutes`, 5 by
+    /// default; `POST /v1/auth/reauth`).
     pub authenticated_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The user has a confirmed second factor.
     pub mfa_enabled: bool,
@@ -494,7 +495,7 @@ async fn me(
     responses((status = 204, description = "the account is deleted"),
         (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`auth.step_up_required`, `platform.impersonation_forbidden` or `auth.api_key_not_allowed`"),
+            description = "`platform.impersonation_forbidden`, `auth.api_key_not_allowed`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 409, body = crate::http::Problem, description = "`identity.last_owner`")))]
 async fn delete_me(
     State(state): State<IdentityState>,
@@ -533,8 +534,9 @@ pub struct ChangePasswordRequest {
 }
 
 /// Changes the caller's password; every other session is signed out and
-/// every outstanding reset link dies. Refused to an impersonation session
-/// (403 `platform.impersonation_forbidden`). A wrong current password counts
+/// every outstanding reset link dies. Needs a recent step-up (`POST
+/// /v1/auth/reauth`) besides the current password. Refused to an
+/// impersonation session (403 `platform.impersonation_forbidden`). A wrong current password counts
 /// toward the account's lockout as a failed sign-in does, and a locked
 /// account is refused (429 `auth.account_locked`) before any hashing
 /// (`lockout`).
@@ -545,7 +547,7 @@ pub struct ChangePasswordRequest {
                 `auth.weak_password`"),
         (status = 401, body = crate::http::Problem),
         (status = 403, body = crate::http::Problem,
-            description = "`platform.impersonation_forbidden`"),
+            description = "`platform.impersonation_forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 429, body = crate::http::Problem,
             description = "`auth.rate_limited` (the client address) or `auth.account_locked` \
                 (the account, whichever route counted its failures); with `Retry-After`")))]
@@ -557,6 +559,8 @@ async fn change_password(
 ) -> Result<StatusCode, ApiError> {
     p.forbid_impersonation(&state, operation::PASSWORD_CHANGE)
         .await?;
+    // A recent step-up as well as the current password (issue #19 item 6).
+    p.require_step_up(state.clock.now())?;
     limit_ip(&state, &state.login_limiter, ip, &p.context).await?;
     let user = users::find_auth_user_by_id(&state.db, p.user_id)
         .await?

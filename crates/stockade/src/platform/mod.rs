@@ -1,12 +1,15 @@
 //! The platform operator's console API (SPEC §2.6): `/v1/platform/*`, open
 //! only to platform owners (`owners.rs`: user ids or verified emails in
 //! `STOCKADE_PLATFORM_OWNERS`, or `stockade platform add-owner`). Tenants can
-//! be listed, suspended and reinstated; users can be impersonated (a 15-minute session
-//! marked with the owner's id, the `act` claim) or sent a one-time sign-in
-//! link. Every change needs a recent password proof (step-up) and
-//! `"confirm": true`, and is audited in the platform log and in the
-//! affected tenant's log, in the same transaction as the change. What an
-//! impersonation session may never do is refused by one guard
+//! be listed, suspended and reinstated; users can be impersonated (a
+//! 15-minute session marked with the owner's id, the `act` claim) or sent a
+//! one-time sign-in link. Every route, the tenant listing included, needs a
+//! recent password proof (step-up): within the step-up window of the tenant
+//! the owner is signed into, but never longer than the default 5 minutes
+//! (that tenant's admins cannot lengthen a platform owner's window). Every
+//! change also needs `"confirm": true`, and is audited in the platform log
+//! and in the affected tenant's log, in the same transaction as the change.
+//! What an impersonation session may never do is refused by one guard
 //! (`forbidden.rs`, `Principal::forbid_impersonation`).
 
 mod expiry;
@@ -60,7 +63,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let p = Principal::from_request_parts(parts, state).await?;
+        let mut p = Principal::from_request_parts(parts, state).await?;
+        // The owner's tenant chooses its own window, not the platform's.
+        p.step_up_window = p.step_up_window.min(crate::sessions::STEP_UP_WINDOW);
         let state = &AuthState::from_ref(state);
         // An impersonation session acts as its user, who is no owner; and
         // an owner must not chain impersonation into platform powers.

@@ -118,12 +118,15 @@ struct ListParams {
 #[utoipa::path(get, path = "/v1/platform/tenants", tag = "platform", security(("bearer" = [])),
     params(("limit" = Option<i64>, Query), ("after" = Option<String>, Query, format = Uuid)),
     responses((status = 200, body = TenantPage), (status = 400, body = crate::http::Problem),
-        (status = 401, body = crate::http::Problem), (status = 403, body = crate::http::Problem)))]
+        (status = 401, body = crate::http::Problem), (status = 403, body = crate::http::Problem,
+            description = "`platform.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)")))]
 async fn list_tenants(
     State(state): State<PlatformState>,
-    _owner: PlatformOwner,
+    owner: PlatformOwner,
     Query(params): Query<ListParams>,
 ) -> Result<Json<TenantPage>, ApiError> {
+    // Every tenant of the deployment is no read for a stolen token alone.
+    owner.require_step_up(state.clock.now())?;
     let limit = match params.limit.as_deref() {
         None => DEFAULT_PAGE,
         Some(s) => s
@@ -168,7 +171,9 @@ pub struct ConfirmedAction {
     security(("bearer" = [])), params(("id" = String, Path, format = Uuid)),
     request_body = ConfirmedAction,
     responses((status = 200, body = TenantView), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`platform.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+        (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 async fn suspend(
     State(state): State<PlatformState>,
@@ -210,7 +215,9 @@ async fn suspend(
     security(("bearer" = [])), params(("id" = String, Path, format = Uuid)),
     request_body = ConfirmedAction,
     responses((status = 200, body = TenantView), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`platform.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+        (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 async fn reinstate(
     State(state): State<PlatformState>,
@@ -282,7 +289,8 @@ pub struct ImpersonationResponse {
 #[utoipa::path(post, path = "/v1/platform/impersonate", tag = "platform",
     security(("bearer" = [])), request_body = ImpersonateRequest,
     responses((status = 200, body = ImpersonationResponse),
-        (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem),
+        (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem,
+            description = "`platform.forbidden`, `platform.owner_protected`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 async fn impersonate(
     State(state): State<PlatformState>,

@@ -89,7 +89,8 @@ pub struct SignInLinkResponse {
 #[utoipa::path(post, path = "/v1/platform/sign-in-links", tag = "platform",
     security(("bearer" = [])), request_body = SignInLinkRequest,
     responses((status = 201, body = SignInLinkResponse),
-        (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem),
+        (status = 400, body = crate::http::Problem), (status = 403, body = crate::http::Problem,
+            description = "`platform.forbidden`, `platform.owner_protected`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem,
             description = "`platform.email_unverified` (the user never proved their \

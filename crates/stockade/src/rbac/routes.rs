@@ -230,7 +230,9 @@ async fn get_role(
 #[utoipa::path(post, path = "/v1/roles", tag = "rbac", security(("bearer" = [])),
     request_body = CreateRoleRequest,
     responses((status = 201, body = RoleView), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+        (status = 409, body = crate::http::Problem),
         (status = 422, body = crate::http::Problem,
             description = "`rbac.permission_planned`: a permission no route checks yet")))]
 async fn create_role(
@@ -239,6 +241,7 @@ async fn create_role(
     body: Result<ApiJson<CreateRoleRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     p.require("roles:manage")?;
+    p.require_step_up(state.clock.now())?;
     let ApiJson(req) = body?;
     let name = parse_role_name(&req.name)?;
     if builtin_role(name).is_some() {
@@ -281,7 +284,9 @@ async fn create_role(
 #[utoipa::path(patch, path = "/v1/roles/{name}", tag = "rbac", security(("bearer" = [])),
     params(("name" = String, Path)), request_body = UpdateRoleRequest,
     responses((status = 200, body = RoleView), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+        (status = 404, body = crate::http::Problem),
         (status = 422, body = crate::http::Problem,
             description = "`rbac.permission_planned`: a permission no route checks yet")))]
 async fn update_role(
@@ -291,6 +296,7 @@ async fn update_role(
     body: Result<ApiJson<UpdateRoleRequest>, ApiError>,
 ) -> Result<Json<RoleView>, ApiError> {
     p.require("roles:manage")?;
+    p.require_step_up(state.clock.now())?;
     refuse_builtin(&name)?;
     let name = role_in_path(&name)?;
     let ApiJson(req) = body?;
@@ -356,7 +362,8 @@ async fn update_role(
 /// Deletes a custom role that no membership holds.
 #[utoipa::path(delete, path = "/v1/roles/{name}", tag = "rbac", security(("bearer" = [])),
     params(("name" = String, Path)),
-    responses((status = 204), (status = 403, body = crate::http::Problem),
+    responses((status = 204), (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 async fn delete_role(
     State(state): State<RbacState>,
@@ -364,6 +371,7 @@ async fn delete_role(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.require("roles:manage")?;
+    p.require_step_up(state.clock.now())?;
     refuse_builtin(&name)?;
     let name = role_in_path(&name)?;
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;

@@ -17,7 +17,8 @@ mod store;
 
 pub use cache::SessionCache;
 pub use model::{
-    REFRESH_COOKIE, RefreshToken, STEP_UP_WINDOW, Session, SessionPolicy, SessionStatus,
+    REFRESH_COOKIE, RefreshToken, STEP_UP_MINUTES_RANGE, STEP_UP_WINDOW, Session, SessionPolicy,
+    SessionStatus, step_up_fresh, step_up_window,
 };
 pub use rotation_batch::RotationBatcher;
 pub use routes::{ACCESS_TOKEN_SECONDS, SessionView, SessionsApi, TokenResponse, routes};

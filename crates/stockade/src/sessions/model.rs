@@ -16,7 +16,8 @@ use crate::ids::{SessionId, TenantId, UserId};
 
 pub(crate) use stockade_core::sessions::model::session_status;
 pub use stockade_core::sessions::model::{
-    REFRESH_COOKIE, STEP_UP_WINDOW, SessionPolicy, SessionStatus,
+    REFRESH_COOKIE, STEP_UP_MINUTES_RANGE, STEP_UP_WINDOW, SessionPolicy, SessionStatus,
+    step_up_fresh, step_up_window,
 };
 
 /// A refresh token: the tenant it belongs to (so its lookup is tenant-scoped)

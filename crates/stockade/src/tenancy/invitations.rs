@@ -105,13 +105,16 @@ pub struct CreatedInvitation {
 #[utoipa::path(post, path = "/v1/invitations", tag = "tenancy", security(("bearer" = [])),
     request_body = NewInvitation,
     responses((status = 201, body = CreatedInvitation), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
+        (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+        (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn create(
     State(state): State<TenancyState>,
     p: Principal,
     ApiJson(req): ApiJson<NewInvitation>,
 ) -> Result<(StatusCode, Json<CreatedInvitation>), ApiError> {
     p.require("members:manage")?;
+    p.require_step_up(state.clock.now())?;
     let email = Email::parse(&req.email)
         .map_err(|e| ApiError::bad_request("identity.invalid_email", e.to_string()))?;
     {
@@ -241,7 +244,8 @@ pub(crate) async fn list(
 /// revoked invitation is a no-op (204); an accepted one is 409.
 #[utoipa::path(delete, path = "/v1/invitations/{id}", tag = "tenancy", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 204), (status = 403, body = crate::http::Problem),
+    responses((status = 204), (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn revoke(
     State(state): State<TenancyState>,
@@ -249,6 +253,7 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.require("members:manage")?;
+    p.require_step_up(state.clock.now())?;
     let id = id.parse::<Uuid>().map_err(|_| not_found())?;
     let now = state.clock.now();
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;

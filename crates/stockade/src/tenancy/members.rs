@@ -84,7 +84,9 @@ pub(crate) async fn list(
 #[utoipa::path(patch, path = "/v1/members/{user_id}", tag = "tenancy", security(("bearer" = [])),
     params(("user_id" = String, Path, format = Uuid)), request_body = UpdateMember,
     responses((status = 200, body = Member), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem), (status = 404, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
+        (status = 404, body = crate::http::Problem),
         (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn update(
     State(state): State<TenancyState>,
@@ -93,6 +95,7 @@ pub(crate) async fn update(
     ApiJson(req): ApiJson<UpdateMember>,
 ) -> Result<Json<Member>, ApiError> {
     p.require("members:manage")?;
+    p.require_step_up(state.clock.now())?;
     let user = parse_user_id(&user_id)?;
     if req.role.is_none() && req.active.is_none() {
         return Err(ApiError::bad_request(
@@ -161,7 +164,8 @@ pub(crate) async fn update(
 /// other tenants); their sessions here end at once.
 #[utoipa::path(delete, path = "/v1/members/{user_id}", tag = "tenancy", security(("bearer" = [])),
     params(("user_id" = String, Path, format = Uuid)),
-    responses((status = 204), (status = 403, body = crate::http::Problem),
+    responses((status = 204), (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`, `rbac.escalation`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 404, body = crate::http::Problem), (status = 409, body = crate::http::Problem)))]
 pub(crate) async fn remove(
     State(state): State<TenancyState>,
@@ -169,6 +173,7 @@ pub(crate) async fn remove(
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     p.require("members:manage")?;
+    p.require_step_up(state.clock.now())?;
     let user = parse_user_id(&user_id)?;
     let now = state.clock.now();
     let mut tx = state.db.tenant_tx(p.tenant_id).await?;

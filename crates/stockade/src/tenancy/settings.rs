@@ -1,7 +1,7 @@
 //! Per-tenant security settings: password policy, session timeouts, MFA
 //! requirement, IP allowlist, audit retention, API keys on a password
-//! reset. Read by the code that enforces each; changed through
-//! `PATCH /v1/tenant/settings`.
+//! reset, the step-up window. Read by the code that enforces each; changed
+//! through `PATCH /v1/tenant/settings`.
 
 use chrono::Duration;
 use ipnet::IpNet;
@@ -33,6 +33,10 @@ pub struct TenantSettings {
     /// A password reset (account recovery) revokes the API keys the user
     /// created in this tenant, unless this is `true`. Default `false`.
     pub keep_api_keys_on_password_reset: bool,
+    /// How recent a password proof (`POST /v1/auth/reauth`) sensitive
+    /// actions need, in minutes: 1 to 60, default 5. Takes effect on the
+    /// next request of every session of the tenant.
+    pub step_up_minutes: i64,
 }
 
 impl Default for TenantSettings {
@@ -46,6 +50,7 @@ impl Default for TenantSettings {
             audit_retention_days: 90,
             api_key_rate_per_minute: 600,
             keep_api_keys_on_password_reset: false,
+            step_up_minutes: crate::sessions::STEP_UP_WINDOW.num_minutes(),
         }
     }
 }
@@ -60,6 +65,8 @@ pub const RETENTION_RANGE: std::ops::RangeInclusive<i64> = 1..=3650;
 pub const MAX_ALLOWLIST: usize = 100;
 /// Requests per minute per API key: 1 to 100000.
 pub const API_KEY_RATE_RANGE: std::ops::RangeInclusive<i64> = 1..=100_000;
+/// The step-up window: 1 to 60 minutes.
+pub use crate::sessions::STEP_UP_MINUTES_RANGE;
 
 impl TenantSettings {
     pub fn validate(&self) -> Result<(), String> {
@@ -81,6 +88,9 @@ impl TenantSettings {
         }
         if !API_KEY_RATE_RANGE.contains(&self.api_key_rate_per_minute) {
             return Err("api_key_rate_per_minute must be from 1 to 100000".into());
+        }
+        if !STEP_UP_MINUTES_RANGE.contains(&self.step_up_minutes) {
+            return Err("step_up_minutes must be from 1 to 60".into());
         }
         Ok(())
     }
@@ -146,6 +156,7 @@ struct Row {
     audit_retention_days: i64,
     api_key_rate_per_minute: i64,
     keep_api_keys_on_password_reset: bool,
+    step_up_minutes: i64,
 }
 
 /// The tenant's settings (the defaults when it never changed them). A stored
@@ -156,7 +167,7 @@ pub async fn load(tx: &mut TenantTx) -> Result<TenantSettings, DbError> {
             "SELECT password_policy, session_idle_secs, session_absolute_secs, mfa_required, \
              ip_allowlist, CAST(audit_retention_days AS BIGINT) AS audit_retention_days, \
              CAST(api_key_rate_per_minute AS BIGINT) AS api_key_rate_per_minute, \
-             keep_api_keys_on_password_reset \
+             keep_api_keys_on_password_reset, step_up_minutes \
              FROM tenant_settings WHERE tenant_id = $1",
             vec![],
         )
@@ -175,6 +186,7 @@ pub async fn load(tx: &mut TenantTx) -> Result<TenantSettings, DbError> {
             audit_retention_days: r.audit_retention_days,
             api_key_rate_per_minute: r.api_key_rate_per_minute,
             keep_api_keys_on_password_reset: r.keep_api_keys_on_password_reset,
+            step_up_minutes: r.step_up_minutes,
         },
     })
 }
@@ -201,12 +213,12 @@ pub async fn save(
     tx.execute(
         "INSERT INTO tenant_settings (tenant_id, password_policy, session_idle_secs, \
          session_absolute_secs, mfa_required, ip_allowlist, audit_retention_days, updated_at, \
-         api_key_rate_per_minute, keep_api_keys_on_password_reset) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         api_key_rate_per_minute, keep_api_keys_on_password_reset, step_up_minutes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (tenant_id) DO UPDATE SET password_policy = $2, session_idle_secs = $3, \
          session_absolute_secs = $4, mfa_required = $5, ip_allowlist = $6, \
          audit_retention_days = $7, updated_at = $8, api_key_rate_per_minute = $9, \
-         keep_api_keys_on_password_reset = $10",
+         keep_api_keys_on_password_reset = $10, step_up_minutes = $11",
         vec![
             policy.into(),
             settings.session_idle_secs.into(),
@@ -219,6 +231,7 @@ pub async fn save(
             clock.now().into(),
             settings.api_key_rate_per_minute.into(),
             settings.keep_api_keys_on_password_reset.into(),
+            settings.step_up_minutes.into(),
         ],
     )
     .await?;
@@ -257,6 +270,20 @@ mod tests {
                 ..TenantSettings::default()
             };
             assert!(s.validate().is_err(), "{rate}");
+        }
+        for minutes in [0, 61, -1, i64::MAX] {
+            let s = TenantSettings {
+                step_up_minutes: minutes,
+                ..TenantSettings::default()
+            };
+            assert!(s.validate().is_err(), "{minutes}");
+        }
+        for minutes in [1, 5, 60] {
+            let s = TenantSettings {
+                step_up_minutes: minutes,
+                ..TenantSettings::default()
+            };
+            assert!(s.validate().is_ok(), "{minutes}");
         }
     }
 

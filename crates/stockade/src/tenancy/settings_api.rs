@@ -68,6 +68,23 @@ pub struct SettingsPatch {
     /// password; by default (`false`) a reset revokes them.
     #[serde(default)]
     pub keep_api_keys_on_password_reset: Option<bool>,
+    /// How recent a password proof sensitive actions need, in minutes (1 to
+    /// 60; default 5). An integer: `null`, a string or a fraction is 400
+    /// `request.invalid_body`, a number out of range 400
+    /// `tenancy.invalid_settings`; nothing is stored.
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(minimum = 1, maximum = 60)]
+    pub step_up_minutes: Option<i64>,
+}
+
+/// A field that may be left out but, when present, must hold a value:
+/// `null` is refused rather than read as "unchanged".
+fn not_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// Changes settings. Audited with old and new values. An allowlist that
@@ -76,11 +93,15 @@ pub struct SettingsPatch {
 /// refused with 422 `tenancy.retention_below_floor`; a shortening applies
 /// only to events written after it (the event records the hold). An MFA
 /// policy that would cover the caller, who has no second factor, is
-/// refused (409 `tenancy.mfa_self_lockout`). Needs a recent step-up.
+/// refused (409 `tenancy.mfa_self_lockout`). `step_up_minutes` (1 to 60) is
+/// how recent a password proof every sensitive action of the tenant needs;
+/// a change applies from the next request of every session. Needs a recent
+/// step-up itself.
 #[utoipa::path(patch, path = "/v1/tenant/settings", tag = "tenancy", security(("bearer" = [])),
     request_body = SettingsPatch,
     responses((status = 200, body = TenantSettings), (status = 400, body = crate::http::Problem),
-        (status = 403, body = crate::http::Problem),
+        (status = 403, body = crate::http::Problem,
+            description = "`rbac.forbidden`; `auth.step_up_required`: no step-up (password or second factor) within the tenant's step-up window (the problem's `max_age_seconds`; `POST /v1/auth/reauth`)"),
         (status = 409, body = crate::http::Problem,
             description = "`tenancy.allowlist_lockout` or `tenancy.mfa_self_lockout`"),
         (status = 422, body = crate::http::Problem,
@@ -143,6 +164,9 @@ async fn patch_settings(
     }
     if let Some(v) = patch.keep_api_keys_on_password_reset {
         new.keep_api_keys_on_password_reset = v;
+    }
+    if let Some(v) = patch.step_up_minutes {
+        new.step_up_minutes = v;
     }
     new.validate()
         .map_err(|e| ApiError::bad_request("tenancy.invalid_settings", e))?;

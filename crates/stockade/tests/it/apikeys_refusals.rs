@@ -236,7 +236,12 @@ async fn keys_are_refused_where_a_person_is_needed(backend: Backend) {
     let (key, id) = create_key(
         &s,
         &owner.access,
-        &["settings:manage", "members:manage", "records:read"],
+        &[
+            "settings:manage",
+            "members:manage",
+            "records:read",
+            "records:write",
+        ],
     )
     .await;
     for (method, path) in [
@@ -281,7 +286,8 @@ async fn keys_are_refused_where_a_person_is_needed(backend: Backend) {
         (st, c.as_str()),
         (StatusCode::FORBIDDEN, "auth.step_up_required")
     );
-    // Actions taken with a key are audited as the key, for its creator.
+    // Nor for inviting (issue #19 item 6), though the key holds
+    // `members:manage`.
     let (st, body) = call(
         &s,
         Method::POST,
@@ -290,7 +296,10 @@ async fn keys_are_refused_where_a_person_is_needed(backend: Backend) {
         Some(json!({"email": "new@acme.test", "role": "viewer"})),
     )
     .await;
-    assert_eq!(st, StatusCode::CREATED, "{body}");
+    assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], "auth.step_up_required");
+    // Actions taken with a key are audited as the key, for its creator.
+    crate::records::created_id(&s, &key, "orders", json!({"data": {"total": 1}})).await;
     let tenant = stockade::tenancy::find_by_slug(&s.db, "acme")
         .await
         .unwrap()
@@ -299,7 +308,7 @@ async fn keys_are_refused_where_a_person_is_needed(backend: Backend) {
     let (actor_type, actor_id, details): (String, String, String) = tx
         .fetch_one(
             "SELECT actor_type, actor_id, details FROM audit_events WHERE tenant_id = $1 \
-             AND action = 'tenancy.invitation.created'",
+             AND action = 'records.record.created'",
             vec![],
         )
         .await

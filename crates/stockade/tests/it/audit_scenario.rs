@@ -92,14 +92,8 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
-    // A settings change needs a recent password (step-up). While the
-    // account is locked, step-up and password change are refused too, even
-    // with the right password.
-    s.clock.advance(chrono::Duration::minutes(6));
-    let reauth = Some(json!({"password": PASSWORD}));
-    let (st, body) = call(&s, Method::POST, "/v1/auth/reauth", &owner.access, reauth).await;
-    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{body}");
-    assert_eq!(body["code"], "auth.account_locked");
+    // While the account is locked, password change (the session's step-up
+    // still recent) and step-up are refused, even with the right password.
     let change = |current: &str| {
         Some(json!({"current_password": current, "new_password": "Scenario-New-Passw0rd-3"}))
     };
@@ -112,12 +106,22 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
     )
     .await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    // A settings change needs a recent password (step-up).
+    s.clock.advance(chrono::Duration::minutes(6));
+    let reauth = Some(json!({"password": PASSWORD}));
+    let (st, body) = call(&s, Method::POST, "/v1/auth/reauth", &owner.access, reauth).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["code"], "auth.account_locked");
     // The lock ends (and the access token with it: the session refreshes);
-    // a wrong current password is refused, the right one proves step-up.
+    // the right password proves step-up, then a wrong current password is
+    // refused.
     s.clock.advance(chrono::Duration::minutes(9));
     let res = crate::auth::refresh(&s, &owner.refresh).await;
     assert_eq!(res.status(), StatusCode::OK);
     let owner = crate::auth::login_from(res).await;
+    let reauth = Some(json!({"password": PASSWORD}));
+    let (st, body) = call(&s, Method::POST, "/v1/auth/reauth", &owner.access, reauth).await;
+    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
     let (st, body) = call(
         &s,
         Method::POST,
@@ -127,9 +131,6 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
     )
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
-    let reauth = Some(json!({"password": PASSWORD}));
-    let (st, body) = call(&s, Method::POST, "/v1/auth/reauth", &owner.access, reauth).await;
-    assert_eq!(st, StatusCode::NO_CONTENT, "{body}");
     let (st, body) = call(
         &s,
         Method::PATCH,
@@ -260,10 +261,10 @@ async fn audit_trail_of_a_tenant(backend: Backend) {
         user("records.record.deleted", &owner_id),
         user("records.import.completed", &owner_id),
         user("records.import.failed", &owner_id),
+        user("auth.password.change_failed", &owner_id),
         user("auth.step_up.failed", &owner_id),
-        user("auth.password.change_failed", &owner_id),
-        user("auth.password.change_failed", &owner_id),
         user("auth.step_up.succeeded", &owner_id),
+        user("auth.password.change_failed", &owner_id),
         user("tenancy.settings.updated", &owner_id),
         user("audit.webhook.configured", &owner_id),
         user("audit.webhook.removed", &owner_id),

@@ -328,6 +328,16 @@ async fn tenant_settings_drive_timeouts_and_password_policy(backend: Backend) {
     let first = refresh(&s, &first.refresh).await;
     assert_eq!(first.status(), StatusCode::OK);
     let first = login_from(first).await;
+    // Its password proof is 11 minutes old: a step-up first.
+    let res = s
+        .client
+        .post(s.url("/v1/auth/reauth"))
+        .bearer_auth(&first.access)
+        .json(&json!({"password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
     let res = s
         .client
         .post(s.url("/v1/auth/password"))

@@ -196,6 +196,8 @@ async fn deleted_users_events_become_unreadable_and_chains_still_verify(backend:
         (StatusCode::FORBIDDEN, Some("auth.step_up_required")),
         "{body}"
     );
+    // Creating an API key needs a step-up too.
+    reauth(&s, &alice_access, "Invited-Strong-Passw0rd").await;
     let (st, key) = call(
         &s,
         Method::POST,
@@ -289,8 +291,9 @@ async fn deleted_users_events_become_unreadable_and_chains_still_verify(backend:
         }
     }
     let after = events(&s, &owner.access, &format!("&actor={}", alice.id)).await;
-    // Plus her API key's creation, her step-up and her deletion.
-    assert_eq!(after.len(), before.len() + 3, "{after:?}");
+    // Plus her step-up for the key, her API key's creation, her step-up
+    // for the deletion and her deletion.
+    assert_eq!(after.len(), before.len() + 4, "{after:?}");
     for id in [&alice.id, &carol_id] {
         let deleted = events(
             &s,

@@ -77,6 +77,8 @@ mod settings;
 mod settings_unavailable;
 mod sign_in_link_laundering;
 mod signup_enumeration;
+mod step_up_attacks;
+mod step_up_everywhere;
 mod storage;
 mod testkit;
 mod trial_and_plan;

@@ -363,13 +363,13 @@ async fn sensitive_actions_need_step_up_and_confirm(backend: Backend) {
     let suspend = format!("/v1/platform/tenants/{}/suspend", w.acme);
     let body = confirmed();
     s.clock.advance(Duration::minutes(6));
-    // Reading needs no step-up; every change does.
-    assert_eq!(
-        get(s, &w.root.access, "/v1/platform/tenants")
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    // Every platform route needs a step-up, the tenant listing included.
+    expect(
+        get(s, &w.root.access, "/v1/platform/tenants").await,
+        StatusCode::FORBIDDEN,
+        "auth.step_up_required",
+    )
+    .await;
     for (path, body) in [
         (suspend.clone(), body.clone()),
         (

@@ -126,6 +126,12 @@ async fn suspension_on_a_is_refused_on_b_at_once() {
     };
     let root = signup(&a, "root-ops", ROOT).await;
     let _root_totp = crate::mfa::owner_factor(&a, &root.access).await;
+    // That moved A's clock (a later TOTP step); B, another instance of the
+    // same cluster, shares the time.
+    {
+        use stockade::clock::Clock;
+        b.clock.set(a.clock.now());
+    }
     let pat = signup(&a, "acme", "pat@acme.test").await;
     let acme = stockade::tenancy::find_by_slug(&a.db, "acme")
         .await

@@ -1,7 +1,8 @@
 //! The per-request session check (SPEC §2.2 "revocation takes effect on
 //! the next request"): one indexed query says whether a session is live,
 //! its user, membership and tenant active, and returns what a request needs
-//! of it (role and permissions, allowlist, step-up time, impersonator).
+//! of it (role and permissions, allowlist, step-up time and the tenant's
+//! step-up window, impersonator).
 //! Reads only; caching the answer is `sessions/cache.rs`.
 
 use chrono::{DateTime, Duration, Utc};
@@ -20,6 +21,9 @@ pub struct Live {
     pub tenant_slug: String,
     /// When the user last proved their password in this session.
     pub authenticated_at: Option<DateTime<Utc>>,
+    /// How recent that proof must be for a sensitive action: the tenant's
+    /// `step_up_minutes` (5 minutes by default).
+    pub step_up_window: Duration,
     /// The platform owner acting through this session, if any.
     pub impersonator: Option<UserId>,
     /// The tenant's IP allowlist (empty: anywhere).
@@ -47,6 +51,7 @@ struct CheckRow {
     role_permissions: Option<String>,
     role_record_rules: Option<String>,
     ip_allowlist: Option<String>,
+    step_up_minutes: Option<i64>,
     tenant_slug: String,
     authenticated_at: Option<DateTime<Utc>>,
     impersonator_id: Option<UserId>,
@@ -82,7 +87,8 @@ pub async fn check(
         .fetch_optional(
             "SELECT s.user_id, s.revoked_at, s.last_seen_at, s.idle_timeout_secs, \
              s.absolute_expires_at, m.role, r.permissions AS role_permissions, \
-             r.record_rules AS role_record_rules, ts.ip_allowlist, t.slug AS tenant_slug, \
+             r.record_rules AS role_record_rules, ts.ip_allowlist, ts.step_up_minutes, \
+             t.slug AS tenant_slug, \
              s.authenticated_at, s.impersonator_id, \
              m.status AS membership_status, \
              u.status AS user_status, t.status AS tenant_status, \
@@ -132,6 +138,7 @@ pub async fn check(
                 ip_allowlist: std::sync::Arc::new(ip_allowlist),
                 tenant_slug: r.tenant_slug,
                 authenticated_at: r.authenticated_at,
+                step_up_window: crate::sessions::step_up_window(r.step_up_minutes),
                 impersonator: r.impersonator_id,
                 role: r.role,
                 permissions: std::sync::Arc::new(permissions),
