@@ -196,8 +196,9 @@ async fn login(
     .await
 }
 
-/// Picks the tenant to sign into: the named one, or the only one.
-fn choose_tenant<'a>(
+/// Picks the tenant to sign into: the named one, or the only one (also
+/// for a passwordless sign-in, `mfa::webauthn::login`).
+pub(crate) fn choose_tenant<'a>(
     memberships: &'a [UserMembership],
     requested: Option<&str>,
 ) -> Result<Option<&'a UserMembership>, ApiError> {

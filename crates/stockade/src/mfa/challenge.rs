@@ -154,6 +154,14 @@ pub struct Pending {
     pub first: Amr,
 }
 
+impl Pending {
+    /// The SHA-256 of the step's `mfa_token`: what a WebAuthn ceremony
+    /// answering this step is bound to.
+    pub(crate) fn token_hash(&self) -> [u8; 32] {
+        self.hash
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Row {
     user_id: UserId,

@@ -31,7 +31,14 @@ pub use state::MfaState;
         totp::confirm,
         totp::remove,
         recovery::regenerate,
-        signin::complete
+        signin::complete,
+        webauthn::register::begin,
+        webauthn::register::finish,
+        webauthn::credentials::list,
+        webauthn::credentials::remove,
+        webauthn::login::begin,
+        webauthn::login::finish,
+        webauthn::login::reauth_begin
     ),
     components(schemas(
         totp::TotpSetup,
@@ -39,7 +46,15 @@ pub use state::MfaState;
         totp::TotpConfirmed,
         recovery::RecoveryCodes,
         signin::CompleteMfa,
-        challenge::MfaRequiredResponse
+        challenge::MfaRequiredResponse,
+        webauthn::register::RegistrationBegun,
+        webauthn::register::FinishRegistration,
+        webauthn::register::RegisteredCredential,
+        webauthn::credentials::CredentialView,
+        webauthn::credentials::CredentialList,
+        webauthn::login::BeginLogin,
+        webauthn::login::LoginBegun,
+        webauthn::login::FinishLogin
     ))
 )]
 pub struct MfaApi;
@@ -51,6 +66,7 @@ pub fn routes() -> Router<MfaState> {
         .route("/v1/auth/mfa/totp/confirm", post(totp::confirm))
         .route("/v1/auth/mfa/totp", axum::routing::delete(totp::remove))
         .route("/v1/auth/mfa/recovery-codes", post(recovery::regenerate))
+        .merge(webauthn::routes())
 }
 
 /// Appends `events` to the caller's tenant, with the request's context.

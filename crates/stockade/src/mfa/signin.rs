@@ -104,7 +104,8 @@ pub(crate) async fn check(
             },
         ),
         Factor::WebAuthn(assertion) => {
-            super::webauthn::check_assertion(state, user, webauthn, assertion).await
+            super::webauthn::check_assertion(state, user, tenant, webauthn, assertion, context)
+                .await
         }
     }
 }
