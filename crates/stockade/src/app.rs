@@ -159,6 +159,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::mfa::routes().with_state(crate::mfa::MfaState {
             auth: auth.clone(),
             login_limiter: state.login_limiter.clone(),
+            ceremony_limiter: Arc::new(RateLimiter::new(crate::mfa::webauthn::CEREMONY_QUOTA)),
             session_policy: state.session_policy,
         }))
         .merge(sessions::routes().with_state(SessionsState {

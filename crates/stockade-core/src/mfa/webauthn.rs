@@ -32,8 +32,7 @@ pub fn credential_name(name: &str) -> Result<String, NameError> {
     if count == 0 || count > NAME_MAX_CHARS {
         return Err(NameError::Length);
     }
-    if n
-        .chars()
+    if n.chars()
         .any(|c| c.is_control() || crate::text::is_default_ignorable(c))
     {
         return Err(NameError::Hidden);
@@ -71,12 +70,19 @@ mod tests {
     #[test]
     fn names_are_trimmed_bounded_and_visible() {
         assert_eq!(credential_name("  YubiKey 5 ").unwrap(), "YubiKey 5");
-        assert_eq!(credential_name(&"é".repeat(64)).unwrap().chars().count(), 64);
+        assert_eq!(
+            credential_name(&"é".repeat(64)).unwrap().chars().count(),
+            64
+        );
         assert_eq!(credential_name(&"a".repeat(65)), Err(NameError::Length));
         assert_eq!(credential_name("   "), Err(NameError::Length));
         assert_eq!(credential_name(""), Err(NameError::Length));
         for hidden in ["key\u{202e}", "a\u{200d}b", "tab\there", "nl\nx", "\u{7f}x"] {
-            assert_eq!(credential_name(hidden), Err(NameError::Hidden), "{hidden:?}");
+            assert_eq!(
+                credential_name(hidden),
+                Err(NameError::Hidden),
+                "{hidden:?}"
+            );
         }
     }
 

@@ -82,4 +82,7 @@ mod step_up_everywhere;
 mod storage;
 mod testkit;
 mod trial_and_plan;
+mod webauthn;
+mod webauthn_attacks;
+mod webauthn_kit;
 mod webhook_receiver;

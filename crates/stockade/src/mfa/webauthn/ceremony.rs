@@ -140,8 +140,7 @@ pub(crate) async fn take<T: DeserializeOwned>(
     kind: Kind,
     find: Find,
 ) -> Result<T, ApiError> {
-    const COLUMNS: &str =
-        "SELECT id, user_id, sealed_state, master_version, expires_at, used_at \
+    const COLUMNS: &str = "SELECT id, user_id, sealed_state, master_version, expires_at, used_at \
          FROM webauthn_ceremonies";
     let mut tx = state.db.global_tx().await?;
     let (row, user): (Option<Row>, Option<UserId>) = match find {

@@ -14,9 +14,10 @@
 //!   caller's credentials; the assertion goes to `POST /v1/auth/reauth
 //!   {webauthn}`.
 //!
-//! Begin and finish are limited per client address like sign-in; a locked
-//! account is refused before anything is verified, and a wrong assertion
-//! counts toward the lockout.
+//! Finishing is limited per client address like sign-in (beginning, which
+//! verifies nothing, by `CEREMONY_QUOTA`); a locked account is refused
+//! before anything is verified, and a wrong assertion counts toward the
+//! lockout.
 
 use axum::Json;
 use axum::extract::State;
@@ -127,7 +128,7 @@ pub async fn begin(
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<BeginLogin>,
 ) -> Result<Json<LoginBegun>, ApiError> {
-    limit_ip(&state, &state.login_limiter, ip, &context).await?;
+    limit_ip(&state, &state.ceremony_limiter, ip, &context).await?;
     match req.mfa_token {
         Some(token) => {
             let pending = challenge::open(&state, &token, ip.0).await?;
@@ -167,7 +168,7 @@ pub async fn reauth_begin(
     p: Principal,
 ) -> Result<Json<LoginBegun>, ApiError> {
     p.forbid_impersonation(&state, operation::STEP_UP).await?;
-    limit_ip(&state, &state.login_limiter, ip, &p.context).await?;
+    limit_ip(&state, &state.ceremony_limiter, ip, &p.context).await?;
     let (options, st) = options_for(&state, p.user_id).await?;
     let id = ceremony::open(&state, Kind::StepUp, Some(p.user_id), None, &st).await?;
     Ok(begun(id, options))
@@ -272,8 +273,7 @@ async fn passwordless(
         .filter(|u| u.status == "active")
         .ok_or_else(crate::identity::routes::invalid_credentials)?;
     let memberships = crate::identity::memberships_of(&state.db, user.id).await?;
-    let Some(membership) =
-        crate::identity::routes::choose_tenant(&memberships, tenant.as_deref())?
+    let Some(membership) = crate::identity::routes::choose_tenant(&memberships, tenant.as_deref())?
     else {
         return Err(crate::identity::routes::invalid_credentials());
     };

@@ -32,6 +32,16 @@ use crate::config::Config;
 use crate::http::ApiError;
 pub(crate) use verify::check_assertion;
 
+/// Ceremonies a client address may open (`login/begin`, `reauth/begin`):
+/// 30 a minute. Opening one proves and guesses nothing, so it does not
+/// spend the sign-in quota; this bounds the rows an unauthenticated client
+/// can create. Verifying (`login/finish`, `POST /v1/auth/mfa`,
+/// `POST /v1/auth/reauth`) spends the sign-in quota like a password.
+pub const CEREMONY_QUOTA: crate::ratelimit::Quota = crate::ratelimit::Quota {
+    burst: 30,
+    period: chrono::Duration::minutes(1),
+};
+
 /// 400 `auth.webauthn_invalid`: the response does not verify (another
 /// challenge, origin or relying party, a bad signature, an unknown or
 /// another user's credential, a signature counter that went backwards).
@@ -48,10 +58,9 @@ fn malformed(detail: &str) -> ApiError {
 
 /// 413 `auth.webauthn_too_large`: a response over [`MAX_RESPONSE_BYTES`].
 fn too_large() -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "auth.webauthn_too_large")
-        .with_detail(format!(
-            "a WebAuthn response is at most {MAX_RESPONSE_BYTES} bytes"
-        ))
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "auth.webauthn_too_large").with_detail(format!(
+        "a WebAuthn response is at most {MAX_RESPONSE_BYTES} bytes"
+    ))
 }
 
 /// The client's response read as `T` (a `webauthn-rs` type); 413 above
@@ -68,9 +77,8 @@ pub(crate) fn parse<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T,
 /// 503 `auth.webauthn_unavailable`: the public URL cannot be a relying
 /// party (an IP address, not a domain name).
 fn unavailable() -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth.webauthn_unavailable").with_detail(
-        "WebAuthn needs STOCKADE_PUBLIC_URL to name a domain (not an IP address)",
-    )
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "auth.webauthn_unavailable")
+        .with_detail("WebAuthn needs STOCKADE_PUBLIC_URL to name a domain (not an IP address)")
 }
 
 /// The relying party of `config` (see the module documentation).
@@ -80,7 +88,8 @@ pub(crate) fn relying_party(config: &Config) -> Result<Webauthn, ApiError> {
     let built = match &config.public_url {
         Some(url) => {
             let host = url.host_str().ok_or_else(unavailable)?;
-            let origin = Url::parse(&url.origin().ascii_serialization()).map_err(|_| unavailable())?;
+            let origin =
+                Url::parse(&url.origin().ascii_serialization()).map_err(|_| unavailable())?;
             WebauthnBuilder::new(host, &origin)
                 .map_err(|_| unavailable())?
                 .rp_name(host)

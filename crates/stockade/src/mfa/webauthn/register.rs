@@ -76,14 +76,8 @@ pub async fn begin(
     if let Some(sel) = options.public_key.authenticator_selection.as_mut() {
         sel.resident_key = Some(ResidentKeyRequirement::Preferred);
     }
-    let ceremony_id = ceremony::open(
-        &state,
-        Kind::Register,
-        Some(p.user_id),
-        None,
-        &registration,
-    )
-    .await?;
+    let ceremony_id =
+        ceremony::open(&state, Kind::Register, Some(p.user_id), None, &registration).await?;
     Ok(Json(RegistrationBegun {
         ceremony_id,
         options,
@@ -222,7 +216,9 @@ pub async fn finish(
     let mut events = vec![
         NewEvent::new(p.actor(), "auth.mfa.webauthn.registered")
             .target(Target::new("webauthn_credential", id))
-            .details(serde_json::json!({ "name": name, "kind": kind, "discoverable": discoverable })),
+            .details(
+                serde_json::json!({ "name": name, "kind": kind, "discoverable": discoverable }),
+            ),
     ];
     if first {
         events.push(

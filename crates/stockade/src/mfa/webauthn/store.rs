@@ -35,7 +35,10 @@ impl CredentialRow {
 }
 
 /// `user`'s credentials, oldest first.
-pub(crate) async fn of_user(tx: &mut GlobalTx, user: UserId) -> Result<Vec<CredentialRow>, DbError> {
+pub(crate) async fn of_user(
+    tx: &mut GlobalTx,
+    user: UserId,
+) -> Result<Vec<CredentialRow>, DbError> {
     tx.fetch_all(
         &format!("{COLUMNS} WHERE user_id = $1 ORDER BY created_at, id"),
         vec![user.into()],

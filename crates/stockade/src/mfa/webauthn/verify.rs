@@ -140,8 +140,14 @@ pub(crate) async fn check_assertion(
 ) -> Result<Checked, ApiError> {
     let cred: PublicKeyCredential = super::parse(assertion)?;
     let st: DiscoverableAuthentication = match pending {
-        Some(p) => ceremony::take(state, Kind::SecondFactor, Find::Binding(p.token_hash(), user))
-            .await?,
+        Some(p) => {
+            ceremony::take(
+                state,
+                Kind::SecondFactor,
+                Find::Binding(p.token_hash(), user),
+            )
+            .await?
+        }
         None => ceremony::take(state, Kind::StepUp, Find::User(user)).await?,
     };
     let verified = verify(
