@@ -66,7 +66,7 @@ fn too_large() -> ApiError {
 /// The client's response read as `T` (a `webauthn-rs` type); 413 above
 /// [`MAX_RESPONSE_BYTES`], 400 `auth.webauthn_malformed` when it does not
 /// have the shape. Changes nothing.
-pub(crate) fn parse<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
+pub fn parse<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, ApiError> {
     let bytes = serde_json::to_vec(value).map_err(ApiError::internal)?;
     if bytes.len() > MAX_RESPONSE_BYTES {
         return Err(too_large());
@@ -82,7 +82,7 @@ fn unavailable() -> ApiError {
 }
 
 /// The relying party of `config` (see the module documentation).
-pub(crate) fn relying_party(config: &Config) -> Result<Webauthn, ApiError> {
+pub fn relying_party(config: &Config) -> Result<Webauthn, ApiError> {
     let timeout =
         std::time::Duration::from_secs(stockade_core::mfa::webauthn::CEREMONY_TTL_SECS as u64);
     let built = match &config.public_url {
