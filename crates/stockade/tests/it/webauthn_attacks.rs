@@ -2,7 +2,8 @@
 //! cloned authenticator (its signature counter goes backwards) is refused
 //! and audited; an assertion for another challenge, another user's
 //! sign-in, or another origin is refused and changes nothing (counter and
-//! `last_used_at` as they were); a replayed assertion, a ceremony used
+//! `last_used_at` as they were), and another user's credential cannot be
+//! removed; a replayed assertion, a ceremony used
 //! twice, an expired one and another user's registration ceremony are
 //! refused; oversized, non-CBOR, truncated or misshapen responses are 4xx
 //! (never 5xx) and store nothing; an impersonation and an API key cannot
@@ -131,6 +132,34 @@ async fn assertions_for_another_challenge_user_or_origin_change_nothing(backend:
         before,
         "no counter or last use recorded"
     );
+
+    // Another user's credential cannot be removed by Bob (404, still there).
+    let res = s
+        .client
+        .get(s.url("/v1/auth/webauthn/credentials"))
+        .bearer_auth(&pat.access)
+        .send()
+        .await
+        .unwrap();
+    let listed: Value = res.json().await.unwrap();
+    let pats_id = listed["credentials"][0]["id"].as_str().unwrap().to_owned();
+    let res = s
+        .client
+        .delete(s.url(&format!("/v1/auth/webauthn/credentials/{pats_id}")))
+        .bearer_auth(&bob.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let res = s
+        .client
+        .delete(s.url("/v1/auth/webauthn/credentials/not-a-uuid"))
+        .bearer_auth(&bob.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(credential_rows(&s).await, before);
 
     // Another user's registration ceremony: refused, nothing stored, and
     // Pat's ceremony is still Pat's to finish.
