@@ -35,6 +35,7 @@ CREATE TABLE mfa_challenges (
     failures       bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX mfa_challenges_user ON mfa_challenges (user_id);
+CREATE INDEX mfa_challenges_expiry ON mfa_challenges (expires_at);
 
 CREATE TABLE webauthn_credentials (
     id             uuid PRIMARY KEY,

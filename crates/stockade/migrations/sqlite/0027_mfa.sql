@@ -55,6 +55,7 @@ CREATE TABLE mfa_challenges (
     failures       INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX mfa_challenges_user ON mfa_challenges (user_id);
+CREATE INDEX mfa_challenges_expiry ON mfa_challenges (expires_at);
 
 CREATE TABLE webauthn_credentials (
     id             BLOB PRIMARY KEY NOT NULL,

@@ -5,7 +5,8 @@
 //! SHA-256, lives [`TTL`], is single-use, and is bound to the user, the
 //! tenant and the client address it was issued to. After
 //! [`MAX_FAILURES`] wrong factors it is burned; every wrong factor also
-//! counts toward the account's lockout, like a wrong password.
+//! counts toward the account's lockout, like a wrong password. Expired
+//! steps are deleted whenever a new one is opened.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -88,6 +89,13 @@ pub(crate) async fn create(
     let token = B64URL.encode(random::secret_bytes::<32>().map_err(ApiError::internal)?);
     let now = state.clock.now();
     let mut tx = state.db.global_tx().await?;
+    // Steps that can no longer be used go as new ones are opened, so the
+    // table holds at most five minutes of sign-ins.
+    tx.execute(
+        "DELETE FROM mfa_challenges WHERE expires_at < $1",
+        vec![now.into()],
+    )
+    .await?;
     tx.execute(
         "INSERT INTO mfa_challenges (token_hash, user_id, target_tenant, ip, first_factor, \
          created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",

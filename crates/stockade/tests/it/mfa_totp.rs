@@ -243,8 +243,18 @@ async fn the_mfa_token_is_single_use_bound_and_short_lived(backend: Backend) {
         problem(res).await,
         (StatusCode::UNAUTHORIZED, "auth.mfa_token_invalid".into())
     );
-    // Forged, truncated and oversized tokens; none, both, or unknown factors.
+    // Opening a new step deletes the expired ones (the spent first one
+    // included, now expired): only the new one is left.
     let token = mfa_token(login_from_ip("198.51.100.7").await.unwrap()).await;
+    let left: Vec<(i64,)> =
+        s.db.global_read()
+            .await
+            .unwrap()
+            .fetch_all("SELECT COUNT(*) FROM mfa_challenges", vec![])
+            .await
+            .unwrap();
+    assert_eq!(left[0].0, 1, "expired steps linger");
+    // Forged, truncated and oversized tokens; none, both, or unknown factors.
     for (body, want) in [
         (
             json!({"mfa_token": "A".repeat(43), "totp": "123456"}),
