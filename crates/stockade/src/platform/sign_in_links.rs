@@ -265,27 +265,32 @@ pub(super) async fn redeem_sign_in_link(
     let has_factor = crate::identity::find_auth_user_by_id(&state.db, link.user_id)
         .await?
         .is_some_and(|u| u.mfa_enabled);
-    if has_factor {
-        audit::append(
-            &mut tx,
-            clock,
-            NewEvent::new(
-                Actor::User {
-                    id: link.user_id,
-                    impersonator: None,
-                },
-                "auth.sign_in_link.used",
-            )
-            .target(Target::new("user", link.user_id))
-            .details(serde_json::json!({
-                "link_id": link_id(&hash),
-                "created_by": link.created_by,
-                "second_factor": "required",
-            }))
-            .context(context.clone()),
+    let used = |target: Target, details: serde_json::Value| {
+        NewEvent::new(
+            Actor::User {
+                id: link.user_id,
+                impersonator: None,
+            },
+            "auth.sign_in_link.used",
         )
-        .await
-        .map_err(ApiError::internal)?;
+        .target(target)
+        .details(details)
+        .context(context.clone())
+    };
+    let details = serde_json::json!({
+        "link_id": link_id(&hash),
+        "created_by": link.created_by,
+    });
+    if has_factor {
+        let details = serde_json::json!({
+            "link_id": link_id(&hash),
+            "created_by": link.created_by,
+            "second_factor": "required",
+        });
+        let event = used(Target::new("user", link.user_id), details);
+        audit::append(&mut tx, clock, event)
+            .await
+            .map_err(ApiError::internal)?;
         tx.commit().await?;
         return crate::mfa::challenge::issue(
             &state,
@@ -310,19 +315,7 @@ pub(super) async fn redeem_sign_in_link(
     audit::append(
         &mut tx,
         clock,
-        NewEvent::new(
-            Actor::User {
-                id: link.user_id,
-                impersonator: None,
-            },
-            "auth.sign_in_link.used",
-        )
-        .target(Target::new("session", session.id))
-        .details(serde_json::json!({
-            "link_id": link_id(&hash),
-            "created_by": link.created_by,
-        }))
-        .context(context),
+        used(Target::new("session", session.id), details),
     )
     .await
     .map_err(ApiError::internal)?;
