@@ -595,7 +595,53 @@ async fn master_rotation_rewraps_totp_secrets(backend: Backend) {
     s.stop().await;
 }
 
+/// The second step is limited per client address like sign-in: ten tries
+/// in 15 minutes (the sign-in that opened the step is one), then 429
+/// before any code is looked at, while another address is still served.
+async fn the_second_step_is_rate_limited_per_address(backend: Backend) {
+    let Some((s, totp)) = enrolled(backend).await else {
+        return;
+    };
+    let (ip, token) = start(&s, OWNER).await;
+    for n in 1..=9 {
+        let res = finish(&s, &ip, json!({"mfa_token": token, "totp": "12345"})).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "try {n}");
+    }
+    let res = finish(
+        &s,
+        &ip,
+        json!({"mfa_token": token, "totp": next_code(&s, &totp)}),
+    )
+    .await;
+    let (status, code) = problem(res).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "auth.rate_limited")
+    );
+    // The refused request spent nothing: the token still works once the
+    // address may try again (90 s per try), and meanwhile another address
+    // signs in.
+    let (ip2, token2) = start(&s, OWNER).await;
+    let res = finish(
+        &s,
+        &ip2,
+        json!({"mfa_token": token2, "totp": next_code(&s, &totp)}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    s.clock.advance(chrono::Duration::seconds(91));
+    let res = finish(
+        &s,
+        &ip,
+        json!({"mfa_token": token, "totp": next_code(&s, &totp)}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    s.stop().await;
+}
+
 crate::both_servers!(
+    the_second_step_is_rate_limited_per_address,
     master_rotation_rewraps_totp_secrets,
     enrolment_then_sign_in_with_both_factors,
     a_code_is_accepted_once_even_inside_its_window,
