@@ -129,7 +129,8 @@ def backend_section(backend, r):
                    rps("record_api_key") / base, 0.85),
         ratio_line(f"login efficiency = logins/s ÷ (cores {cores} ÷ argon2id hash "
                    f"{hash_s * 1000:.1f} ms = {ideal:.1f}/s)", rps("login") / ideal, 0.90),
-        f"| MFA sign-in completions/s (200 answers of `POST /v1/auth/mfa` ÷ seconds; no hash) "
+        f"| MFA sign-in completions/s (200 answers of `POST /v1/auth/mfa` ÷ the load's seconds; "
+        f"no hash; a lower bound when every prepared step was used before the end) "
         f"beside password sign-ins/s {rps('login'):.0f} | {mfa_ok:.0f} | — | |",
         ratio_line("refresh rotations/s" + ("" if backend == "sqlite" else " (the target is SQLite's)"),
                    rps("refresh"), 2000, "{:.0f}"),
