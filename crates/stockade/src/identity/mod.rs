@@ -10,6 +10,7 @@ mod lockout;
 mod model;
 pub mod password;
 pub mod password_gate;
+pub mod reauth;
 pub mod rekey;
 pub mod reset;
 mod reset_effects;
