@@ -22,3 +22,4 @@ pub mod records;
 pub mod sessions;
 pub mod tenancy;
 pub mod text;
+pub mod web;

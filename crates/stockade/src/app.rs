@@ -28,7 +28,7 @@ use crate::http::proxy_watch::{ForwardedWatch, Watching};
 use crate::http::{ApiError, AuthState};
 use crate::identity::password::Hasher;
 use crate::identity::{IdentityState, LOGIN_QUOTA, LoginLimiter};
-use crate::jobs::{FirstRun, Job, Scheduler};
+use crate::jobs::{FirstRun, Job, Leadership, Scheduler};
 use crate::ops::OpsState;
 use crate::platform::PlatformState;
 use crate::ratelimit::RateLimiter;
@@ -178,7 +178,8 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::records::routes().with_state(records.clone()))
         .merge(crate::apikeys::routes().with_state(ApiKeysState { auth: auth.clone() }))
         .merge(crate::audit::api::routes().with_state(state.audit.clone()))
-        .merge(crate::audit::webhook_api::routes().with_state(state.audit.clone()));
+        .merge(crate::audit::webhook_api::routes().with_state(state.audit.clone()))
+        .merge(crate::trust::routes().with_state(crate::trust::TrustState::new(auth.clone())));
     #[cfg(feature = "bench")]
     let router = router.merge(crate::bench::routes().with_state(crate::bench::BenchState {
         auth: auth.clone(),
@@ -202,6 +203,17 @@ pub fn app(state: AppState) -> Router {
             }),
             crate::http::proxy_watch::watch_forwarded,
         ));
+    // CORS answers (allowed origins only) sit inside the security headers,
+    // so a preflight answer carries them too; the guard around them refuses
+    // other origins' preflights and strips CORS headers from answers to them.
+    let router = match crate::http::cors::layer(&state.config.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    let router = router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(state.config.cors_origins.clone()),
+        crate::http::cors::guard,
+    ));
     layers::apply(router, limits)
 }
 
@@ -215,11 +227,21 @@ pub fn app(state: AppState) -> Router {
 /// sender every [`crate::email::dev_sender::INTERVAL`]. Dropping (or
 /// shutting down) the returned scheduler stops them all.
 ///
-/// The jobs marked `leader_only` are cluster-wide work; there is no leader
-/// election yet (issue #20), so every instance runs them today
-/// (`docs/controls.md` §1 says how each stays correct).
+/// The jobs marked `leader_only` are cluster-wide work: on PostgreSQL only
+/// the instance holding the advisory lock runs them (`jobs::leader`; the
+/// election runs beside the jobs and stops with them).
 pub fn spawn_jobs(state: &AppState) -> Scheduler {
-    let mut jobs = Scheduler::new(state.clock.clone());
+    // Cluster mode elects the instance that runs the leader-only jobs
+    // (`jobs::leader`); embedded mode is the only instance.
+    let mut jobs = match state.db.postgres_app_pool() {
+        Some(pool) => {
+            let leadership = Leadership::elect();
+            let mut jobs = Scheduler::with_leadership(state.clock.clone(), leadership.clone());
+            jobs.spawn(leadership.election_loop(pool.clone()));
+            jobs
+        }
+        None => Scheduler::new(state.clock.clone()),
+    };
     let s = state.clone();
     jobs.register(
         Job::new(
@@ -245,6 +267,25 @@ pub fn spawn_jobs(state: &AppState) -> Scheduler {
                         crate::audit::retention::scheduled_purge(&db, clock.as_ref(), policy)
                             .await?,
                     )
+                }
+            },
+        )
+        .leader_only(),
+    );
+    let (db, clock) = (state.db.clone(), state.clock.clone());
+    jobs.register(
+        Job::new(
+            "audit.chain_verification",
+            crate::audit::verification::INTERVAL,
+            move || {
+                let (db, clock) = (db.clone(), clock.clone());
+                async move {
+                    let v = crate::audit::verification::scheduled_verification(&db, clock.as_ref())
+                        .await?;
+                    Ok(format!(
+                        "{} chains, {} events, {} broken",
+                        v.chains, v.events_checked, v.broken
+                    ))
                 }
             },
         )

@@ -21,6 +21,7 @@ mod parse;
 mod production;
 mod retention;
 mod sources;
+mod web;
 
 pub use database::DatabaseUse;
 use parse::invalid;
@@ -98,6 +99,12 @@ pub struct Config {
     /// With `example.com`, a request to `acme.example.com` must carry a
     /// credential of tenant `acme`.
     pub tenant_domain: Option<String>,
+    /// Exact origins whose pages may call the API from a browser (CORS;
+    /// default none). See `config::web`.
+    pub cors_origins: Vec<stockade_core::web::WebOrigin>,
+    /// Where links and redirects may point: the public URL and
+    /// `STOCKADE_REDIRECT_ALLOWLIST`.
+    pub redirect_allowlist: stockade_core::web::RedirectAllowlist,
     /// Platform owners: user ids or emails (lower-cased) allowed on
     /// `/v1/platform/*`, besides `platform add-owner` grants; an email only
     /// for the account whose address is verified (`platform::owners`).

@@ -28,5 +28,6 @@ pub mod rbac;
 pub mod records;
 pub mod sessions;
 pub mod tenancy;
+pub mod trust;
 
 pub use stockade_core::{clock, ratelimit, text};

@@ -14,6 +14,7 @@ pub mod retention_policy;
 pub mod sampler;
 mod state;
 mod store;
+pub mod verification;
 pub mod webhook;
 pub mod webhook_api;
 mod webhook_send;

@@ -14,7 +14,7 @@ use super::sources::Raw;
 use super::{
     Config, ConfigError, DEFAULT_BODY_LIMIT, DEFAULT_IMPORT_MAX_BYTES, DEFAULT_IMPORT_MAX_ROWS,
     DEFAULT_LISTEN, DEFAULT_RECORD_MAX_BYTES, JwtAlg, Profile, SignupMode, database,
-    is_postgres_url, retention,
+    is_postgres_url, retention, web,
 };
 
 impl Raw {
@@ -150,6 +150,12 @@ impl Raw {
                 Some(d)
             }
         };
+        let cors_origins = web::cors_origins(&self)?;
+        let base = match &public_url {
+            Some(url) => Some(url.clone()),
+            None => Url::parse(&format!("http://{listen}/")).ok(),
+        };
+        let redirect_allowlist = web::redirect_allowlist(&self, base.as_ref())?;
         let platform_owners: Vec<String> = self
             .get("platform_owners")
             .unwrap_or_default()
@@ -211,6 +217,8 @@ impl Raw {
             trusted_proxies,
             trusted_proxies_set,
             tenant_domain,
+            cors_origins,
+            redirect_allowlist,
             platform_owners,
             record_max_bytes,
             import_max_bytes,

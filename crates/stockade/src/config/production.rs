@@ -24,6 +24,26 @@ impl Config {
             )),
             Some(_) => {}
         }
+        for origin in self.cors_origins.iter().filter(|o| !o.is_https()) {
+            problems.push(format!(
+                "STOCKADE_CORS_ORIGINS names {origin}: production allows only https:// origins"
+            ));
+        }
+        // The public URL's own entry is judged above.
+        let base = url::Url::parse(&self.base_url())
+            .ok()
+            .and_then(|u| stockade_core::web::WebOrigin::of(&u));
+        for entry in self
+            .redirect_allowlist
+            .entries()
+            .iter()
+            .filter(|e| !e.origin().is_https() && Some(e.origin()) != base.as_ref())
+        {
+            problems.push(format!(
+                "STOCKADE_REDIRECT_ALLOWLIST names {}: production allows only https:// destinations",
+                entry.origin()
+            ));
+        }
         if self.signup == SignupMode::Open && !self.allow_open_signup {
             problems.push(
                 "STOCKADE_SIGNUP=open in production needs the explicit flag STOCKADE_ALLOW_OPEN_SIGNUP=true"

@@ -33,6 +33,8 @@ const KEYS: &[&str] = &[
     "refresh_reuse_grace",
     "trusted_proxies",
     "tenant_domain",
+    "cors_origins",
+    "redirect_allowlist",
     "platform_owners",
     "record_max_bytes",
     "import_max_bytes",

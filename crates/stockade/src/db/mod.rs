@@ -427,10 +427,10 @@ impl Db {
         }
     }
 
-    /// The pool of server-role connections on PostgreSQL. Exposed for the
-    /// isolation tests, which run deliberately unscoped SQL through it to show
-    /// that row-level security holds without the application's help.
-    #[doc(hidden)]
+    /// The pool of server-role connections on PostgreSQL: the leader
+    /// election takes its lock connection from it (`jobs::leader`), and the
+    /// isolation tests run deliberately unscoped SQL through it to show that
+    /// row-level security holds without the application's help.
     pub fn postgres_app_pool(&self) -> Option<&PgPool> {
         match &self.backend {
             Backend::Postgres { app, .. } => Some(app),

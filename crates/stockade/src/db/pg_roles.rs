@@ -61,6 +61,7 @@ pub const APP_TABLE_GRANTS: &[(&str, &str)] = &[
     ("mfa_challenges", "SELECT, INSERT, UPDATE, DELETE"),
     ("webauthn_credentials", "SELECT, INSERT, UPDATE, DELETE"),
     ("webauthn_ceremonies", "SELECT, INSERT, UPDATE, DELETE"),
+    ("chain_verifications", "SELECT, INSERT, DELETE"),
 ];
 
 /// Functions `stockade_app` may call. `audit_purge` is `SECURITY DEFINER`

@@ -5,6 +5,7 @@
 
 pub mod auth_state;
 pub mod client_ip;
+pub mod cors;
 pub mod error;
 pub mod headers;
 pub mod json;
@@ -12,6 +13,7 @@ pub mod layers;
 pub mod origin;
 pub mod principal;
 pub mod proxy_watch;
+pub mod redirect;
 pub mod refusals;
 pub mod unread_body;
 

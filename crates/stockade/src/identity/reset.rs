@@ -31,11 +31,20 @@ pub const RESET_TTL: Duration = Duration::minutes(30);
 #[serde(deny_unknown_fields)]
 pub struct ResetRequest {
     pub email: String,
+    /// The page of your application that completes the reset: the emailed
+    /// link is this URL with `#token=…`. Must be under the public URL or
+    /// `STOCKADE_REDIRECT_ALLOWLIST` (400 `http.redirect_not_allowed`
+    /// otherwise, whatever the address); default
+    /// `<public URL>/reset-password`.
+    #[serde(default)]
+    pub redirect_to: Option<String>,
 }
 
 /// Starts a reset. Always 202: the answer says nothing about the address.
 #[utoipa::path(post, path = "/v1/auth/password-reset/request", tag = "auth",
-    request_body = ResetRequest, responses((status = 202), (status = 429, body = crate::http::Problem)))]
+    request_body = ResetRequest, responses((status = 202),
+        (status = 400, description = "`http.redirect_not_allowed`: `redirect_to` is not an allowed destination", body = crate::http::Problem),
+        (status = 429, body = crate::http::Problem)))]
 pub(crate) async fn request(
     State(state): State<IdentityState>,
     ip: ClientIp,
@@ -43,6 +52,15 @@ pub(crate) async fn request(
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<StatusCode, ApiError> {
     limit_ip(&state, &state.login_limiter, ip, &context).await?;
+    // Judged before the address is looked at: the answer is the same for
+    // every address.
+    let page = match &req.redirect_to {
+        Some(target) => Some(crate::http::redirect::allowed_target(
+            &state.config,
+            target,
+        )?),
+        None => None,
+    };
     let Ok(email) = Email::parse(&req.email) else {
         return Ok(StatusCode::ACCEPTED);
     };
@@ -55,11 +73,10 @@ pub(crate) async fn request(
     let secret = random::secret_bytes::<32>().map_err(ApiError::internal)?;
     let token = zeroize::Zeroizing::new(B64URL.encode(secret.as_slice()));
     let now = state.clock.now();
-    let link = zeroize::Zeroizing::new(format!(
-        "{}/reset-password#token={}",
-        state.issuer,
-        token.as_str()
-    ));
+    let link = zeroize::Zeroizing::new(match &page {
+        Some(page) => crate::http::redirect::token_link(page, "token", token.as_str()),
+        None => format!("{}/reset-password#token={}", state.issuer, token.as_str()),
+    });
     let body = zeroize::Zeroizing::new(format!(
         "Someone asked to reset the password of your account.\n\n\
          To choose a new password, open this link within 30 minutes:\n{}\n\n\

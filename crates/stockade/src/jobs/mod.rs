@@ -10,12 +10,12 @@
 //! `app::spawn_jobs`), and it must not read the wall clock (timestamps come
 //! from the injected clock, durations from tokio's, which tests pause).
 //!
-//! There is no leader election yet (issue #20 brings it): a job marked
-//! [`Job::leader_only`] records that it needs the cluster leader, and runs on
-//! every instance today, like every other job (`docs/controls.md` §1 says
-//! how each stays correct when several instances run it); the flag says
-//! which ones the election will confine to one instance.
+//! A job marked [`Job::leader_only`] is cluster-wide work: it runs only on
+//! the instance that leads ([`leader`]: always the one instance in embedded
+//! mode; elected with a PostgreSQL advisory lock in cluster mode). On the
+//! others its ticks pass as standby (`JobStatus::standby_ticks`).
 
+pub mod leader;
 mod scheduler;
 
 use std::future::Future;
@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+pub use leader::Leadership;
 pub use scheduler::{JobBoard, Scheduler};
 
 /// One run's result: a short summary of what it did, or why it failed.
@@ -73,8 +74,8 @@ impl Job {
         }
     }
 
-    /// Marks the job as cluster-wide work, for the leader alone once there
-    /// is an election (issue #20); until then it runs on every instance.
+    /// Marks the job as cluster-wide work, for the leader alone (see
+    /// [`leader`]).
     #[must_use]
     pub fn leader_only(mut self) -> Self {
         self.leader_only = true;
@@ -107,6 +108,9 @@ pub struct JobStatus {
     pub first_run: FirstRun,
     /// Runs finished since start.
     pub runs: u64,
+    /// Ticks of a leader-only job that passed because another instance
+    /// leads.
+    pub standby_ticks: u64,
     /// When the last run started (a run in progress started after the last
     /// one finished).
     pub last_started_at: Option<DateTime<Utc>>,
@@ -124,6 +128,7 @@ impl JobStatus {
             leader_only: job.leader_only,
             first_run: job.first_run,
             runs: 0,
+            standby_ticks: 0,
             last_started_at: None,
             last_finished_at: None,
             last_duration: None,

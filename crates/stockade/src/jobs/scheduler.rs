@@ -11,31 +11,40 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{FirstRun, Job, JobStatus, Outcome};
+use super::{FirstRun, Job, JobStatus, Leadership, Outcome};
 use crate::clock::SharedClock;
 
-/// The jobs of one [`Scheduler`] and their last runs; cheap to clone and to
-/// read (a snapshot of a few small records under a short lock).
-#[derive(Clone, Default)]
-pub struct JobBoard(Arc<Mutex<Vec<JobStatus>>>);
+/// The jobs of one [`Scheduler`] and their last runs, and whether this
+/// instance leads; cheap to clone and to read (a snapshot of a few small
+/// records under a short lock).
+#[derive(Clone)]
+pub struct JobBoard {
+    jobs: Arc<Mutex<Vec<JobStatus>>>,
+    leadership: Leadership,
+}
 
 impl JobBoard {
     /// Every registered job, in registration order.
     pub fn status(&self) -> Vec<JobStatus> {
-        self.0
+        self.jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
+    /// How this instance learns whether it runs the leader-only jobs.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
     fn add(&self, status: JobStatus) -> usize {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         all.push(status);
         all.len().saturating_sub(1)
     }
 
     fn update(&self, index: usize, change: impl FnOnce(&mut JobStatus)) {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(status) = all.get_mut(index) {
             change(status);
         }
@@ -50,13 +59,30 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler with no jobs; `clock` stamps the runs.
+    /// A scheduler with no jobs that always leads (one instance: embedded
+    /// mode, tests); `clock` stamps the runs.
     pub fn new(clock: SharedClock) -> Self {
+        Self::with_leadership(clock, Leadership::Always)
+    }
+
+    /// A scheduler whose leader-only jobs run only while `leadership` says
+    /// this instance leads (see `jobs::leader`); the caller runs the
+    /// election (e.g. [`Self::spawn`] of [`Leadership::election_loop`]).
+    pub fn with_leadership(clock: SharedClock, leadership: Leadership) -> Self {
         Self {
             clock,
-            board: JobBoard::default(),
+            board: JobBoard {
+                jobs: Arc::default(),
+                leadership,
+            },
             tasks: JoinSet::new(),
         }
+    }
+
+    /// Runs `task` (e.g. the election loop) beside the jobs: it is aborted
+    /// with them.
+    pub fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
     }
 
     /// Registers `job` and starts it (on the current tokio runtime).
@@ -96,6 +122,13 @@ async fn run(job: Job, index: usize, board: JobBoard, clock: SharedClock) {
     }
     loop {
         tick.tick().await;
+        if job.leader_only && !board.leadership.is_leader() {
+            // Another instance leads: it runs this one.
+            board.update(index, |s| {
+                s.standby_ticks = s.standby_ticks.saturating_add(1)
+            });
+            continue;
+        }
         board.update(index, |s| s.last_started_at = Some(clock.now()));
         let started = Instant::now();
         let outcome = match (job.run)().await {
@@ -299,6 +332,37 @@ mod tests {
         // 40: the old grid).
         let want: Vec<Duration> = [0.0, 25.0, 35.0, 45.0, 55.0].map(secs).into();
         assert_eq!(starts, want);
+    }
+
+    /// A leader-only job runs only while the instance leads; the others run
+    /// everywhere. Losing the lead stops it at its next tick; winning it
+    /// starts it at its next tick (within one period).
+    #[tokio::test(start_paused = true)]
+    async fn leader_only_jobs_run_only_while_this_instance_leads() {
+        let start = Instant::now();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let election = Arc::new(crate::jobs::leader::Election::default());
+        let mut s = Scheduler::with_leadership(clock, Leadership::Elected(election.clone()));
+        let (everywhere, leader) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        s.register(counting("everywhere", &everywhere));
+        s.register(counting("cluster", &leader).leader_only());
+        at(secs(0.5), start).await;
+        assert_eq!(everywhere.load(Ordering::SeqCst), 1);
+        assert_eq!(leader.load(Ordering::SeqCst), 0, "a follower ran it");
+        let cluster = &s.status()[1];
+        assert_eq!((cluster.runs, cluster.standby_ticks), (0, 1));
+        assert_eq!(cluster.last_started_at, None);
+        election.set(true);
+        at(secs(10.5), start).await;
+        assert_eq!(leader.load(Ordering::SeqCst), 1, "the new leader waited");
+        election.set(false);
+        at(secs(30.5), start).await;
+        assert_eq!(leader.load(Ordering::SeqCst), 1, "a former leader ran it");
+        assert_eq!(everywhere.load(Ordering::SeqCst), 4);
+        let cluster = &s.status()[1];
+        assert_eq!((cluster.runs, cluster.standby_ticks), (1, 3));
+        assert!(s.board().leadership().method() == "postgres-advisory-lock");
+        assert!(!s.board().leadership().is_leader());
     }
 
     #[tokio::test(start_paused = true)]

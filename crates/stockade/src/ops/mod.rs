@@ -34,7 +34,7 @@ pub fn routes() -> Router<OpsState> {
         description = "The secure core of a multi-tenant B2B SaaS. Errors are application/problem+json (RFC 9457) with a stable `code`."
     ),
     paths(healthz, readyz, openapi_json),
-    components(schemas(Problem, Health, Ready, ProxyReadiness, JobReadiness, crate::http::proxy_watch::ForwardedReport)),
+    components(schemas(Problem, Health, Ready, ProxyReadiness, LeadershipReadiness, JobReadiness, crate::http::proxy_watch::ForwardedReport)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -53,6 +53,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::apikeys::ApiKeysApi::openapi());
     doc.merge(crate::audit::api::AuditApi::openapi());
     doc.merge(crate::audit::webhook_api::WebhookApi::openapi());
+    doc.merge(crate::trust::TrustApi::openapi());
     doc
 }
 
@@ -86,9 +87,33 @@ pub struct Ready {
     pub backend: &'static str,
     pub migration: i64,
     pub proxy: ProxyReadiness,
+    /// Who runs the cluster-wide jobs; absent when the instance runs no
+    /// jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leadership: Option<LeadershipReadiness>,
     /// The scheduled jobs of this instance (`jobs`) and their last runs;
     /// empty when it runs none.
     pub jobs: Vec<JobReadiness>,
+}
+
+/// How the instance that runs the leader-only jobs is chosen, and whether
+/// it is this one.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LeadershipReadiness {
+    /// `single-instance` (embedded mode) or `postgres-advisory-lock`.
+    pub method: &'static str,
+    /// Whether this instance runs the leader-only jobs now.
+    pub leader: bool,
+}
+
+impl LeadershipReadiness {
+    fn of(board: Option<&JobBoard>) -> Option<Self> {
+        let leadership = board?.leadership();
+        Some(Self {
+            method: leadership.method(),
+            leader: leadership.is_leader(),
+        })
+    }
 }
 
 /// How the client address is found, and whether a proxy seems to be missed.
@@ -131,11 +156,12 @@ pub struct JobReadiness {
     pub name: &'static str,
     /// Seconds between runs.
     pub period_secs: u64,
-    /// Cluster-wide work, for the leader alone once there is an election;
-    /// until then every instance runs it.
+    /// Cluster-wide work, run only by the leader (see `leadership`).
     pub leader_only: bool,
     /// Runs finished since the instance started.
     pub runs: u64,
+    /// Ticks of a leader-only job passed because another instance leads.
+    pub standby_ticks: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_started_at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,6 +187,7 @@ impl JobReadiness {
                 period_secs: job.period.as_secs(),
                 leader_only: job.leader_only,
                 runs: job.runs,
+                standby_ticks: job.standby_ticks,
                 last_started_at: job.last_started_at,
                 last_finished_at: job.last_finished_at,
                 last_duration_ms: job
@@ -209,6 +236,7 @@ async fn readyz(
             backend,
             migration: version,
             proxy: ProxyReadiness::of(&state),
+            leadership: LeadershipReadiness::of(jobs.as_ref().map(|Extension(board)| board)),
             jobs: JobReadiness::all(jobs.as_ref().map(|Extension(board)| board)),
         })),
         MigrationStatus::Behind { applied, expected } => Err(ApiError::new(

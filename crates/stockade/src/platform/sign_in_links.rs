@@ -65,6 +65,12 @@ pub struct SignInLinkRequest {
     /// Must be `true`.
     #[serde(default)]
     pub confirm: bool,
+    /// The page of your application that redeems the link: the emailed
+    /// link is this URL with `#link=…`. Must be under the public URL or
+    /// `STOCKADE_REDIRECT_ALLOWLIST` (400 `http.redirect_not_allowed`
+    /// otherwise); default `<public URL>/sign-in`.
+    #[serde(default)]
+    pub redirect_to: Option<String>,
 }
 
 /// What the platform owner learns of a link: never the link itself.
@@ -102,6 +108,13 @@ pub(super) async fn create_sign_in_link(
 ) -> Result<(StatusCode, Json<SignInLinkResponse>), ApiError> {
     let now = state.clock.now();
     let reason = sensitive(&owner, now, req.confirm, &req.reason)?;
+    let page = match &req.redirect_to {
+        Some(target) => Some(crate::http::redirect::allowed_target(
+            &state.config,
+            target,
+        )?),
+        None => None,
+    };
     let (user, membership) = resolve_target(&state, req.user_id, req.tenant.as_deref()).await?;
     if user.email_verified_at.is_none() {
         return Err(
@@ -129,16 +142,19 @@ pub(super) async fn create_sign_in_link(
         },
     )
     .await?;
+    let link = Zeroizing::new(match &page {
+        Some(page) => crate::http::redirect::token_link(page, "link", token.as_str()),
+        None => format!("{}/sign-in#link={}", state.issuer, token.as_str()),
+    });
     let body = Zeroizing::new(format!(
         "Our support team created a one-time sign-in link for your account in {}.\n\n\
          Open it within 15 minutes; it works once and signs you in without your password \
          (changing your password or other sensitive settings will still ask for it):\n\
-         {}/sign-in#link={}\n\n\
+         {}\n\n\
          If you did not ask support for help, do not open it: it expires by itself. \
          Tell your administrator.",
         membership.slug,
-        state.issuer,
-        token.as_str()
+        link.as_str()
     ));
     email::enqueue(
         &mut tx,

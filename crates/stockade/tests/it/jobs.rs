@@ -52,6 +52,7 @@ async fn readyz_lists_the_jobs_of_a_running_server() {
     let log = dir.path().join("server.log");
     let (started, _stdout) = start_capturing(dir.path(), &[], &log);
     let at_start = [
+        "audit.chain_verification",
         "audit.webhook_delivery",
         "audit.retention_purge",
         "platform.impersonation_sweep",
@@ -59,6 +60,17 @@ async fn readyz_lists_the_jobs_of_a_running_server() {
         "audit.refusal_flush",
     ];
     let all = after_first_runs(&started, &at_start).await;
+    // Embedded mode: the one instance leads.
+    let ready: Value = reqwest::get(format!("{}/readyz", started.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready["leadership"],
+        serde_json::json!({"method": "single-instance", "leader": true})
+    );
     let schedule: Vec<(&str, u64, bool)> = all
         .values()
         .map(|j| {
@@ -72,6 +84,7 @@ async fn readyz_lists_the_jobs_of_a_running_server() {
     assert_eq!(
         schedule,
         [
+            ("audit.chain_verification", 86_400, true),
             ("audit.refusal_flush", 60, false),
             ("audit.retention_purge", 86_400, true),
             ("audit.webhook_delivery", 5, true),
@@ -104,7 +117,8 @@ async fn readyz_lists_the_jobs_of_a_running_server() {
                 "leader_only",
                 "name",
                 "period_secs",
-                "runs"
+                "runs",
+                "standby_ticks"
             ],
             "{job}"
         );
@@ -124,6 +138,7 @@ async fn production_runs_no_development_mail_sender() {
     assert_eq!(
         names,
         [
+            "audit.chain_verification",
             "audit.refusal_flush",
             "audit.retention_purge",
             "audit.webhook_delivery",
