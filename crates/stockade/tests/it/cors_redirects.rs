@@ -307,4 +307,67 @@ async fn reset_links_go_only_to_allowed_pages(backend: Backend) {
     assert!(!body.contains("app.example.com"), "{body}");
 }
 
-crate::both_servers!(reset_links_go_only_to_allowed_pages);
+/// A platform owner's one-time sign-in link may point at an allowed page of
+/// the application, and nowhere else: the link carries a session of the
+/// user, so a hostile page would receive it.
+async fn sign_in_links_go_only_to_allowed_pages(backend: Backend) {
+    const ROOT: &str = "root@platform.test";
+    let Some(s) = server(
+        backend,
+        &[
+            ("STOCKADE_PLATFORM_OWNERS", ROOT),
+            (
+                "STOCKADE_REDIRECT_ALLOWLIST",
+                "https://app.example.com/auth/",
+            ),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let root = signup(&s, "root-ops", ROOT).await;
+    let _factor = crate::mfa::owner_factor(&s, &root.access).await;
+    let pat = signup(&s, "acme", "pat@acme.test").await;
+    let me: Value = crate::auth::me(&s, &pat.access).await.json().await.unwrap();
+    let pat_id = me["user"]["id"].as_str().unwrap().to_owned();
+    let ask = |target: &'static str| {
+        s.client
+            .post(s.url("/v1/platform/sign-in-links"))
+            .bearer_auth(&root.access)
+            .json(&json!({"user_id": pat_id, "confirm": true,
+                "reason": "support ticket #42", "redirect_to": target}))
+            .send()
+    };
+    let mails = outbox(&s).await.len();
+    for target in HOSTILE_TARGETS {
+        let res = ask(target).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{target:?}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "http.redirect_not_allowed", "{target:?}");
+    }
+    assert_eq!(outbox(&s).await.len(), mails, "a refused link was queued");
+    let res = ask("https://app.example.com/auth/sign-in").await.unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let mail = outbox(&s).await.pop().unwrap();
+    assert_eq!(mail.kind, "sign_in_link");
+    let (page, token) = mail
+        .body
+        .split_whitespace()
+        .find_map(|w| w.split_once("#link="))
+        .unwrap();
+    assert_eq!(page, "https://app.example.com/auth/sign-in");
+    let res = s
+        .client
+        .post(s.url("/v1/auth/sign-in-link"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+crate::both_servers!(
+    reset_links_go_only_to_allowed_pages,
+    sign_in_links_go_only_to_allowed_pages
+);
