@@ -10,6 +10,7 @@
 //! which re-exports each at its old path.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod apikeys;
 pub mod audit;
 pub mod clock;
