@@ -30,6 +30,7 @@ use crate::identity::password::Hasher;
 use crate::identity::{IdentityState, LOGIN_QUOTA, LoginLimiter};
 use crate::jobs::{FirstRun, Job, Leadership, Scheduler};
 use crate::ops::OpsState;
+use crate::ops::alerts::Monitor;
 use crate::platform::PlatformState;
 use crate::ratelimit::RateLimiter;
 use crate::rbac::RbacState;
@@ -60,6 +61,9 @@ pub struct Inner {
     pub forwarded_watch: Arc<ForwardedWatch>,
     /// The audit slice, kept whole: the webhook delivery job takes it too.
     audit: AuditState,
+    /// This instance's alerts (`ops::alerts`): fed by the request layer,
+    /// the rate limits, the deliveries; judged by the `ops.alerts` job.
+    pub monitor: Arc<Monitor>,
 }
 
 impl AppState {
@@ -79,6 +83,11 @@ impl AppState {
         // hook is installed on `db` once.
         let generations = crate::cache::Generations::new(&config, &db);
         let refresh_rotations = RotationBatcher::new(db.clone(), clock.clone(), session_policy);
+        if config.admin_listen.is_some() {
+            // Once per process; nothing is recorded when nothing serves it.
+            crate::ops::metrics::install();
+        }
+        let monitor = Arc::new(Monitor::new(config.alerts, clock.clone()));
         let auth = AuthState::new(
             db,
             clock,
@@ -97,6 +106,7 @@ impl AppState {
             forwarded_watch: Arc::default(),
             auth,
             keys,
+            monitor,
         })))
     }
 
@@ -214,7 +224,11 @@ pub fn app(state: AppState) -> Router {
         Arc::new(state.config.cors_origins.clone()),
         crate::http::cors::guard,
     ));
-    layers::apply(router, limits)
+    // Outermost, so it sees every answer's final status (`ops::http_metrics`).
+    layers::apply(router, limits).layer(axum::middleware::from_fn_with_state(
+        state.monitor.clone(),
+        crate::ops::http_metrics::track,
+    ))
 }
 
 /// Starts the scheduled jobs of a serving instance (see `jobs`): the
@@ -305,24 +319,14 @@ pub fn spawn_jobs(state: &AppState) -> Scheduler {
     );
     // Outside production only: bodies are written to files (`email::dev_sender`).
     if !state.config.is_production() {
-        let (db, clock, master) = (state.db.clone(), state.clock.clone(), state.master());
-        let data_dir = state.config.data_dir.clone();
+        let s = state.clone();
         jobs.register(
             Job::new(
                 "email.dev_sender",
                 crate::email::dev_sender::INTERVAL,
                 move || {
-                    let (db, clock, master, data_dir) =
-                        (db.clone(), clock.clone(), master.clone(), data_dir.clone());
-                    async move {
-                        let run = crate::email::dev_sender::scheduled_delivery(
-                            &db,
-                            clock.as_ref(),
-                            &master,
-                            &data_dir,
-                        );
-                        Ok(run.await?)
-                    }
+                    let s = s.clone();
+                    async move { Ok(deliver_dev_mail(&s).await?.to_string()) }
                 },
             )
             .leader_only(),
@@ -336,6 +340,16 @@ pub fn spawn_jobs(state: &AppState) -> Scheduler {
         move || {
             let s = s.clone();
             async move { Ok(format!("{} events written", flush_refusals(&s).await)) }
+        },
+    ));
+    // Each instance judges its own alerts (`ops::alerts`).
+    let s = state.clone();
+    jobs.register(Job::new(
+        "ops.alerts",
+        crate::ops::alerts::EVALUATE_EVERY,
+        move || {
+            let s = s.clone();
+            async move { evaluate_alerts(&s).await }
         },
     ));
     // Each instance holds its own keyring.
@@ -357,15 +371,34 @@ pub async fn deliver_mail(state: &AppState) {
     if state.config.is_production() {
         return;
     }
+    // Logged by the run itself.
+    let _ = deliver_dev_mail(state).await;
+}
+
+/// [`deliver_mail`], its outcome reported to the alerts.
+async fn deliver_dev_mail(
+    state: &AppState,
+) -> Result<crate::email::dev_sender::Delivered, crate::email::EmailError> {
     let master = state.master();
     let run = crate::email::dev_sender::scheduled_delivery(
         &state.db,
         state.clock.as_ref(),
         &master,
         &state.config.data_dir,
-    );
-    // Logged by the run itself.
-    let _ = run.await;
+    )
+    .await?;
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    state
+        .monitor
+        .email_deliveries(count(run.sent), count(run.failed));
+    Ok(run)
+}
+
+/// One run of the `ops.alerts` job: this instance's alerts judged; each
+/// one raised or cleared is a gauge, a platform audit event and a log line
+/// (`ops::alerts`).
+pub async fn evaluate_alerts(state: &AppState) -> crate::jobs::RunResult {
+    state.monitor.run(&state.db).await
 }
 
 /// One run of the audit webhook delivery (see `audit::webhook`); failures
@@ -374,6 +407,7 @@ pub async fn deliver_mail(state: &AppState) {
 pub async fn deliver_webhooks(state: &AppState) -> Result<String, crate::db::DbError> {
     match crate::audit::webhook::deliver_due(state).await {
         Ok(r) => {
+            state.monitor.webhook_deliveries(r.delivered, r.failed);
             if r.tenants > 0 {
                 tracing::debug!(
                     tenants = r.tenants,

@@ -6,7 +6,8 @@
 //! file holds the types and the entry points; the values are gathered by
 //! `config/sources.rs`, parsed and bounded by `config/parse.rs`, judged for
 //! production by `config/production.rs` (database URLs: `config/database.rs`;
-//! audit retention: `config/retention.rs`).
+//! audit retention: `config/retention.rs`; the admin listener and alert
+//! thresholds: `config/ops.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 mod database;
+mod ops;
 mod parse;
 mod production;
 mod retention;
@@ -125,6 +127,13 @@ pub struct Config {
     pub audit_retention_min_days: i64,
     /// How many days the platform's own audit chain is kept.
     pub audit_platform_retention_days: i64,
+    /// Where `/metrics` is served (`ops::admin`); `None` when `off`. Never
+    /// the public listener's address (`config/ops.rs`).
+    pub admin_listen: Option<SocketAddr>,
+    /// Production may put the admin listener on a non-loopback address.
+    pub admin_allow_remote: bool,
+    /// The alert thresholds (`STOCKADE_ALERT_*`, `ops::alerts`).
+    pub alerts: stockade_core::alerts::Settings,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

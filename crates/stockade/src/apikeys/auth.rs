@@ -230,7 +230,8 @@ pub async fn authenticate(
         return Err(
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "auth.rate_limited")
                 .with_detail("too many failed API-key authentications from this address")
-                .retry_after(secs),
+                .retry_after(secs)
+                .limited_by("api_key_failures_address", ip),
         );
     }
     let fail = || {
@@ -403,7 +404,8 @@ pub async fn admit(state: &AuthState, key: &Authenticated, ip: ClientAddr) -> Re
         return Err(
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "api_keys.rate_limited")
                 .with_detail("this API key made too many requests: slow down")
-                .retry_after(retry_after_secs),
+                .retry_after(retry_after_secs)
+                .limited_by("api_key", ip.limit_key()),
         );
     }
     // The stored time spares a write another process (or an earlier run)

@@ -109,6 +109,7 @@ pub async fn append_many(
     for chunk in stored.chunks(INSERT_CHUNK) {
         insert_rows(tx, chunk).await?;
     }
+    crate::ops::metrics::audit_appended(tenant == TenantId::PLATFORM, stored.len());
     Ok(stored)
 }
 

@@ -44,6 +44,7 @@ pub(super) async fn deliver_tenant(
         Err(Failure::Lost) => {}
         Err(Failure::Attempt(msg)) => {
             report.failed += 1;
+            crate::ops::metrics::webhook_delivery(false);
             if webhook::failed(state, tenant, &claim, &msg).await? {
                 report.disabled += 1;
                 tracing::warn!(%tenant, "audit webhook disabled after repeated failures");
@@ -127,6 +128,7 @@ async fn send_pending(
             return Err(Failure::Lost);
         }
         report.delivered += 1;
+        crate::ops::metrics::webhook_delivery(true);
     }
     Ok(())
 }

@@ -76,6 +76,11 @@ pub(super) async fn serve(mut config: Config, options: MigrateOptions) -> Result
     let production = config.is_production();
     let redis_configured = config.redis_url.is_some();
     let state = AppState::new(config, db.clone(), Arc::new(SystemClock), keys, keyring)?;
+    // The admin listener (`/metrics` only, `ops::admin`): never the public
+    // port; stopped when this function returns.
+    let _admin = crate::ops::admin::start_configured(&state.config, &db)
+        .await
+        .map_err(Failure::one)?;
     // A Redis that does not answer at startup does not stop the server: the
     // session and API-key caches stay bypassed (every request reads the
     // database) until it answers, and the connection is retried on use.

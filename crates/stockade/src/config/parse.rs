@@ -175,6 +175,7 @@ impl Raw {
         let webhook_allow_private = parse_bool(&self, "webhook_allow_private")?.unwrap_or(false);
         let webhook_ca_file = self.get("webhook_ca_file").map(PathBuf::from);
         let (audit_retention_min_days, audit_platform_retention_days) = retention::parse(&self)?;
+        let (admin_listen, admin_allow_remote, alerts) = super::ops::parse(&self, listen)?;
         let database_url = self.secrets.remove("database_url");
         if let Some(url) = &database_url {
             let u = url.value.expose_secret();
@@ -227,6 +228,9 @@ impl Raw {
             webhook_ca_file,
             audit_retention_min_days,
             audit_platform_retention_days,
+            admin_listen,
+            admin_allow_remote,
+            alerts,
         })
     }
 }

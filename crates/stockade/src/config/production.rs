@@ -1,7 +1,8 @@
 //! The production profile's refusals that need no I/O: a public https URL,
 //! open signup only with its explicit flag, a master key and a signing key
 //! (or a strong HS256 secret) named, owners given as ids, database TLS,
-//! trusted proxies said, no benchmark build. One line per problem, so
+//! trusted proxies said, the admin listener on loopback unless allowed, no
+//! benchmark build. One line per problem, so
 //! `config check` and `serve` can list them all; key files themselves are
 //! read and judged by `crypto::keys`, not here.
 
@@ -90,6 +91,7 @@ impl Config {
                     .to_owned(),
             );
         }
+        problems.extend(self.admin_problem());
         if cfg!(feature = "bench") {
             problems.push(
                 "this binary was built with the `bench` feature (benchmark routes without authentication): never run it in production"

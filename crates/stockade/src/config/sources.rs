@@ -44,6 +44,20 @@ const KEYS: &[&str] = &[
     "webhook_ca_file",
     "audit_retention_min_days",
     "audit_platform_retention_days",
+    // config/ops.rs
+    "admin_listen",
+    "admin_allow_remote",
+    "alert_window_secs",
+    "alert_5xx_percent",
+    "alert_5xx_min_requests",
+    "alert_4xx_spike_factor",
+    "alert_4xx_spike_min",
+    "alert_4xx_baseline_windows",
+    "alert_rate_limit_hits",
+    "alert_webhook_failure_percent",
+    "alert_email_failure_percent",
+    "alert_delivery_min_attempts",
+    "alert_backup_max_age_hours",
 ];
 const SECRET_KEYS: &[&str] = &[
     "database_url",

@@ -446,6 +446,18 @@ impl Db {
         }
     }
 
+    /// Each connection pool's use now (`ops::metrics` reads it at every
+    /// scrape): SQLite's writer and readers, or PostgreSQL's one pool.
+    pub fn pool_use(&self) -> Vec<PoolUse> {
+        match &self.backend {
+            Backend::Sqlite { writer, reader } => vec![
+                PoolUse::of("sqlite_writer", writer),
+                PoolUse::of("sqlite_reader", reader),
+            ],
+            Backend::Postgres { app } => vec![PoolUse::of("postgres", app)],
+        }
+    }
+
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite { writer, reader } => {
@@ -453,6 +465,28 @@ impl Db {
                 writer.close().await;
             }
             Backend::Postgres { app } => app.close().await,
+        }
+    }
+}
+
+/// One connection pool's use (see [`Db::pool_use`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// `sqlite_writer`, `sqlite_reader` or `postgres`.
+    pub name: &'static str,
+    /// Connections open (idle or in use).
+    pub size: u32,
+    pub idle: usize,
+    pub max: u32,
+}
+
+impl PoolUse {
+    fn of<DB: sqlx::Database>(name: &'static str, pool: &sqlx::Pool<DB>) -> Self {
+        Self {
+            name,
+            size: pool.size(),
+            idle: pool.num_idle(),
+            max: pool.options().get_max_connections(),
         }
     }
 }

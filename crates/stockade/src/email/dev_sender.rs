@@ -48,15 +48,33 @@ struct Queued {
     created_at: DateTime<Utc>,
 }
 
+/// What one run delivered: messages written, and messages whose write
+/// failed (retried at the next run, `failed` after [`MAX_ATTEMPTS`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    pub sent: usize,
+    pub failed: usize,
+}
+
+impl std::fmt::Display for Delivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} messages written, {} failed", self.sent, self.failed)
+    }
+}
+
+/// The `sender` label of this sender's deliveries (`ops::metrics`).
+pub const METRIC_SENDER: &str = "development";
+
 /// Delivers every queued message (up to a batch) into
-/// `sink_dir(data_dir)`; the number written. A message another instance
-/// claimed first is skipped.
+/// `sink_dir(data_dir)`. A message another instance claimed first is
+/// skipped. Each message written or failed is counted
+/// (`stockade_email_deliveries_total`).
 pub async fn deliver_queued(
     db: &Db,
     clock: &dyn Clock,
     master: &MasterKey,
     data_dir: &Path,
-) -> Result<usize, EmailError> {
+) -> Result<Delivered, EmailError> {
     let queued: Vec<Queued> = db
         .global_read()
         .await?
@@ -68,32 +86,37 @@ pub async fn deliver_queued(
             vec![BATCH.into()],
         )
         .await?;
-    let mut written = 0;
+    let mut run = Delivered::default();
     for message in queued {
         match deliver_one(db, clock, master, data_dir, &message).await {
-            Ok(true) => written += 1,
+            Ok(true) => {
+                run.sent += 1;
+                crate::ops::metrics::email_delivery(METRIC_SENDER, true);
+            }
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(outbox_id = %message.id, kind = %message.kind, error = %e,
                     "development sender could not write a message");
+                run.failed += 1;
+                crate::ops::metrics::email_delivery(METRIC_SENDER, false);
                 record_failure(db, clock, &message).await?;
             }
         }
     }
-    Ok(written)
+    Ok(run)
 }
 
 /// One run of the serving instance's sender (`app::spawn_jobs`; never in
 /// production): [`deliver_queued`], its failure logged (retried at the next
-/// run). Returns a summary for the job's status.
+/// run). Returns what it delivered (its `Display` is the job's summary).
 pub async fn scheduled_delivery(
     db: &Db,
     clock: &dyn Clock,
     master: &MasterKey,
     data_dir: &Path,
-) -> Result<String, EmailError> {
+) -> Result<Delivered, EmailError> {
     match deliver_queued(db, clock, master, data_dir).await {
-        Ok(n) => Ok(format!("{n} messages written")),
+        Ok(run) => Ok(run),
         Err(e) => {
             tracing::error!(error = %e, "development sender failed");
             Err(e)

@@ -37,6 +37,20 @@ pub struct ApiError {
     errors: Option<serde_json::Value>,
     max_age_seconds: Option<i64>,
     retry_after: Option<u64>,
+    /// Boxed: only rate-limit refusals carry it, and it keeps `ApiError`
+    /// small (clippy's `result_large_err`).
+    limited: Option<Box<RateLimited>>,
+}
+
+/// On a rate-limit refusal's response (a 429 made with
+/// [`ApiError::limited_by`]): which limiter refused, and the client it
+/// counted against. Read by the metrics layer (`ops::http_metrics`: the
+/// refusal counter by limiter, and the alert on repeated refusals of one
+/// address); the address is never a metric label.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimited {
+    pub limiter: &'static str,
+    pub client: super::client_ip::LimitKey,
 }
 
 impl ApiError {
@@ -48,7 +62,15 @@ impl ApiError {
             errors: None,
             max_age_seconds: None,
             retry_after: None,
+            limited: None,
         }
+    }
+
+    /// Names the rate limit (`limiter`, a fixed name) that refused `client`
+    /// (see [`RateLimited`]).
+    pub fn limited_by(mut self, limiter: &'static str, client: super::client_ip::LimitKey) -> Self {
+        self.limited = Some(Box::new(RateLimited { limiter, client }));
+        self
     }
 
     /// Adds `max_age_seconds` to the problem (the age limit a step-up
@@ -149,6 +171,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(limited) = self.limited {
+            res.extensions_mut().insert(*limited);
         }
         res
     }

@@ -18,7 +18,7 @@ pub mod refusals;
 pub mod unread_body;
 
 pub use auth_state::AuthState;
-pub use error::{ApiError, Problem};
+pub use error::{ApiError, Problem, RateLimited};
 pub use json::ApiJson;
 pub use origin::SameOrigin;
 pub use principal::{AuditContext, Principal};

@@ -96,6 +96,9 @@ async fn audit_account(
         ),
         None => (vec![TenantId::PLATFORM], Actor::System),
     };
+    if locked.is_some() {
+        crate::ops::metrics::account_locked();
+    }
     if let (Some(u), Some(until)) = (user, locked) {
         lockout_notice(state, u, until, context).await?;
     }

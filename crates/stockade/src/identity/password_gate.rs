@@ -41,6 +41,21 @@ pub(crate) async fn limit_ip(
     ip: ClientIp,
     context: &RequestContext,
 ) -> Result<(), ApiError> {
+    limit_ip_as(PASSWORD_LIMITER, state, limiter, ip, context).await
+}
+
+/// The `limiter` label of [`limit_ip`]'s refusals (`stockade_rate_limit_refusals_total`).
+pub(crate) const PASSWORD_LIMITER: &str = "password_address";
+
+/// [`limit_ip`], its refusals counted under the limiter name `name` (a
+/// fixed name: a metric label).
+pub(crate) async fn limit_ip_as(
+    name: &'static str,
+    state: &AuthState,
+    limiter: &LoginLimiter,
+    ip: ClientIp,
+    context: &RequestContext,
+) -> Result<(), ApiError> {
     let key = ip.0.limit_key();
     match limiter.check(&key, state.clock.now()) {
         Decision::Allow => Ok(()),
@@ -59,7 +74,8 @@ pub(crate) async fn limit_ip(
             Err(
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "auth.rate_limited")
                     .with_detail("too many attempts from this address")
-                    .retry_after(retry_after_secs),
+                    .retry_after(retry_after_secs)
+                    .limited_by(name, key),
             )
         }
     }

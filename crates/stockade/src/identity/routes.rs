@@ -114,6 +114,18 @@ pub struct LoginRequest {
 async fn login(
     State(state): State<IdentityState>,
     ip: ClientIp,
+    context: AuditContext,
+    req: ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let answer = password_sign_in(state, ip, context, req).await;
+    crate::ops::metrics::sign_in("password", &answer);
+    answer
+}
+
+/// [`login`]'s work; its answer is counted by outcome.
+async fn password_sign_in(
+    state: IdentityState,
+    ip: ClientIp,
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
@@ -169,7 +181,7 @@ async fn login(
         // The password alone proves nothing yet: the failure count stays
         // until the second factor, so wrong codes and fresh sign-ins keep
         // adding up to the lockout.
-        return crate::mfa::challenge::issue(
+        let mut answer = crate::mfa::challenge::issue(
             &state,
             user.id,
             membership.tenant_id,
@@ -177,7 +189,11 @@ async fn login(
             ip.0,
             &context,
         )
-        .await;
+        .await?;
+        answer
+            .extensions_mut()
+            .insert(crate::ops::metrics::MfaRequired);
+        return Ok(answer);
     }
     if throttled.has_failures() {
         throttle::record_success(&state.db, &email_key).await?;

@@ -136,9 +136,11 @@ async fn run(job: Job, index: usize, board: JobBoard, clock: SharedClock) {
             Err(e) => Outcome::Failed(format!("{e:#}")),
         };
         let took = started.elapsed();
+        let finished = clock.now();
+        crate::ops::metrics::job_run(job.name, matches!(outcome, Outcome::Ok(_)), finished);
         board.update(index, |s| {
             s.runs = s.runs.saturating_add(1);
-            s.last_finished_at = Some(clock.now());
+            s.last_finished_at = Some(finished);
             s.last_duration = Some(took);
             s.last_outcome = Some(outcome);
         });

@@ -125,6 +125,18 @@ pub(crate) async fn check(
         (status = 429, body = crate::http::Problem,
             description = "`auth.rate_limited` or `auth.account_locked`")))]
 pub async fn complete(
+    state: State<MfaState>,
+    ip: ClientIp,
+    context: AuditContext,
+    req: ApiJson<CompleteMfa>,
+) -> Result<Response, ApiError> {
+    let answer = second_step(state, ip, context, req).await;
+    crate::ops::metrics::sign_in("mfa", &answer);
+    answer
+}
+
+/// [`complete`]'s work; its answer is counted by outcome.
+async fn second_step(
     State(state): State<MfaState>,
     ip: ClientIp,
     AuditContext(context): AuditContext,

@@ -1,4 +1,7 @@
-//! Operations endpoints: liveness, readiness, the OpenAPI document.
+//! Operations endpoints: liveness, readiness, the OpenAPI document; and
+//! the operations signals: Prometheus metrics (`metrics`, the request layer
+//! `http_metrics`, served only on the admin listener `admin`) and the
+//! alerts (`alerts`).
 //!
 //! `/readyz` shows the instance's scheduled jobs when whoever serves put
 //! their `jobs::JobBoard` on the router as an `Extension` (`stockade
@@ -16,6 +19,10 @@ use crate::db::MigrationStatus;
 use crate::http::{ApiError, Problem};
 use crate::jobs::{JobBoard, Outcome};
 
+pub mod admin;
+pub mod alerts;
+pub mod http_metrics;
+pub mod metrics;
 mod state;
 
 pub use state::OpsState;

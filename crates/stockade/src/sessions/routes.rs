@@ -159,7 +159,11 @@ async fn refresh(
             ),
             Err(e) => e.into_response(),
         },
-        Err(RefreshError::Invalid | RefreshError::Reused) => unauthenticated_clearing_cookie(),
+        Err(RefreshError::Invalid) => unauthenticated_clearing_cookie(),
+        Err(RefreshError::Reused) => {
+            crate::ops::metrics::refresh_reuse_detected();
+            unauthenticated_clearing_cookie()
+        }
         Err(RefreshError::AddressRefused {
             tenant,
             user,

@@ -246,6 +246,7 @@ pub fn start(dir: &Path, env: &[(&str, &str)]) -> Started {
     let mut cmd = stockade(dir);
     cmd.arg("serve")
         .env("STOCKADE_LISTEN", "127.0.0.1:0")
+        .env("STOCKADE_ADMIN_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for (k, v) in env {
@@ -371,6 +372,7 @@ pub fn start_capturing(
     let mut cmd = stockade(dir);
     cmd.arg("serve")
         .env("STOCKADE_LISTEN", "127.0.0.1:0")
+        .env("STOCKADE_ADMIN_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).unwrap());
     for (k, v) in env {

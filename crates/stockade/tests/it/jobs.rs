@@ -58,6 +58,7 @@ async fn readyz_lists_the_jobs_of_a_running_server() {
         "platform.impersonation_sweep",
         "email.dev_sender",
         "audit.refusal_flush",
+        "ops.alerts",
     ];
     let all = after_first_runs(&started, &at_start).await;
     // Embedded mode: the one instance leads.
@@ -90,6 +91,7 @@ async fn readyz_lists_the_jobs_of_a_running_server() {
             ("audit.webhook_delivery", 5, true),
             ("crypto.keyring_reload", 30, false),
             ("email.dev_sender", 1, true),
+            ("ops.alerts", 15, false),
             ("platform.impersonation_sweep", 300, true),
         ]
     );
@@ -143,6 +145,7 @@ async fn production_runs_no_development_mail_sender() {
             "audit.retention_purge",
             "audit.webhook_delivery",
             "crypto.keyring_reload",
+            "ops.alerts",
             "platform.impersonation_sweep",
         ]
     );

@@ -9,6 +9,7 @@
 //! One integration-test binary (link time on 2 cores): a real server on
 //! 127.0.0.1:0, real SQLite files, real PostgreSQL databases.
 
+mod alerts;
 mod allowlist_pathways;
 mod apikeys;
 mod apikeys_cache;
@@ -52,6 +53,7 @@ mod lookalike_addresses;
 mod mailbox;
 mod members;
 mod members_invitations;
+mod metrics;
 mod mfa;
 mod mfa_policy;
 mod mfa_totp;

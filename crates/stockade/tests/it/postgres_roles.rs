@@ -178,6 +178,7 @@ impl Serving {
         let mut cmd = stockade(dir);
         cmd.arg("serve")
             .env("STOCKADE_LISTEN", "127.0.0.1:0")
+            .env("STOCKADE_ADMIN_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {

@@ -36,12 +36,15 @@ use super::verify::{self, AuditIn};
 use crate::audit::{Actor, NewEvent, Outcome};
 use crate::http::client_ip::ClientIp;
 use crate::http::{ApiError, ApiJson, AuditContext, AuthState, Principal};
-use crate::identity::password_gate::limit_ip;
+use crate::identity::password_gate::{limit_ip, limit_ip_as};
 use crate::ids::UserId;
 use crate::mfa::signin::{self, CompleteMfa};
 use crate::mfa::{MfaState, challenge};
 use crate::platform::operation;
 use crate::tenancy::allowlist::Pathway;
+
+/// The `limiter` label of the ceremony limit's refusals.
+const CEREMONY_LIMITER: &str = "webauthn_ceremony_address";
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -128,7 +131,14 @@ pub async fn begin(
     AuditContext(context): AuditContext,
     ApiJson(req): ApiJson<BeginLogin>,
 ) -> Result<Json<LoginBegun>, ApiError> {
-    limit_ip(&state, &state.ceremony_limiter, ip, &context).await?;
+    limit_ip_as(
+        CEREMONY_LIMITER,
+        &state,
+        &state.ceremony_limiter,
+        ip,
+        &context,
+    )
+    .await?;
     match req.mfa_token {
         Some(token) => {
             let pending = challenge::open(&state, &token, ip.0).await?;
@@ -168,7 +178,14 @@ pub async fn reauth_begin(
     p: Principal,
 ) -> Result<Json<LoginBegun>, ApiError> {
     p.forbid_impersonation(&state, operation::STEP_UP).await?;
-    limit_ip(&state, &state.ceremony_limiter, ip, &p.context).await?;
+    limit_ip_as(
+        CEREMONY_LIMITER,
+        &state,
+        &state.ceremony_limiter,
+        ip,
+        &p.context,
+    )
+    .await?;
     let (options, st) = options_for(&state, p.user_id).await?;
     let id = ceremony::open(&state, Kind::StepUp, Some(p.user_id), None, &st).await?;
     Ok(begun(id, options))
@@ -231,7 +248,10 @@ pub async fn finish(
             signin::complete(state, ip, context, ApiJson(body)).await
         }
         (None, Some(id)) => {
-            passwordless(&state, ip, &context.0, id, &req.credential, req.tenant).await
+            let answer =
+                passwordless(&state, ip, &context.0, id, &req.credential, req.tenant).await;
+            crate::ops::metrics::sign_in("passkey", &answer);
+            answer
         }
         _ => Err(shape()),
     }
