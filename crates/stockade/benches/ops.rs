@@ -1,9 +1,11 @@
 //! Criterion benchmark of the metrics and alerts on the request path (issue
 //! #20 items 5 and 6): what the request layer (`ops::http_metrics`) adds to
-//! a request, measured as one router answering with and without the layer
-//! (`router_bare`, `router_with_metrics_layer`); the layer's recording on
-//! its own (`record_request`: one counter and one histogram sample under one
-//! label set, and the three atomics of the alerts); and the pure detector
+//! a request, measured as one router answering without it, with a layer
+//! that does nothing (what axum's `from_fn` costs) and with it
+//! (`router_bare`, `router_with_noop_layer`, `router_with_metrics_layer`);
+//! the layer's recording on its own (`record_request`: one counter and one
+//! histogram sample through handles registered once, and the three atomics
+//! of the alerts); and the pure detector
 //! (`stockade_core::alerts`): one rate-limit refusal observed, with one and
 //! with 10,000 addresses tracked, and one evaluation over a full hour of
 //! request buckets and 1,000 addresses.
@@ -59,12 +61,17 @@ fn request_path(c: &mut Criterion) {
         monitor.clone(),
         http_metrics::track,
     ));
+    // The same stack with a layer that does nothing: what `from_fn` itself costs.
+    let noop = router().layer(axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| next.run(req),
+    ));
     let path = "/v1/collections/notes/records/0191c7a1-2b3c-7d4e-8f90-123456789abc";
     let mut group = c.benchmark_group("ops");
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
     for (name, app) in [
         ("router_bare", &bare),
+        ("router_with_noop_layer", &noop),
         ("router_with_metrics_layer", &tracked),
     ] {
         group.bench_function(name, |b| {

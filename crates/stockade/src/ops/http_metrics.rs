@@ -8,8 +8,10 @@
 //! refusal and reports its client to the alerts. The client address is
 //! used for that detection only, never as a label.
 //!
-//! It is on every request's path: no lock, no await beyond the inner
-//! service's, one allocation (the route label).
+//! It is on every request's path: no lock held across an await, no await
+//! beyond the inner service's, no allocation once the request's series
+//! exist (`ops::metrics::http_request` keeps their handles). Measured in
+//! `benches/ops.rs`: about 0.6 µs per request.
 
 use std::sync::Arc;
 use std::time::Instant;

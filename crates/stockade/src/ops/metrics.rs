@@ -15,15 +15,16 @@
 //! Counters count from the process's start; with several server instances
 //! in one process (the integration tests) they add up.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use metrics::{
-    SharedString, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
-    histogram,
+    Counter, Histogram, SharedString, Unit, counter, describe_counter, describe_gauge,
+    describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -207,16 +208,67 @@ pub fn status_class(status: StatusCode) -> &'static str {
 }
 
 /// One answered request (`ops::http_metrics`): `route` is a template or
-/// [`UNMATCHED`]. One allocation for the route label, shared by both series.
+/// [`UNMATCHED`]. The request path's one metrics call: the series' handles
+/// are registered once per (route, method, status class) and reused, so a
+/// request allocates nothing here (a read lock, never held across an
+/// await, and two atomic updates). Nothing is recorded before [`install`].
 pub fn http_request(method: &'static str, route: &str, status: &'static str, took: Duration) {
-    let route = SharedString::from(Arc::<str>::from(route));
+    if handle().is_none() {
+        return;
+    }
+    let seconds = took.as_secs_f64();
+    let record = |(counter, histogram): &RequestHandles| {
+        counter.increment(1);
+        histogram.record(seconds);
+    };
+    {
+        let known = REQUEST_HANDLES
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = known.get(route).and_then(|by| find(by, method, status)) {
+            record(h);
+            return;
+        }
+    }
+    let route_label = SharedString::from(Arc::<str>::from(route));
     let labels: [(&'static str, SharedString); 3] = [
         ("method", SharedString::const_str(method)),
-        ("route", route),
+        ("route", route_label),
         ("status", SharedString::const_str(status)),
     ];
-    counter!(HTTP_REQUESTS, &labels).increment(1);
-    histogram!(HTTP_DURATION, &labels).record(took.as_secs_f64());
+    let handles = (
+        counter!(HTTP_REQUESTS, &labels),
+        histogram!(HTTP_DURATION, &labels),
+    );
+    let mut known = REQUEST_HANDLES
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    let by = known.entry(route.into()).or_default();
+    if find(by, method, status).is_none() {
+        by.push(((method, status), handles));
+    }
+    if let Some(h) = find(by, method, status) {
+        record(h);
+    }
+}
+
+type RequestHandles = (Counter, Histogram);
+
+/// Per route template, the handles of each (method, status class) seen:
+/// bounded by the router's routes (and `unmatched`) × 8 methods × 5 classes.
+#[allow(clippy::type_complexity)] // reason: one map, named by its use
+static REQUEST_HANDLES: LazyLock<
+    RwLock<HashMap<Box<str>, Vec<((&'static str, &'static str), RequestHandles)>>>,
+> = LazyLock::new(RwLock::default);
+
+fn find<'a>(
+    by: &'a [((&'static str, &'static str), RequestHandles)],
+    method: &str,
+    status: &str,
+) -> Option<&'a RequestHandles> {
+    by.iter()
+        .find(|((m, s), _)| *m == method && *s == status)
+        .map(|(_, h)| h)
 }
 
 /// A sign-in step's answer (`password`, `mfa`, `passkey`), by its outcome.
