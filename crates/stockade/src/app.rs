@@ -396,8 +396,20 @@ async fn deliver_dev_mail(
 
 /// One run of the `ops.alerts` job: this instance's alerts judged; each
 /// one raised or cleared is a gauge, a platform audit event and a log line
-/// (`ops::alerts`).
+/// (`ops::alerts`). The latest full audit chain verification is read from
+/// the database first (the leader runs it, `audit::verification`; every
+/// instance, and a restarted one, sees its outcome); a read that fails is
+/// logged and leaves the last one seen.
 pub async fn evaluate_alerts(state: &AppState) -> crate::jobs::RunResult {
+    match crate::audit::verification::latest(&state.db).await {
+        Ok(Some(v)) => state
+            .monitor
+            .observe_chain_verification(v.ok, v.finished_at),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "the latest audit chain verification could not be read")
+        }
+    }
     state.monitor.run(&state.db).await
 }
 

@@ -326,10 +326,81 @@ async fn failing_webhook_deliveries_raise_an_alert(backend: Backend) {
     assert_cleared(&s, &admin, alert).await;
 }
 
+/// Attacker with database access edits a tenant's audit chain: the daily
+/// verification (`audit.chain_verification`, run here as the leader runs
+/// it) records the failure, and every instance's alert job raises the
+/// chain alert from that record — a second instance that never ran the
+/// verification too. A later verification that holds clears it.
+async fn a_failed_chain_verification_raises_on_every_instance(backend: Backend) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(s) = server(backend, &[WINDOW]).await else {
+        return;
+    };
+    let admin = admin_for(&s).await;
+    let alert = Alert::AuditChainVerificationFailed;
+    crate::auth::signup(&s, "chainco", "owner@chainco.example").await;
+    let tenant = crate::audit::tenant_id(&s, "chainco").await;
+    let verify = || async {
+        stockade::audit::verification::scheduled_verification(&s.db, s.clock.as_ref())
+            .await
+            .unwrap()
+    };
+    assert!(verify().await.ok);
+    evaluate(&s).await;
+    assert!(!s.state.monitor.is_raised(alert));
+    let outcome = |value: &str| {
+        format!("UPDATE audit_events SET outcome = '{value}' WHERE tenant_id = $1 AND seq = 1")
+    };
+    let mut read = s.db.tenant_read(tenant).await.unwrap();
+    let (original,): (String,) = read
+        .fetch_one(
+            "SELECT outcome FROM audit_events WHERE tenant_id = $1 AND seq = 1",
+            vec![],
+        )
+        .await
+        .unwrap();
+    drop(read);
+    let forged = if original == "denied" {
+        "success"
+    } else {
+        "denied"
+    };
+    crate::testkit::raw_execute(&s.db, &outcome(forged), tenant.as_uuid()).await;
+    s.clock.advance(Duration::seconds(10));
+    assert!(!verify().await.ok);
+    evaluate(&s).await;
+    let evidence = assert_raised(&s, &admin, alert).await;
+    assert_eq!(evidence["ok"], false, "{evidence}");
+    let other = TestServer::start_beside(&s, &[WINDOW]).await;
+    evaluate(&other).await;
+    assert!(other.state.monitor.is_raised(alert));
+    assert_eq!(
+        alert_events(&s, "raised", alert).await.len(),
+        2,
+        "one per instance"
+    );
+    // Repaired, verified again: both clear.
+    crate::testkit::raw_execute(&s.db, &outcome(&original), tenant.as_uuid()).await;
+    s.clock.advance(Duration::seconds(10));
+    assert!(verify().await.ok);
+    evaluate(&s).await;
+    assert!(!s.state.monitor.is_raised(alert));
+    assert_eq!(
+        gauge(&admin, alert).await,
+        1.0,
+        "the other instance still has it"
+    );
+    evaluate(&other).await;
+    assert!(!other.state.monitor.is_raised(alert));
+    assert_eq!(gauge(&admin, alert).await, 0.0);
+    assert_eq!(alert_events(&s, "cleared", alert).await.len(), 2);
+}
+
 crate::both_servers!(
     server_errors_raise_then_clear_after_a_quiet_window,
     a_burst_of_client_errors_raises_a_spike_then_clears,
     refusals_from_one_address_raise_against_the_real_peer,
     refusals_behind_a_trusted_proxy_count_per_client,
     failing_webhook_deliveries_raise_an_alert,
+    a_failed_chain_verification_raises_on_every_instance,
 );
