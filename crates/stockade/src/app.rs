@@ -7,7 +7,6 @@
 //! module: what a room needs reaches it through its slice.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -224,6 +223,8 @@ pub fn app(state: AppState) -> Router {
         Arc::new(state.config.cors_origins.clone()),
         crate::http::cors::guard,
     ));
+    // Behind a TLS proxy: what it says came over `http` gets a 308.
+    let router = crate::http::scheme::behind_proxy(router, &state.config);
     // Outermost, so it sees every answer's final status (`ops::http_metrics`).
     layers::apply(router, limits).layer(axum::middleware::from_fn_with_state(
         state.monitor.clone(),
@@ -479,18 +480,15 @@ async fn refresh_keyring(state: &AppState) -> crate::jobs::RunResult {
     }
 }
 
-/// Serves `router` until `shutdown` resolves; in-flight requests finish.
+/// Serves `router` in plain HTTP with the default connection bounds until
+/// `shutdown` resolves; in-flight requests finish. `http::listener::serve`
+/// takes the options (TLS, timeouts).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    crate::http::listener::serve(listener, router, shutdown, Default::default()).await
 }
 
 /// Resolves on SIGINT or SIGTERM.

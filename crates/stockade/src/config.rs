@@ -7,7 +7,7 @@
 //! `config/sources.rs`, parsed and bounded by `config/parse.rs`, judged for
 //! production by `config/production.rs` (database URLs: `config/database.rs`;
 //! audit retention: `config/retention.rs`; the admin listener and alert
-//! thresholds: `config/ops.rs`).
+//! thresholds: `config/ops.rs`; listeners and TLS: `config/tls.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,11 +23,13 @@ mod parse;
 mod production;
 mod retention;
 mod sources;
+mod tls;
 mod web;
 
 pub use database::DatabaseUse;
 use parse::invalid;
 use sources::Raw;
+pub use tls::{DEFAULT_HEADER_READ_TIMEOUT, TlsFiles};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
@@ -89,6 +91,23 @@ pub struct Config {
     pub jwt_secret: Option<Secret>,
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// How long a client has to send a request's headers, and to finish a
+    /// TLS handshake; also how long a keep-alive connection may stay idle
+    /// (`http::listener`).
+    pub header_read_timeout: Duration,
+    /// The certificate chain and key the listener serves HTTPS with
+    /// (`http::tls`); `None` is plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// A proxy in front terminates TLS: production may then listen in
+    /// plain HTTP off loopback, and a request a trusted proxy says came over
+    /// `http` gets a 308 to the public URL (`http::scheme`).
+    pub behind_tls_proxy: bool,
+    /// The plain-HTTP listener that answers 308 to the public URL
+    /// (`http::redirector`).
+    pub http_redirect_listen: Option<SocketAddr>,
+    /// The webroot the redirector serves `/.well-known/acme-challenge/<token>`
+    /// from (certbot's `--webroot -w`).
+    pub acme_challenge_dir: Option<PathBuf>,
     pub log_json: bool,
     /// How long a rotated refresh token may be presented again and get a
     /// sibling token instead of revoking the session (0 = strict).

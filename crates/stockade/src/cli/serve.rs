@@ -19,6 +19,10 @@ pub(super) fn config_check(config: &Config) -> Result<(), Failure> {
         false => Vec::new(),
     };
     problems.extend(config.database_problems(crate::config::DatabaseUse::Serve));
+    let listening = crate::http::listeners::check(config).unwrap_or_else(|problem| {
+        problems.push(problem);
+        Vec::new()
+    });
     if !problems.is_empty() {
         return Err(Failure {
             lines: problems,
@@ -40,7 +44,7 @@ pub(super) fn config_check(config: &Config) -> Result<(), Failure> {
         config.listen,
         config.base_url()
     );
-    for line in config.database_summary() {
+    for line in config.database_summary().into_iter().chain(listening) {
         println!("{line}");
     }
     Ok(())
@@ -55,20 +59,18 @@ pub(super) async fn serve(mut config: Config, options: MigrateOptions) -> Result
     // The owner's URL served its purpose: the serving process keeps neither
     // an owner connection nor its credentials.
     config.migrate_database_url = None;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    // The API (HTTPS with a certificate) and the redirector (`http::listeners`).
+    let listeners = crate::http::listeners::Listeners::bind(&config)
         .await
-        .map_err(|e| Failure::one(format!("cannot listen on {}: {e}", config.listen)))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Failure::one(format!("cannot read the listening address: {e}")))?;
+        .map_err(|e| Failure {
+            lines: vec![e.line().to_owned()],
+            code: e.exit_code(),
+        })?;
+    let url = listeners.describe(&config);
     let mode = if config.is_postgres() {
         "PostgreSQL".to_owned()
     } else {
         format!("embedded SQLite in {}", config.data_dir.display())
-    };
-    let url = match &config.public_url {
-        Some(_) => format!("http://{local} (public URL {})", config.base_url()),
-        None => format!("http://{local}"),
     };
     let keyring = crate::crypto::keyring::load(&db, &keys, &SystemClock)
         .await
@@ -111,7 +113,7 @@ pub(super) async fn serve(mut config: Config, options: MigrateOptions) -> Result
     // The scheduled jobs (`jobs`), shown in `/readyz`; stopped on shutdown.
     let mut jobs = app::spawn_jobs(&state);
     let router = app::app(state).layer(axum::Extension(jobs.board()));
-    let served = app::serve(listener, router, app::shutdown_signal()).await;
+    let served = listeners.serve(router, app::shutdown_signal()).await;
     jobs.shutdown();
     served.map_err(|e| Failure::one(format!("server error: {e}")))?;
     db.close().await;

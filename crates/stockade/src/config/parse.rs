@@ -14,7 +14,7 @@ use super::sources::Raw;
 use super::{
     Config, ConfigError, DEFAULT_BODY_LIMIT, DEFAULT_IMPORT_MAX_BYTES, DEFAULT_IMPORT_MAX_ROWS,
     DEFAULT_LISTEN, DEFAULT_RECORD_MAX_BYTES, JwtAlg, Profile, SignupMode, database,
-    is_postgres_url, retention, web,
+    is_postgres_url, retention, tls, web,
 };
 
 impl Raw {
@@ -176,6 +176,7 @@ impl Raw {
         let webhook_ca_file = self.get("webhook_ca_file").map(PathBuf::from);
         let (audit_retention_min_days, audit_platform_retention_days) = retention::parse(&self)?;
         let (admin_listen, admin_allow_remote, alerts) = super::ops::parse(&self, listen)?;
+        let listeners = tls::parse(&self, public_url.as_ref())?;
         let database_url = self.secrets.remove("database_url");
         if let Some(url) = &database_url {
             let u = url.value.expose_secret();
@@ -213,6 +214,11 @@ impl Raw {
             jwt_secret: self.secrets.remove("jwt_secret"),
             body_limit,
             request_timeout,
+            header_read_timeout: listeners.header_read_timeout,
+            tls: listeners.tls,
+            behind_tls_proxy: listeners.behind_tls_proxy,
+            http_redirect_listen: listeners.http_redirect_listen,
+            acme_challenge_dir: listeners.acme_challenge_dir,
             log_json,
             refresh_reuse_grace,
             trusted_proxies,

@@ -2,6 +2,7 @@
 //! open signup only with its explicit flag, a master key and a signing key
 //! (or a strong HS256 secret) named, owners given as ids, database TLS,
 //! trusted proxies said, the admin listener on loopback unless allowed, no
+//! plain HTTP off loopback unless behind a TLS proxy (`config/tls.rs`), no
 //! benchmark build. One line per problem, so
 //! `config check` and `serve` can list them all; key files themselves are
 //! read and judged by `crypto::keys`, not here.
@@ -92,6 +93,7 @@ impl Config {
             );
         }
         problems.extend(self.admin_problem());
+        problems.extend(self.listener_problems());
         if cfg!(feature = "bench") {
             problems.push(
                 "this binary was built with the `bench` feature (benchmark routes without authentication): never run it in production"

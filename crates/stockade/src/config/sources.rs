@@ -58,6 +58,13 @@ const KEYS: &[&str] = &[
     "alert_email_failure_percent",
     "alert_delivery_min_attempts",
     "alert_backup_max_age_hours",
+    // config/tls.rs
+    "header_read_timeout_secs",
+    "tls_cert_file",
+    "tls_key_file",
+    "behind_tls_proxy",
+    "http_redirect_listen",
+    "acme_challenge_dir",
 ];
 const SECRET_KEYS: &[&str] = &[
     "database_url",

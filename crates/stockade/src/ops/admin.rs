@@ -65,8 +65,11 @@ pub async fn start(addr: SocketAddr, db: Db) -> Result<AdminListener, String> {
         .local_addr()
         .map_err(|e| format!("cannot read the admin listening address: {e}"))?;
     let app = router(db);
+    // The connection loop of every listener, with its bounds (`http::listener`).
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let stopped = std::future::pending::<()>();
+        let options = crate::http::listener::ServeOptions::default();
+        if let Err(e) = crate::http::listener::serve(listener, app, stopped, options).await {
             tracing::error!(error = %e, "admin listener stopped");
         }
     });
