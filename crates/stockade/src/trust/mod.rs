@@ -134,15 +134,22 @@ async fn trust_html(
         .into_response())
 }
 
-/// How HTTPS is provided, from the configuration.
+/// How HTTPS is provided, from the configuration (`http::tls`,
+/// `http::scheme`, `http::redirector`): with a certificate this process
+/// speaks only TLS 1.3/1.2 with forward-secret AEAD suites on its port;
+/// behind a TLS proxy what the proxy says came over `http` is redirected.
 pub fn transport(config: &Config) -> posture::Transport {
-    let _ = config;
+    let (https, tls_versions) = match (&config.tls, config.behind_tls_proxy) {
+        (Some(_), _) => ("built-in", vec!["TLS 1.3", "TLS 1.2"]),
+        (None, true) => ("proxy", Vec::new()),
+        (None, false) => ("none", Vec::new()),
+    };
     posture::Transport {
-        https: "none",
-        https_enforced: false,
-        tls_versions: Vec::new(),
-        tls_forward_secrecy_only: false,
-        http_redirector: false,
+        https,
+        https_enforced: https != "none",
+        tls_versions,
+        tls_forward_secrecy_only: config.tls.is_some(),
+        http_redirector: config.http_redirect_listen.is_some(),
         hsts: crate::http::headers::HSTS,
     }
 }

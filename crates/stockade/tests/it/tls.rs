@@ -240,3 +240,64 @@ async fn plain_http_on_the_tls_port_gets_no_http_answer() {
         .unwrap();
     assert_eq!(res.text().await.unwrap(), "x");
 }
+
+/// The trust page (`/trust.json`) says how HTTPS is provided, from the
+/// configuration the server runs with.
+#[tokio::test]
+async fn the_trust_page_reports_the_transport_it_runs_with() {
+    let transport = |s: TestServer| async move {
+        let p: serde_json::Value = s
+            .client
+            .get(s.url("/trust.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        p["transport"].clone()
+    };
+    let plain = transport(TestServer::start().await).await;
+    assert_eq!(plain["https"], "none");
+    assert_eq!(plain["https_enforced"], false);
+    assert_eq!(plain["tls_versions"], serde_json::json!([]));
+    let built_in = transport(
+        TestServer::start_with(
+            &[
+                ("STOCKADE_TLS_CERT_FILE", "/etc/stockade/cert.pem"),
+                ("STOCKADE_TLS_KEY_FILE", "/etc/stockade/key.pem"),
+                ("STOCKADE_PUBLIC_URL", "https://app.example.test"),
+                ("STOCKADE_HTTP_REDIRECT_LISTEN", "127.0.0.1:0"),
+            ],
+            true,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(built_in["https"], "built-in");
+    assert_eq!(built_in["https_enforced"], true);
+    assert_eq!(
+        built_in["tls_versions"],
+        serde_json::json!(["TLS 1.3", "TLS 1.2"])
+    );
+    assert_eq!(built_in["tls_forward_secrecy_only"], true);
+    assert_eq!(built_in["http_redirector"], true);
+    assert_eq!(built_in["hsts"], HSTS);
+    let proxied = transport(
+        TestServer::start_with(
+            &[
+                ("STOCKADE_BEHIND_TLS_PROXY", "true"),
+                ("STOCKADE_PUBLIC_URL", "https://app.example.test"),
+                ("STOCKADE_TRUSTED_PROXIES", "10.0.0.0/8"),
+            ],
+            true,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(proxied["https"], "proxy");
+    assert_eq!(proxied["https_enforced"], true);
+    assert_eq!(proxied["http_redirector"], false);
+    // The certificate's paths are internal: not on the page.
+    assert!(!built_in.to_string().contains("/etc/stockade"));
+}
