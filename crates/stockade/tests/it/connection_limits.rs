@@ -131,6 +131,33 @@ async fn oversized_heads_get_431() {
     assert_eq!(res.status(), 200);
 }
 
+/// HTTP/2 (reqwest over TLS, ALPN h2): a header list over the bound is
+/// refused with 431, one within it is served, on the same connection.
+#[tokio::test]
+async fn oversized_h2_header_lists_get_431() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = tls_kit::write_pair(dir.path(), &pki.issue("s"));
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let (served, _tls) = Served::tls(router, &files, Duration::from_secs(10)).await;
+    let client = pki.reqwest(served.addr);
+    let url = format!("https://localhost:{}/", served.addr.port());
+    for (size, status) in [
+        (MAX_HEADER_BYTES / 2, 200),
+        (MAX_HEADER_BYTES + 1, 431),
+        (1024, 200),
+    ] {
+        let res = client
+            .get(&url)
+            .header("x-big", "a".repeat(size))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.version(), reqwest::Version::HTTP_2);
+        assert_eq!(res.status(), status, "{size}");
+    }
+}
+
 /// A `Content-Length` of a petabyte is a 413 problem before any byte of it
 /// is read; one past u64 is refused by hyper's parser with a 400.
 #[tokio::test]
