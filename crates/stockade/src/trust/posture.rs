@@ -38,7 +38,7 @@ pub struct Posture {
 pub struct Build {
     pub version: &'static str,
     /// The dependency-advisory check of the build (`cargo audit` in CI,
-    /// given to the compiler as `STOCKADE_BUILD_ADVISORIES`), or `not
+    /// given to the compiler as `BUILD_ADVISORIES`), or `not
     /// checked` for a build made without it.
     pub advisories: &'static str,
 }
@@ -220,7 +220,7 @@ pub async fn gather(
         generated_at: now,
         build: Build {
             version: env!("CARGO_PKG_VERSION"),
-            advisories: option_env!("STOCKADE_BUILD_ADVISORIES").unwrap_or("not checked"),
+            advisories: option_env!("BUILD_ADVISORIES").unwrap_or("not checked"),
         },
         transport: super::transport(config),
         browser: Browser {
