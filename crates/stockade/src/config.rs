@@ -224,6 +224,17 @@ impl Config {
     }
 }
 
+/// A configuration from `STOCKADE_*` pairs alone (no file): the one loader
+/// the settings' unit tests share.
+#[cfg(test)]
+pub(crate) fn load_pairs(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: BTreeMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Config::load(None, &env)
+}
+
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }

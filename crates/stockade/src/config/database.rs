@@ -252,17 +252,9 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
-    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::load(None, &env)
-    }
+    use crate::config::load_pairs as load;
 
     const APP: &str = "postgres://stockade_login:pw-app@db.internal:5432/stockade";
     const OWNER: &str = "postgres://stockade_owner:pw-owner@db.internal:5432/stockade";

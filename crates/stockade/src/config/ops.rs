@@ -129,17 +129,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
-    use super::super::Config;
-
-    fn load(pairs: &[(&str, &str)]) -> Result<Config, super::ConfigError> {
-        let env: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::load(None, &env)
-    }
+    use crate::config::load_pairs as load;
 
     #[test]
     fn admin_listener_defaults_to_loopback_and_can_be_off() {

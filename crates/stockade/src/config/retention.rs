@@ -39,17 +39,8 @@ fn days(raw: &Raw, name: &str, default: i64) -> Result<i64, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
-    use super::super::Config;
-
-    fn load(pairs: &[(&str, &str)]) -> Result<Config, super::ConfigError> {
-        let env: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::load(None, &env)
-    }
+    use crate::config::load_pairs as load;
 
     #[test]
     fn retention_floor_and_platform_days() {

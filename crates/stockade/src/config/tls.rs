@@ -134,18 +134,9 @@ impl super::Config {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use super::super::Config;
     use super::*;
 
-    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: BTreeMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::load(None, &env)
-    }
+    use crate::config::load_pairs as load;
 
     #[test]
     fn listener_settings_parse_and_are_bounded() {
